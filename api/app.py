@@ -1,0 +1,70 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.body_guard import BodyGuardMiddleware
+from api.problems import install_problem_handlers
+from api.routes import blobs, health, jobs
+from api.wiring import Services, build_services
+from dal.settings import Settings
+from gpu_worker.generation import ImageGenerator
+
+DESCRIPTION = """
+Generate images from text. Submit a job, poll it until it has `succeeded`, then download its
+images through their signed URLs.
+
+Authenticate with `Authorization: Bearer <API key>`. Errors are RFC 9457 `application/problem+json`
+documents with a stable `code`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    generator: ImageGenerator | None = None,
+) -> FastAPI:
+    """Build the app. Adapters are built in the lifespan (never at import); pass `services`
+    to use ready-made ones (the caller then closes them), or `generator` to share a loaded
+    model between apps."""
+    settings = settings or (services.settings if services else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        # Loading the model and opening stores block: keep the event loop free meanwhile.
+        built = await run_in_threadpool(build_services, settings, generator=generator)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            await run_in_threadpool(built.close)
+
+    app = FastAPI(
+        title="txt2img",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={},
+    )
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_problem_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(blobs.router)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> dict[str, Any]:
+        return {"service": "txt2img", "docs": "/docs", "openapi": "/openapi.json"}
+
+    return app

@@ -1,0 +1,195 @@
+"""Use cases behind the /v1/jobs routes. Knows nothing of HTTP; raises its own errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from dal.errors import (
+    IdempotencyKeyReused,
+    JobNotFound,
+    StoreUnavailable,
+    TransitionConflict,
+)
+from dal.ports import JobQueue, JobStore
+from dal.records import Job, JobChanges, JobError, JobParams, JobStatus, Page, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, key: str, existing: Job) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request body "
+            f"(job {existing.id})"
+        )
+        self.key = key
+        self.existing = existing
+
+
+class JobAlreadyFinished(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} is already {job.status.value}")
+        self.job = job
+
+
+class QueueUnavailable(Exception):
+    """The job was recorded but could not be handed to the workers; it has been marked failed."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__("the job queue is unavailable; try again shortly")
+        self.job = job
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationDefaults:
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated request, with None where the client left a field out."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    num_images: int = 1
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            {k: getattr(self, k) for k in self.__slots__}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        queue: JobQueue,
+        model_id: str,
+        defaults: GenerationDefaults,
+        clock: Callable[[], datetime] = utcnow,
+        new_id: Callable[[], str] = new_job_id,
+        new_seed: Callable[[], int] = random_seed,
+    ) -> None:
+        self._jobs = jobs
+        self._queue = queue
+        self._model_id = model_id
+        self._defaults = defaults
+        self._clock = clock
+        self._new_id = new_id
+        self._new_seed = new_seed
+
+    def submit(
+        self, *, owner: str, request: JobRequest, idempotency_key: str | None = None
+    ) -> Submitted:
+        fingerprint = request.fingerprint()
+        now = self._clock()
+        d = self._defaults
+        job = Job(
+            id=self._new_id(),
+            owner=owner,
+            model=self._model_id,
+            params=JobParams(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                width=request.width or d.width,
+                height=request.height or d.height,
+                num_inference_steps=request.num_inference_steps or d.num_inference_steps,
+                guidance_scale=(
+                    d.guidance_scale if request.guidance_scale is None else request.guidance_scale
+                ),
+                seed=self._new_seed() if request.seed is None else request.seed,
+                num_images=request.num_images,
+            ),
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
+        )
+        try:
+            self._jobs.create(job)
+        except IdempotencyKeyReused as reused:
+            if reused.existing.request_fingerprint != fingerprint:
+                raise IdempotencyConflict(str(idempotency_key), reused.existing) from None
+            return Submitted(job=reused.existing, created=False)
+
+        try:
+            self._queue.enqueue(job)
+        except StoreUnavailable as exc:
+            # Never leave a job queued with no message behind it: fail it visibly.
+            log.error("could not enqueue job %s: %s", job.id, exc)
+            failed = self._mark_enqueue_failed(job)
+            raise QueueUnavailable(failed) from exc
+        return Submitted(job=job, created=True)
+
+    def get(self, *, owner: str, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job.owner != owner:
+            # Indistinguishable from a job that does not exist.
+            raise JobNotFound(job_id)
+        return job
+
+    def list(self, *, owner: str, limit: int, cursor: str | None) -> Page:
+        return self._jobs.list_by_owner(owner, limit=limit, cursor=cursor)
+
+    def cancel(self, *, owner: str, job_id: str) -> Job:
+        job = self.get(owner=owner, job_id=job_id)
+        if job.status.is_terminal:
+            raise JobAlreadyFinished(job)
+        try:
+            return self._jobs.transition(
+                job_id,
+                expected={JobStatus.QUEUED, JobStatus.RUNNING},
+                target=JobStatus.CANCELED,
+                changes=JobChanges(
+                    finished_at=self._clock(),
+                    error=JobError("canceled", "canceled by its owner"),
+                ),
+            )
+        except TransitionConflict as conflict:
+            raise JobAlreadyFinished(conflict.job) from None
+
+    def _mark_enqueue_failed(self, job: Job) -> Job:
+        try:
+            return self._jobs.transition(
+                job.id,
+                expected={JobStatus.QUEUED},
+                target=JobStatus.FAILED,
+                changes=JobChanges(
+                    finished_at=self._clock(),
+                    error=JobError("enqueue_failed", "the job could not be queued; submit again"),
+                ),
+            )
+        except Exception:
+            log.exception("could not mark job %s failed after an enqueue failure", job.id)
+            return job

@@ -1,0 +1,179 @@
+"""RFC 9457 problem+json at the API's edge: every error a client can see is built here.
+
+Services and adapters raise their own exceptions; this module maps them to HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.job_service import IdempotencyConflict, JobAlreadyFinished, QueueUnavailable
+from dal.errors import InvalidCursor, NotFound, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# code -> (status, title). The code is stable: clients branch on it.
+PROBLEM_TYPES: dict[str, tuple[int, str]] = {
+    "invalid-json": (400, "Request body is not valid JSON"),
+    "unauthenticated": (401, "Missing or invalid API key"),
+    "forbidden": (403, "Access denied"),
+    "not-found": (404, "Resource not found"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "job-finished": (409, "Job already finished"),
+    "payload-too-large": (413, "Request body too large"),
+    "unsupported-media-type": (415, "Unsupported media type"),
+    "validation-error": (422, "Request validation failed"),
+    "idempotency-key-reused": (422, "Idempotency-Key reused with a different request"),
+    "rate-limited": (429, "Too many requests"),
+    "internal-error": (500, "Internal server error"),
+    "service-unavailable": (503, "Service temporarily unavailable"),
+}
+
+
+class ProblemError(Exception):
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[Mapping[str, str]] | None = None,
+    ) -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.status, self.title = PROBLEM_TYPES[code]
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.errors = list(errors) if errors is not None else None
+
+
+def problem_response(problem: ProblemError, instance: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{problem.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "code": problem.code,
+    }
+    if problem.detail:
+        body["detail"] = problem.detail
+    if instance:
+        body["instance"] = instance
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _validation_problem(exc: RequestValidationError) -> ProblemError:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return ProblemError("invalid-json", "The request body could not be parsed as JSON.")
+    field_errors = []
+    for e in errors:
+        message = str(e.get("msg", "invalid"))
+        # pydantic prefixes messages from our own validators; the prefix helps no one.
+        message = message.removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":
+            message = "unknown field"
+        field_errors.append({"field": _field_name(e.get("loc", ())), "message": message})
+    detail = "; ".join(f"{fe['field']}: {fe['message']}" for fe in field_errors)
+    return ProblemError("validation-error", detail, errors=field_errors)
+
+
+_E = TypeVar("_E", bound=Exception)
+
+
+def _as(exc: Exception, kind: type[_E]) -> _E:
+    # Starlette registers handlers per exception class, so this holds; it narrows the type.
+    if not isinstance(exc, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(exc).__name__}") from exc
+    return exc
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(_as(exc, ProblemError), request.url.path)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        problem = _validation_problem(_as(exc, RequestValidationError))
+        return problem_response(problem, request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        exc = _as(exc, StarletteHTTPException)
+        code = {404: "not-found", 405: "method-not-allowed", 401: "unauthenticated"}.get(
+            exc.status_code
+        )
+        if code is None:
+            code = "internal-error" if exc.status_code >= 500 else "validation-error"
+        problem = ProblemError(code, str(exc.detail), headers=exc.headers)
+        return problem_response(problem, request.url.path)
+
+    async def on_not_found(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(ProblemError("not-found", str(exc)), request.url.path)
+
+    async def on_invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
+        problem = ProblemError(
+            "validation-error",
+            "query.cursor: not a cursor this service issued",
+            errors=[{"field": "query.cursor", "message": "not a cursor this service issued"}],
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", exc)
+        problem = ProblemError(
+            "service-unavailable",
+            "A backing service is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        exc = _as(exc, QueueUnavailable)
+        problem = ProblemError(
+            "service-unavailable",
+            f"The job could not be queued and was marked failed (job {exc.job.id}); "
+            "submit it again shortly.",
+            headers={"Retry-After": "5"},
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
+        problem = ProblemError(
+            "idempotency-key-reused",
+            str(exc),
+            errors=[{"field": "header.Idempotency-Key", "message": str(exc)}],
+        )
+        return problem_response(problem, request.url.path)
+
+    async def on_job_finished(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(ProblemError("job-finished", str(exc)), request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(ProblemError("internal-error"), request.url.path)
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(InvalidCursor, on_invalid_cursor)
+    app.add_exception_handler(StoreUnavailable, on_unavailable)
+    app.add_exception_handler(QueueUnavailable, on_queue_unavailable)
+    app.add_exception_handler(IdempotencyConflict, on_idempotency_conflict)
+    app.add_exception_handler(JobAlreadyFinished, on_job_finished)
+    app.add_exception_handler(Exception, on_unexpected)

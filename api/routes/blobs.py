@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import ServicesDep
+from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from api.schemas import Problem
+from dal.url_signing import SignatureInvalid, validate_blob_key
+
+router = APIRouter(tags=["images"])
+
+
+@router.get(
+    "/v1/blobs/{key:path}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The image."},
+        403: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}},
+        404: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}},
+    },
+    summary="Download an image through a signed URL (no API key needed)",
+)
+def get_blob(
+    key: str,
+    services: ServicesDep,
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    sig: Annotated[str, Query(min_length=64, max_length=64)],
+) -> Response:
+    signer = services.url_signer
+    if signer is None:
+        raise ProblemError("not-found", "Images are served from object storage, not this API.")
+    try:
+        validate_blob_key(key)
+        signer.verify(key, expires=expires, sig=sig)
+    except (ValueError, SignatureInvalid) as exc:
+        raise ProblemError("forbidden", f"The signed URL is not valid: {exc}.") from None
+    data = services.blobs.get(key)
+    remaining = max(0, math.floor(expires - time.time()))
+    return Response(
+        content=data,
+        media_type="image/png",
+        headers={
+            "Cache-Control": f"private, max-age={remaining}, immutable",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

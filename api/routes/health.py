@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ServicesDep
+from api.problems import PROBLEM_TYPES, ProblemError
+from api.schemas import HealthOut
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="The process is up")
+def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "A dependency is failing."}},
+    summary="Dependencies reachable, model loaded where this process runs jobs",
+)
+def readyz(services: ServicesDep) -> Any:
+    checks: dict[str, str] = {}
+    for name, check in services.readiness_checks.items():
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"failing: {type(exc).__name__}"
+    if services.settings.job_queue == "inline":
+        checks["model"] = "ok" if services.generator is not None else "failing: not loaded"
+    healthy = all(v == "ok" for v in checks.values())
+    body = HealthOut(status="ok" if healthy else "failing", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+
+@router.get("/problems/{code}", include_in_schema=False)
+def problem_type(code: str) -> dict[str, Any]:
+    """Resolves the `type` URI of a problem response to its description."""
+    if code not in PROBLEM_TYPES:
+        raise ProblemError("not-found", f"No problem type {code!r}.")
+    status, title = PROBLEM_TYPES[code]
+    return {"type": f"/problems/{code}", "code": code, "status": status, "title": title}

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+
+from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
+from api.job_service import JobRequest
+from api.job_views import job_view
+from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from api.schemas import JobCreate, JobListOut, JobOut, Problem
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
+
+
+def _check_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable() or not value.isascii():
+        raise ProblemError(
+            "validation-error",
+            "header.Idempotency-Key: must be 1-255 printable ASCII characters",
+            errors=[
+                {
+                    "field": "header.Idempotency-Key",
+                    "message": "must be 1-255 printable ASCII characters",
+                }
+            ],
+        )
+    return value
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    dependencies=[Depends(submit_rate_limit)],
+    responses=_problems(400, 401, 413, 415, 422, 429, 503),
+    summary="Submit a text-to-image job",
+)
+def submit_job(
+    body: Annotated[JobCreate, Body()],
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe submission: the same key and body return the same job.",
+        ),
+    ] = None,
+) -> JobOut:
+    submitted = services.job_service.submit(
+        owner=principal.owner,
+        request=JobRequest(**body.model_dump()),
+        idempotency_key=_check_idempotency_key(idempotency_key),
+    )
+    response.headers["Location"] = str(request.url_for("get_job", job_id=submitted.job.id))
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_view(submitted.job, services, str(request.base_url))
+
+
+@router.get(
+    "",
+    response_model=JobListOut,
+    dependencies=[Depends(read_rate_limit)],
+    responses=_problems(401, 422, 429, 503),
+    summary="List your jobs, newest first",
+)
+def list_jobs(
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobListOut:
+    if limit > services.settings.list_max_limit:
+        message = f"must be at most {services.settings.list_max_limit}"
+        raise ProblemError(
+            "validation-error",
+            f"query.limit: {message}",
+            errors=[{"field": "query.limit", "message": message}],
+        )
+    page = services.job_service.list(owner=principal.owner, limit=limit, cursor=cursor)
+    base = str(request.base_url)
+    return JobListOut(
+        items=[job_view(j, services, base) for j in page.items], next_cursor=page.next_cursor
+    )
+
+
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    dependencies=[Depends(read_rate_limit)],
+    responses=_problems(401, 404, 429, 503),
+    summary="Get a job: status, progress and signed image URLs",
+)
+def get_job(
+    job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> JobOut:
+    job = services.job_service.get(owner=principal.owner, job_id=job_id)
+    return job_view(job, services, str(request.base_url))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    dependencies=[Depends(submit_rate_limit)],
+    responses=_problems(401, 404, 409, 429, 503),
+    summary="Cancel a queued or running job",
+)
+def cancel_job(
+    job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> JobOut:
+    job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
+    return job_view(job, services, str(request.base_url))

@@ -1,0 +1,166 @@
+"""Request and response bodies of API v1. Strict: no type coercion, no unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from dal.records import JobStatus
+
+
+def _multiple_of_8(value: int | None) -> int | None:
+    if value is not None and value % 8:
+        raise ValueError("must be a multiple of 8")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain non-whitespace characters")
+    return value
+
+
+ImageSide = Annotated[int, Field(ge=64, le=1024), AfterValidator(_multiple_of_8)]
+
+_EXAMPLE_REQUEST: dict[str, Any] = {
+    "prompt": "a lighthouse on a cliff at dawn, oil painting",
+    "negative_prompt": "blurry, low quality",
+    "width": 512,
+    "height": 512,
+    "num_inference_steps": 25,
+    "guidance_scale": 7.5,
+    "seed": 1234,
+    "num_images": 1,
+}
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [_EXAMPLE_REQUEST]}
+    )
+
+    prompt: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_not_blank)]
+    negative_prompt: Annotated[str | None, Field(max_length=1000)] = None
+    width: ImageSide | None = Field(default=None, description="Default: the model's size.")
+    height: ImageSide | None = Field(default=None, description="Default: the model's size.")
+    num_inference_steps: int | None = Field(default=None, ge=1, le=50)
+    guidance_scale: float | None = Field(default=None, ge=0, le=20)
+    seed: int | None = Field(
+        default=None, ge=0, le=2**32 - 1, description="Default: random (and recorded)."
+    )
+    num_images: int = Field(default=1, ge=1, le=4)
+
+
+class ImageOut(BaseModel):
+    url: str = Field(description="Signed URL; GET it without credentials before it expires.")
+    expires_at: datetime
+    width: int
+    height: int
+    seed: int
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class JobParamsOut(BaseModel):
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+
+
+_EXAMPLE_JOB: dict[str, Any] = {
+    "id": "0f8c2d4e5b6a47f1a2b3c4d5e6f70819",
+    "status": "succeeded",
+    "progress": 1.0,
+    "model": "tiny-sd",
+    "created_at": "2026-11-27T12:00:00Z",
+    "updated_at": "2026-11-27T12:00:03Z",
+    "started_at": "2026-11-27T12:00:01Z",
+    "finished_at": "2026-11-27T12:00:03Z",
+    "attempts": 1,
+    "error": None,
+    "params": {**_EXAMPLE_REQUEST},
+    "images": [
+        {
+            "url": "https://api.example.com/v1/blobs/images/ab12/0f8c/0.png?expires=1790000000&sig=...",
+            "expires_at": "2026-11-27T12:15:03Z",
+            "width": 512,
+            "height": 512,
+            "seed": 1234,
+        }
+    ],
+}
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_JOB]})
+
+    id: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: JobErrorOut | None
+    params: JobParamsOut
+    images: list[ImageOut]
+
+
+class JobListOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_EXAMPLE_JOB], "next_cursor": None}]}
+    )
+
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/validation-error",
+                    "title": "Request validation failed",
+                    "status": 422,
+                    "detail": "body.width: must be a multiple of 8",
+                    "code": "validation-error",
+                    "errors": [{"field": "body.width", "message": "must be a multiple of 8"}],
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "failing"]
+    checks: dict[str, str] = Field(default_factory=dict)

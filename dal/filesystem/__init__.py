@@ -1,0 +1,3 @@
+from dal.filesystem.blob_store import FilesystemBlobStore
+
+__all__ = ["FilesystemBlobStore"]

@@ -1,0 +1,3 @@
+from dal.inline.job_queue import InlineJobQueue
+
+__all__ = ["InlineJobQueue"]

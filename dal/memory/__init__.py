@@ -1,0 +1,15 @@
+"""In-memory adapters: real implementations of every port, for tests and the `test` profile."""
+
+from dal.memory.blob_store import MemoryBlobStore
+from dal.memory.job_queue import MemoryJobQueue
+from dal.memory.job_store import MemoryJobStore
+from dal.memory.key_store import MemoryApiKeyStore
+from dal.memory.rate_limiter import MemoryRateLimiter
+
+__all__ = [
+    "MemoryApiKeyStore",
+    "MemoryBlobStore",
+    "MemoryJobQueue",
+    "MemoryJobStore",
+    "MemoryRateLimiter",
+]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+
+from dal.errors import IdempotencyKeyReused, JobNotFound, TransitionConflict
+from dal.paging import decode_cursor, encode_cursor, sort_key
+from dal.records import Job, JobChanges, JobStatus, Page, can_transition, utcnow
+
+
+class MemoryJobStore:
+    """A JobStore in a dict, guarded by one lock so conditional transitions are atomic."""
+
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._by_idempotency_key: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def create(self, job: Job) -> Job:
+        with self._lock:
+            if job.id in self._jobs:
+                raise ValueError(f"job {job.id!r} already exists")
+            if job.idempotency_key is not None:
+                existing_id = self._by_idempotency_key.get((job.owner, job.idempotency_key))
+                if existing_id is not None:
+                    raise IdempotencyKeyReused(self._jobs[existing_id])
+                self._by_idempotency_key[(job.owner, job.idempotency_key)] = job.id
+            self._jobs[job.id] = job
+            return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return self._get_locked(job_id)
+
+    def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor is not None else None
+        with self._lock:
+            mine = sorted(
+                (j for j in self._jobs.values() if j.owner == owner), key=sort_key, reverse=True
+            )
+        if after is not None:
+            mine = [j for j in mine if sort_key(j) < after]
+        items = tuple(mine[:limit])
+        next_cursor = encode_cursor(items[-1]) if len(mine) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
+        with self._lock:
+            matching = sorted((j for j in self._jobs.values() if j.status == status), key=sort_key)
+        return matching[:limit]
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        target: JobStatus,
+        changes: JobChanges | None = None,
+    ) -> Job:
+        expected_set = frozenset(expected)
+        for status in expected_set:
+            if not can_transition(status, target):
+                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        with self._lock:
+            job = self._get_locked(job_id)
+            if job.status not in expected_set:
+                raise TransitionConflict(job, expected_set)
+            updated = (changes or JobChanges()).apply(job, target, self._clock())
+            self._jobs[job_id] = updated
+            return updated
+
+    def record_progress(self, job_id: str, progress: float) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            if job.status != JobStatus.RUNNING:
+                return job
+            updated = job.with_changes(progress=progress, updated_at=self._clock())
+            self._jobs[job_id] = updated
+            return updated
+
+    def ping(self) -> None:
+        return None
+
+    def _get_locked(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None

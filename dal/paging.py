@@ -1,0 +1,33 @@
+"""Opaque paging cursors for "newest first" listings: (created_at, id) of the last item seen."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from dal.errors import InvalidCursor
+from dal.records import Job
+
+
+def encode_cursor(last: Job) -> str:
+    raw = json.dumps({"t": last.created_at.isoformat(), "id": last.id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        created_at = datetime.fromisoformat(data["t"])
+        job_id = data["id"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this service issued") from exc
+    if created_at.tzinfo is None or not isinstance(job_id, str):
+        raise InvalidCursor("cursor is not one this service issued")
+    return created_at, job_id
+
+
+def sort_key(job: Job) -> tuple[datetime, str]:
+    return job.created_at, job.id

@@ -1,0 +1,119 @@
+"""Ports: what the service needs from storage, queues and limiters, as typing.Protocol.
+
+Every port has an in-memory adapter that ships with the code and passes the same contract
+tests as the real adapters (tests/unit/contracts, tests/integration/contracts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from dal.records import ApiKey, Job, JobChanges, JobStatus, Page
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> Job:
+        """Store a new job. Raises IdempotencyKeyReused when the job carries an idempotency key
+        that its owner already used (the error holds the existing job)."""
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """Raises JobNotFound."""
+        ...
+
+    def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        """The owner's jobs, newest first. `cursor` is the `next_cursor` of the previous page;
+        raises InvalidCursor for anything else."""
+        ...
+
+    def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
+        """Oldest first; for sweepers and restarts, not for clients."""
+        ...
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        target: JobStatus,
+        changes: JobChanges | None = None,
+    ) -> Job:
+        """Atomically move the job to `target` if its status is in `expected`, applying
+        `changes`; returns the new record. Exactly one of several concurrent callers wins.
+        Raises JobNotFound, or TransitionConflict (with the current record) when the job is in
+        another status. Raises ValueError for a transition the status machine forbids."""
+        ...
+
+    def record_progress(self, job_id: str, progress: float) -> Job:
+        """Set progress on a running job; returns the current record. If the job is no longer
+        running, nothing is written and the record shows why (e.g. canceled)."""
+        ...
+
+    def ping(self) -> None:
+        """Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    def add(self, key: ApiKey) -> ApiKey: ...
+
+    def find_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not."""
+        ...
+
+    def list_keys(self, owner: str | None = None) -> Sequence[ApiKey]: ...
+
+    def revoke(self, key_id: str, *, at: datetime) -> ApiKey:
+        """Raises NotFound. Revoking twice keeps the first revocation time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    url: str
+    expires_at: datetime
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes, *, content_type: str) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """Raises BlobNotFound."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Deleting a missing blob is not an error."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def signed_url(self, key: str, *, expires_in: timedelta) -> SignedUrl:
+        """A URL that grants GET on this one blob until it expires. It may be path-absolute
+        ("/v1/blobs/...") when the API itself serves the blobs; clients resolve it against
+        the API's base URL."""
+        ...
+
+    def ping(self) -> None: ...
+
+
+class JobQueue(Protocol):
+    def enqueue(self, job: Job) -> None:
+        """Hand the job to the workers. Raises StoreUnavailable when it cannot be handed over."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    # Seconds until the bucket is full again / until the next request would be allowed.
+    reset_after_s: float
+    retry_after_s: float
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str, *, cost: int = 1) -> RateLimitDecision: ...

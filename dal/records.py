@@ -1,0 +1,194 @@
+"""Domain records: a job, its parameters, its images, and the status machine.
+
+Records are immutable; stores hand out copies, and a change is a new record written through a
+store's conditional operations.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+# queued → running → succeeded | failed | canceled. A queued job may also be canceled by its
+# owner or failed by the system (it could not be published); a finished job never changes.
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+@dataclass(frozen=True, slots=True)
+class JobParams:
+    """Everything that determines a job's pixels. `seed` is always set: the API picks one when
+    the client does not, so every job can be reproduced."""
+
+    prompt: str
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int = 1
+    negative_prompt: str | None = None
+
+    def image_seeds(self) -> tuple[int, ...]:
+        return tuple((self.seed + i) % 2**32 for i in range(self.num_images))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "width": self.width,
+            "height": self.height,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "seed": self.seed,
+            "num_images": self.num_images,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobParams:
+        return cls(
+            prompt=data["prompt"],
+            negative_prompt=data.get("negative_prompt"),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            num_inference_steps=int(data["num_inference_steps"]),
+            guidance_scale=float(data["guidance_scale"]),
+            seed=int(data["seed"]),
+            num_images=int(data.get("num_images", 1)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """Where one generated image lives in the blob store (never a URL: URLs are signed on read)."""
+
+    key: str
+    width: int
+    height: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "width": self.width, "height": self.height, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageRef:
+        return cls(
+            key=data["key"],
+            width=int(data["width"]),
+            height=int(data["height"]),
+            seed=int(data["seed"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobError:
+        return cls(code=str(data["code"]), message=str(data["message"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    owner: str
+    params: JobParams
+    model: str
+    status: JobStatus = JobStatus.QUEUED
+    progress: float = 0.0
+    attempts: int = 0
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: JobError | None = None
+    images: tuple[ImageRef, ...] = ()
+    idempotency_key: str | None = None
+    # Hash of the request as the client sent it, to tell a retry from a conflicting reuse of
+    # the same Idempotency-Key.
+    request_fingerprint: str | None = None
+
+    def with_changes(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class JobChanges:
+    """The fields a transition may set besides the status. None means "leave as is"."""
+
+    progress: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: JobError | None = None
+    images: tuple[ImageRef, ...] | None = None
+    increment_attempts: bool = False
+
+    def apply(self, job: Job, status: JobStatus, now: datetime) -> Job:
+        return replace(
+            job,
+            status=status,
+            updated_at=now,
+            progress=job.progress if self.progress is None else self.progress,
+            started_at=job.started_at if self.started_at is None else self.started_at,
+            finished_at=job.finished_at if self.finished_at is None else self.finished_at,
+            error=job.error if self.error is None else self.error,
+            images=job.images if self.images is None else self.images,
+            attempts=job.attempts + (1 if self.increment_attempts else 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: tuple[Job, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: only a keyed hash of the secret, never the secret itself."""
+
+    id: str
+    owner: str
+    key_hash: str
+    label: str = ""
+    created_at: datetime = field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

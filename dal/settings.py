@@ -1,0 +1,190 @@
+"""One typed settings object for every process, read from the environment.
+
+`APP_ENV` picks a profile that fills in every adapter choice left unset; each choice and limit
+also has its own variable (the field name in upper case) that overrides the profile.
+Production profiles (staging, prod) refuse fake adapters and placeholder secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AppEnv = Literal["local", "test", "emulator", "staging", "prod"]
+JobStoreKind = Literal["memory", "sql", "firestore"]
+BlobStoreKind = Literal["memory", "filesystem", "gcs"]
+JobQueueKind = Literal["memory", "inline", "pubsub"]
+RateLimiterKind = Literal["memory", "redis"]
+
+PRODUCTION_ENVS: frozenset[str] = frozenset({"staging", "prod"})
+
+# Values that ship in this file so development needs no setup. Any of them in a production
+# profile is a misconfiguration, refused at start.
+PLACEHOLDER_MARKER = "insecure-dev-placeholder"
+
+PROFILES: dict[str, dict[str, str]] = {
+    "local": {
+        "job_store": "sql",
+        "blob_store": "filesystem",
+        "job_queue": "inline",
+        "rate_limiter": "memory",
+    },
+    "test": {
+        "job_store": "memory",
+        "blob_store": "memory",
+        "job_queue": "memory",
+        "rate_limiter": "memory",
+    },
+    "emulator": {
+        "job_store": "firestore",
+        "blob_store": "gcs",
+        "job_queue": "pubsub",
+        "rate_limiter": "redis",
+    },
+    "staging": {
+        "job_store": "firestore",
+        "blob_store": "gcs",
+        "job_queue": "pubsub",
+        "rate_limiter": "redis",
+    },
+    "prod": {
+        "job_store": "firestore",
+        "blob_store": "gcs",
+        "job_queue": "pubsub",
+        "rate_limiter": "redis",
+    },
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    app_env: AppEnv = "local"
+
+    # --- adapters (None: from the profile) ---
+    job_store: JobStoreKind | None = None
+    blob_store: BlobStoreKind | None = None
+    job_queue: JobQueueKind | None = None
+    rate_limiter: RateLimiterKind | None = None
+
+    # --- where things live ---
+    data_dir: Path = Path(".data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in DATA_DIR."
+    )
+    blob_dir: Path | None = Field(default=None, description="Default: DATA_DIR/blobs.")
+    public_base_url: str | None = Field(
+        default=None,
+        description="Origin put in front of API-served blob URLs; default: the request's own.",
+    )
+
+    # --- serving ---
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- secrets ---
+    bootstrap_api_key: SecretStr | None = None
+    bootstrap_api_key_owner: str = "bootstrap"
+    api_key_pepper: SecretStr = SecretStr(f"{PLACEHOLDER_MARKER}-pepper")
+    url_signing_secret: SecretStr = SecretStr(f"{PLACEHOLDER_MARKER}-url-signing")
+
+    # --- model and generation ---
+    model_path: Path | None = Field(
+        default=None, description="diffusers folder; default: the tiny model (built on demand)."
+    )
+    model_id: str | None = Field(default=None, description="Default: the model folder's name.")
+    default_image_size: int | None = Field(
+        default=None, ge=64, le=1024, description="Default: the model's own, else 512."
+    )
+    default_steps: int = Field(default=25, ge=1, le=50)
+    default_guidance_scale: float = Field(default=7.5, ge=0, le=20)
+    warm_up: bool = True
+
+    # --- limits ---
+    max_body_bytes: int = Field(default=16_384, ge=1024)
+    signed_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    list_max_limit: int = Field(default=100, ge=1, le=1000)
+    rate_limit_submit_per_minute: int = Field(default=30, ge=1)
+    rate_limit_submit_burst: int = Field(default=10, ge=1)
+    rate_limit_read_per_minute: int = Field(default=600, ge=1)
+    rate_limit_read_burst: int = Field(default=120, ge=1)
+
+    # --- worker ---
+    inline_workers: int = Field(default=1, ge=1, le=16)
+    progress_write_interval_s: float = Field(default=0.5, ge=0)
+    cancel_check_interval_s: float = Field(default=0.25, ge=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _apply_profile_and_check(self) -> Self:
+        profile = PROFILES[self.app_env]
+        for name in ("job_store", "blob_store", "job_queue", "rate_limiter"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, profile[name])
+        if self.app_env in PRODUCTION_ENVS:
+            self._refuse_unsafe_production_settings()
+        return self
+
+    def _refuse_unsafe_production_settings(self) -> None:
+        problems: list[str] = []
+        fakes = {
+            "job_store": "memory",
+            "blob_store": "memory",
+            "job_queue": "memory",
+            "rate_limiter": "memory",
+        }
+        for name, fake in fakes.items():
+            if getattr(self, name) == fake:
+                problems.append(
+                    f"{name.upper()}={fake} is an in-process fake, not allowed with "
+                    f"APP_ENV={self.app_env}"
+                )
+        if self.job_queue == "inline":
+            problems.append(
+                f"JOB_QUEUE=inline runs jobs inside the API process, not allowed with "
+                f"APP_ENV={self.app_env}"
+            )
+        if self.job_store == "sql" and (self.database_url or "").startswith("sqlite"):
+            problems.append(f"DATABASE_URL=sqlite is not allowed with APP_ENV={self.app_env}")
+        for name in ("api_key_pepper", "url_signing_secret"):
+            value = getattr(self, name).get_secret_value()
+            if PLACEHOLDER_MARKER in value or len(value) < 32:
+                problems.append(
+                    f"{name.upper()} is a placeholder or shorter than 32 characters; "
+                    "set a random secret (e.g. from Secret Manager)"
+                )
+        if self.bootstrap_api_key is not None:
+            key = self.bootstrap_api_key.get_secret_value()
+            if len(key) < 24:
+                problems.append("BOOTSTRAP_API_KEY is shorter than 24 characters")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+
+    # Resolved values -----------------------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env in PRODUCTION_ENVS
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'txt2img.sqlite3').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def resolved_model_path(self) -> Path:
+        """MODEL_PATH, or the tiny development model's folder (built on first use)."""
+        if self.model_path is not None:
+            return self.model_path
+        return self.data_dir / "models" / "tiny-sd"

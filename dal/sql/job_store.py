@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SaInterfaceError
+
+from dal.errors import IdempotencyKeyReused, JobNotFound, StoreUnavailable, TransitionConflict
+from dal.paging import decode_cursor, encode_cursor
+from dal.records import (
+    ImageRef,
+    Job,
+    JobChanges,
+    JobError,
+    JobParams,
+    JobStatus,
+    Page,
+    can_transition,
+    utcnow,
+)
+from dal.sql.schema import jobs
+
+
+class SqlJobStore:
+    """JobStore on SQLAlchemy Core. Conditional transitions are single UPDATE ... WHERE status
+    IN (...) statements, so the database decides which of several concurrent claimers wins."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def create(self, job: Job) -> Job:
+        try:
+            with self._begin() as conn:
+                conn.execute(insert(jobs).values(**_to_row(job)))
+        except IntegrityError as exc:
+            if job.idempotency_key is not None:
+                existing = self._find_by_idempotency_key(job.owner, job.idempotency_key)
+                if existing is not None:
+                    raise IdempotencyKeyReused(existing) from exc
+            raise ValueError(f"job {job.id!r} already exists") from exc
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _from_row(row)
+
+    def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        query = select(jobs).where(jobs.c.owner == owner)
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    jobs.c.created_at < created_at,
+                    and_(jobs.c.created_at == created_at, jobs.c.id < last_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        with self._connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        found = [_from_row(r) for r in rows]
+        items = tuple(found[:limit])
+        return Page(
+            items=items, next_cursor=encode_cursor(items[-1]) if len(found) > limit else None
+        )
+
+    def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
+        query = (
+            select(jobs)
+            .where(jobs.c.status == status.value)
+            .order_by(jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        target: JobStatus,
+        changes: JobChanges | None = None,
+    ) -> Job:
+        expected_set = frozenset(expected)
+        for status in expected_set:
+            if not can_transition(status, target):
+                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        changes = changes or JobChanges()
+        values: dict[str, Any] = {"status": target.value, "updated_at": self._clock()}
+        if changes.progress is not None:
+            values["progress"] = changes.progress
+        if changes.started_at is not None:
+            values["started_at"] = changes.started_at
+        if changes.finished_at is not None:
+            values["finished_at"] = changes.finished_at
+        if changes.error is not None:
+            values["error"] = changes.error.to_dict()
+        if changes.images is not None:
+            values["images"] = [i.to_dict() for i in changes.images]
+        if changes.increment_attempts:
+            values["attempts"] = jobs.c.attempts + 1
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected_set]))
+            .values(**values)
+        )
+        with self._begin() as conn:
+            result = conn.execute(statement)
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        job = _from_row(row)
+        if result.rowcount != 1:
+            raise TransitionConflict(job, expected_set)
+        return job
+
+    def record_progress(self, job_id: str, progress: float) -> Job:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(progress=progress, updated_at=self._clock())
+        )
+        with self._begin() as conn:
+            conn.execute(statement)
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _from_row(row)
+
+    def ping(self) -> None:
+        with self._connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def _find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        query = select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
+        with self._connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _from_row(row)
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except (OperationalError, SaInterfaceError) as exc:
+            raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except (OperationalError, SaInterfaceError) as exc:
+            raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
+
+
+def _to_row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "model": job.model,
+        "status": job.status.value,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "params": job.params.to_dict(),
+        "error": job.error.to_dict() if job.error else None,
+        "images": [i.to_dict() for i in job.images],
+        "idempotency_key": job.idempotency_key,
+        "request_fingerprint": job.request_fingerprint,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _from_row(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        owner=row["owner"],
+        model=row["model"],
+        status=JobStatus(row["status"]),
+        progress=float(row["progress"]),
+        attempts=int(row["attempts"]),
+        params=JobParams.from_dict(row["params"]),
+        error=JobError.from_dict(row["error"]) if row["error"] else None,
+        images=tuple(ImageRef.from_dict(i) for i in row["images"] or ()),
+        idempotency_key=row["idempotency_key"],
+        request_fingerprint=row["request_fingerprint"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )

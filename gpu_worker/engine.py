@@ -1,0 +1,224 @@
+"""The real `ImageGenerator`: a diffusers pipeline loaded from a local folder.
+
+One engine owns one pipeline on one device. Loading is explicit (`load()`, called from the
+worker's startup) and happens once; `generate()` calls are serialised, because a pipeline keeps
+per-call state (scheduler timesteps, guidance settings) and a GPU runs one batch at a time anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpu_worker.generation import (
+    GeneratedImage,
+    GenerationError,
+    GenerationRequest,
+    StepCallback,
+)
+
+# torch.Generator.manual_seed accepts any unsigned 64-bit value.
+_MAX_SEED = 2**64 - 1
+_WARM_UP_GUIDANCE = 7.5  # > 1, so warm-up takes the classifier-free-guidance path real jobs take
+
+
+class DiffusionEngine:
+    """Generates images with a diffusers pipeline saved in `model_path` (never the hub)."""
+
+    def __init__(
+        self, model_path: Path, *, model_id: str | None = None, device: str | None = None
+    ) -> None:
+        self.model_path = Path(model_path)
+        self._model_id = model_id or self.model_path.name
+        self.device: str = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # Half precision halves memory and time on a GPU; CPUs lack fast fp16 kernels.
+        self.dtype: Any = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.load_seconds: float = 0.0  # set by load(); 0.0 until then
+        self._pipeline: Any = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(width, height) the model was trained for; loads the pipeline if needed."""
+        pipeline = self.load()
+        sample_size = pipeline.unet.config.sample_size
+        # Most UNets store one int; some (non-square models) store (height, width).
+        if isinstance(sample_size, int):
+            latent_height = latent_width = sample_size
+        else:
+            latent_height, latent_width = sample_size
+        scale = int(pipeline.vae_scale_factor)
+        return int(latent_width) * scale, int(latent_height) * scale
+
+    def load(self) -> Any:
+        """Load the pipeline onto the device once; later (or concurrent) calls return it."""
+        with self._load_lock:
+            if self._pipeline is None:
+                started = time.perf_counter()
+                self._pipeline = self._load_pipeline()
+                self.load_seconds = time.perf_counter() - started
+            return self._pipeline
+
+    def _load_pipeline(self) -> Any:
+        # Before diffusers imports transformers: silences the "requires torchvision" notices.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import diffusers
+        from diffusers.utils import logging as diffusers_logging
+        from packaging.version import Version
+        from transformers.utils import logging as transformers_logging
+
+        # diffusers 0.42 renamed torch_dtype to dtype (the old name warns); older ones only
+        # know torch_dtype.
+        dtype_arg = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"
+        # The loading bars are noise in a worker's logs; restore them afterwards so we do not
+        # change the process-wide setting for anyone else.
+        restore = [
+            module
+            for module in (diffusers_logging, transformers_logging)
+            if module.is_progress_bar_enabled()
+        ]
+        for module in restore:
+            module.disable_progress_bar()
+        try:
+            pipeline = diffusers.DiffusionPipeline.from_pretrained(
+                self.model_path, local_files_only=True, **{dtype_arg: self.dtype}
+            )
+        finally:
+            for module in restore:
+                module.enable_progress_bar()
+        pipeline = pipeline.to(self.device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def warm_up(self) -> float:
+        """Run one 1-step generation at the default size to pay first-call costs (kernel
+        selection, allocator growth) before the first job; returns the seconds it took."""
+        width, height = self.default_size
+        started = time.perf_counter()
+        self.generate(
+            GenerationRequest(
+                prompt="warm-up",
+                negative_prompt=None,
+                width=width,
+                height=height,
+                num_inference_steps=1,
+                guidance_scale=_WARM_UP_GUIDANCE,
+                seeds=(0,),
+            )
+        )
+        return time.perf_counter() - started
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[GeneratedImage]:
+        """Generate one PNG per seed, in seed order.
+
+        Raises GenerationError for invalid parameters (not retryable) and out-of-memory
+        (retryable); whatever `on_step` raises propagates unchanged.
+        """
+        _check_request(request)
+        pipeline = self.load()
+        raised_by_on_step: list[BaseException] = []
+
+        def on_step_end(
+            pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]
+        ) -> dict[str, Any]:
+            if on_step is not None:
+                try:
+                    on_step(step_index + 1, int(pipe.num_timesteps))
+                except BaseException as exc:
+                    # Remembered so that the handler below lets it through untouched, even
+                    # when it happens to be a ValueError or RuntimeError.
+                    raised_by_on_step.append(exc)
+                    raise
+            return callback_kwargs
+
+        with self._generate_lock:
+            # One generator per image: image i depends on seeds[i] alone, not on the batch.
+            generators = [
+                torch.Generator(device=self.device).manual_seed(seed) for seed in request.seeds
+            ]
+            try:
+                with torch.inference_mode():
+                    output = pipeline(
+                        prompt=request.prompt,
+                        negative_prompt=request.negative_prompt,
+                        width=request.width,
+                        height=request.height,
+                        num_inference_steps=request.num_inference_steps,
+                        guidance_scale=request.guidance_scale,
+                        num_images_per_prompt=len(request.seeds),
+                        generator=generators,
+                        callback_on_step_end=on_step_end,
+                    )
+            except Exception as exc:
+                if any(exc is raised for raised in raised_by_on_step):
+                    raise
+                error = self._classify(exc, request)
+                if error is None:
+                    raise
+                raise error from exc
+        return [
+            GeneratedImage(png=_encode_png(image), width=image.width, height=image.height, seed=s)
+            for image, s in zip(output.images, request.seeds, strict=True)
+        ]
+
+    def _classify(self, exc: Exception, request: GenerationRequest) -> GenerationError | None:
+        """Map a pipeline failure to a GenerationError, or None to let it propagate as is."""
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        ):
+            # The traceback's frames still reference the batch's tensors: drop them first, or
+            # empty_cache() cannot hand their memory back.
+            traceback.clear_frames(exc.__traceback__)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return GenerationError(
+                "out_of_memory",
+                f"out of memory generating {len(request.seeds)} image(s) at "
+                f"{request.width}x{request.height} on {self.device}",
+                retryable=True,
+            )
+        if isinstance(exc, ValueError):
+            # The pipeline validates its inputs with ValueError (e.g. size not divisible by 8).
+            return GenerationError("invalid_parameters", str(exc), retryable=False)
+        return None
+
+
+def _check_request(request: GenerationRequest) -> None:
+    """Reject what the pipeline would fail on obscurely (or not at all)."""
+    problems = []
+    if not request.seeds:
+        problems.append("at least one seed is required")
+    if any(not 0 <= seed <= _MAX_SEED for seed in request.seeds):
+        problems.append(f"seeds must be between 0 and {_MAX_SEED}")
+    if request.num_inference_steps < 1:
+        problems.append("num_inference_steps must be at least 1")
+    if request.width < 1 or request.height < 1:
+        problems.append("width and height must be positive")
+    if problems:
+        raise GenerationError("invalid_parameters", "; ".join(problems), retryable=False)
+
+
+def _encode_png(image: Any) -> bytes:
+    # PIL writes no timestamp or other varying chunk unless asked, so equal pixels give equal
+    # bytes; the pipeline's images carry no `info` to copy either.
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()

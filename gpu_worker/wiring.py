@@ -1,0 +1,96 @@
+"""Builds the worker's parts from settings: the model folder, the engine, the job runner.
+
+Imported only by processes that run jobs; importing it does not import torch (the engine
+module is imported inside build_engine).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from dal.ports import BlobStore, JobStore
+from dal.records import JobChanges, JobError, JobStatus, utcnow
+from dal.settings import Settings
+from gpu_worker.generation import ImageGenerator
+from gpu_worker.model_folder import is_model_folder
+from gpu_worker.runner import JobRunner, RunnerConfig
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFound(RuntimeError):
+    pass
+
+
+def ensure_model_folder(settings: Settings) -> Path:
+    """MODEL_PATH when set (it must be a diffusers folder); otherwise the tiny development
+    model, built offline on first use."""
+    if settings.model_path is not None:
+        if not is_model_folder(settings.model_path):
+            raise ModelNotFound(
+                f"MODEL_PATH={settings.model_path} is not a diffusers model folder "
+                "(no model_index.json)"
+            )
+        return settings.model_path
+    from gpu_worker.tiny_model import build_tiny_pipeline
+
+    path = settings.resolved_model_path
+    if not is_model_folder(path):
+        log.info("MODEL_PATH is unset: building the tiny development model in %s", path)
+    return build_tiny_pipeline(path)
+
+
+def build_engine(settings: Settings) -> ImageGenerator:
+    from gpu_worker.engine import DiffusionEngine
+
+    folder = ensure_model_folder(settings)
+    engine = DiffusionEngine(folder, model_id=settings.model_id)
+    engine.load()
+    log.info("model %s loaded in %.2f s", engine.model_id, engine.load_seconds)
+    if settings.warm_up:
+        engine.warm_up()
+    return engine
+
+
+def build_runner(
+    settings: Settings, *, jobs: JobStore, blobs: BlobStore, generator: ImageGenerator
+) -> JobRunner:
+    config = RunnerConfig(
+        progress_write_interval_s=settings.progress_write_interval_s,
+        cancel_check_interval_s=settings.cancel_check_interval_s,
+    )
+    return JobRunner(jobs=jobs, blobs=blobs, generator=generator, config=config)
+
+
+def recover_interrupted_jobs(
+    jobs: JobStore, enqueue: Callable[[str], None], *, batch: int = 500
+) -> tuple[int, int]:
+    """At the start of a process that runs jobs in-process (the embedded profile): jobs still
+    queued are enqueued again, and jobs left running by a process that stopped are failed
+    (their generation is lost). Returns (requeued, failed)."""
+    requeued = failed = 0
+    for job in jobs.list_by_status(JobStatus.QUEUED, limit=batch):
+        enqueue(job.id)
+        requeued += 1
+    for job in jobs.list_by_status(JobStatus.RUNNING, limit=batch):
+        try:
+            jobs.transition(
+                job.id,
+                expected={JobStatus.RUNNING},
+                target=JobStatus.FAILED,
+                changes=JobChanges(
+                    finished_at=utcnow(),
+                    error=JobError(
+                        "worker_restarted",
+                        "the process running this job stopped before it finished; submit again",
+                    ),
+                ),
+            )
+            failed += 1
+        except Exception:
+            log.warning("could not fail interrupted job %s", job.id, exc_info=True)
+    if requeued or failed:
+        log.info("recovered jobs: %d requeued, %d failed as interrupted", requeued, failed)
+    return requeued, failed
