@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from dal.errors import InvalidCursor
 from dal.records import Job
@@ -22,10 +22,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         created_at = datetime.fromisoformat(data["t"])
         job_id = data["id"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    # UnicodeDecodeError is a ValueError; RecursionError comes from deeply nested JSON, which a
+    # client can send in a few kilobytes.
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidCursor("cursor is not one this service issued") from exc
     if created_at.tzinfo is None or not isinstance(job_id, str):
         raise InvalidCursor("cursor is not one this service issued")
+    try:
+        # In UTC, as stored; an offset that pushes it past year 1 or 9999 cannot be compared.
+        created_at = created_at.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidCursor("cursor is not one this service issued") from exc
     return created_at, job_id
 
 

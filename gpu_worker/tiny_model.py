@@ -34,7 +34,38 @@ _MAX_TOKENS = 77
 _HIDDEN = 32
 # A small English prompt vocabulary: its words become single tokens, anything else falls back
 # to byte-level tokens, so every prompt tokenizes.
-_WORDS = ["a", "an", "and", "at", "in", "of", "on", "the", "with", "photo", "painting", "portrait", "drawing", "style", "cat", "dog", "horse", "astronaut", "riding", "moon", "mountain", "landscape", "city", "street", "night", "red", "blue", "green", "sky", "sun"]
+_WORDS = [
+    "a",
+    "an",
+    "and",
+    "at",
+    "in",
+    "of",
+    "on",
+    "the",
+    "with",
+    "photo",
+    "painting",
+    "portrait",
+    "drawing",
+    "style",
+    "cat",
+    "dog",
+    "horse",
+    "astronaut",
+    "riding",
+    "moon",
+    "mountain",
+    "landscape",
+    "city",
+    "street",
+    "night",
+    "red",
+    "blue",
+    "green",
+    "sky",
+    "sun",
+]
 
 
 def default_tiny_model_dir() -> Path:
@@ -219,7 +250,7 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     merges: list[str] = []
     for word in _WORDS:
         # Merge left to right; the last merge produces the end-of-word token `word</w>`.
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        pieces = [*word[:-1], word[-1] + "</w>"]
         while len(pieces) > 1:
             left, right = pieces[0], pieces[1]
             merge = f"{left} {right}"
@@ -260,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output",
+        metavar="DIR",
         type=Path,
         default=None,
         help="folder to write (default: $TINY_MODEL_DIR or .data/models/tiny-sd)",

@@ -22,6 +22,7 @@ class MemoryBlobStore:
             self._blobs[key] = (bytes(data), content_type)
 
     def get(self, key: str) -> bytes:
+        validate_blob_key(key)
         with self._lock:
             try:
                 return self._blobs[key][0]
@@ -29,6 +30,7 @@ class MemoryBlobStore:
                 raise BlobNotFound(key) from None
 
     def content_type(self, key: str) -> str:
+        validate_blob_key(key)
         with self._lock:
             try:
                 return self._blobs[key][1]
@@ -36,10 +38,12 @@ class MemoryBlobStore:
                 raise BlobNotFound(key) from None
 
     def delete(self, key: str) -> None:
+        validate_blob_key(key)
         with self._lock:
             self._blobs.pop(key, None)
 
     def exists(self, key: str) -> bool:
+        validate_blob_key(key)
         with self._lock:
             return key in self._blobs
 

@@ -38,7 +38,9 @@ class SqlJobStore:
             with self._begin() as conn:
                 conn.execute(insert(jobs).values(**_to_row(job)))
         except IntegrityError as exc:
-            if job.idempotency_key is not None:
+            # A duplicate id wins over a reused key, as in MemoryJobStore: inserting the same
+            # record twice is a ValueError whatever its idempotency key.
+            if job.idempotency_key is not None and not self._exists(job.id):
                 existing = self._find_by_idempotency_key(job.owner, job.idempotency_key)
                 if existing is not None:
                     raise IdempotencyKeyReused(existing) from exc
@@ -138,6 +140,10 @@ class SqlJobStore:
     def ping(self) -> None:
         with self._connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def _exists(self, job_id: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is not None
 
     def _find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         query = select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)

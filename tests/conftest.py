@@ -1,15 +1,20 @@
-"""Shared fixtures for integration tests."""
+"""Fixtures shared by every test folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from gpu_worker.tiny_model import build_tiny_pipeline
+# The model stack must never reach for a hub: tests build their model offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight Stable Diffusion pipeline, built offline once per session."""
+    from gpu_worker.tiny_model import build_tiny_pipeline
+
     return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")

@@ -1,0 +1,58 @@
+# The commands people type. `make run` and `make test` build .venv themselves when needed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+export TRANSFORMERS_VERBOSITY ?= error
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: help setup run model test test-unit test-integration test-e2e lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
+	$(BIN)/python -m pip install --quiet -e '.[api,worker,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP) ## Create .venv with the API, worker and dev dependencies
+
+run: $(STAMP) ## Serve the API with the embedded profile on http://127.0.0.1:8080 (PORT overrides)
+	$(BIN)/python -m api
+
+model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
+	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
+
+test: $(STAMP) ## Run every test suite (unit, integration, e2e)
+	$(BIN)/python -m pytest tests
+
+test-unit: $(STAMP) ## Unit tests only (no network, no model)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP) ## Integration tests (SQLite, filesystem, the real tiny pipeline)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP) ## The API over HTTP with the inline queue generating real PNGs
+	$(BIN)/python -m pytest tests/e2e
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove the virtualenv, caches and local data
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

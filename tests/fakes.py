@@ -1,0 +1,57 @@
+"""A deterministic stand-in for the diffusion engine, for tests that are not about pixels.
+
+It keeps the ImageGenerator promises that the runner relies on: one image per seed, the
+requested size, identical bytes for identical inputs, on_step called after every step (and
+allowed to raise to stop the generation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+
+from PIL import Image
+
+from gpu_worker.generation import (
+    GeneratedImage,
+    GenerationError,
+    GenerationRequest,
+    StepCallback,
+)
+
+
+class PatternGenerator:
+    model_id = "pattern-test-model"
+    default_size = (64, 64)
+
+    def __init__(self) -> None:
+        self.calls: list[GenerationRequest] = []
+        self.fail_with: GenerationError | None = None
+        # Set to make generate() wait between steps until released (to cancel mid-run).
+        self.step_gate: threading.Event | None = None
+        self.started = threading.Event()
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[GeneratedImage]:
+        self.calls.append(request)
+        self.started.set()
+        for step in range(1, request.num_inference_steps + 1):
+            if self.step_gate is not None:
+                self.step_gate.wait(timeout=10)
+            if on_step is not None:
+                on_step(step, request.num_inference_steps)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [self._image(request, seed) for seed in request.seeds]
+
+    @staticmethod
+    def _image(request: GenerationRequest, seed: int) -> GeneratedImage:
+        digest = hashlib.sha256(f"{request.prompt}|{seed}".encode()).digest()
+        image = Image.new("RGB", (request.width, request.height), tuple(digest[:3]))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return GeneratedImage(
+            png=buffer.getvalue(), width=request.width, height=request.height, seed=seed
+        )

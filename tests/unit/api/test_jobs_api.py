@@ -1,0 +1,180 @@
+"""The /v1/jobs routes over in-process HTTP, with in-memory adapters and a pattern generator."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from dal.records import JobStatus
+from tests.unit.api.conftest import ApiHarness
+
+PROMPT = {"prompt": "a red fox in the snow", "seed": 7, "num_inference_steps": 3}
+
+
+class TestSubmit:
+    def test_submit_returns_202_location_and_the_queued_job(self, api: ApiHarness) -> None:
+        """A valid request creates a queued job with defaults filled in and a Location header."""
+        response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        assert response.status_code == 202
+        job = response.json()
+        assert job["status"] == "queued"
+        assert job["progress"] == 0
+        assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
+        assert job["params"] == {
+            "prompt": "a red fox in the snow",
+            "negative_prompt": None,
+            "width": 64,
+            "height": 64,
+            "num_inference_steps": 3,
+            "guidance_scale": 7.5,
+            "seed": 7,
+            "num_images": 1,
+        }
+        assert api.services.jobs.get(job["id"]).owner == "alice"
+
+    def test_missing_seed_is_chosen_and_recorded(self, api: ApiHarness) -> None:
+        """Without a seed the service picks one, so the job can be reproduced later."""
+        response = api.client.post("/v1/jobs", json={"prompt": "x"}, headers=api.headers())
+        seed = response.json()["params"]["seed"]
+        assert isinstance(seed, int) and 0 <= seed < 2**32
+
+    def test_job_runs_to_success_with_signed_image_urls(self, api: ApiHarness) -> None:
+        """After the worker runs it, the job has one downloadable PNG per requested image."""
+        body = {**PROMPT, "num_images": 2, "width": 72, "height": 64}
+        job_id = api.client.post("/v1/jobs", json=body, headers=api.headers()).json()["id"]
+        api.run_pending_jobs()
+
+        job = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers()).json()
+        assert job["status"] == "succeeded"
+        assert job["progress"] == 1.0
+        assert job["attempts"] == 1
+        assert [img["seed"] for img in job["images"]] == [7, 8]
+        for image in job["images"]:
+            download = api.client.get(image["url"])
+            assert download.status_code == 200
+            assert download.headers["content-type"] == "image/png"
+            assert Image.open(io.BytesIO(download.content)).size == (72, 64)
+
+    def test_idempotency_key_with_same_body_returns_the_same_job(self, api: ApiHarness) -> None:
+        """A retried submission with the same Idempotency-Key creates nothing new."""
+        headers = api.headers(**{"Idempotency-Key": "retry-1"})
+        first = api.client.post("/v1/jobs", json=PROMPT, headers=headers)
+        second = api.client.post("/v1/jobs", json=PROMPT, headers=headers)
+        assert second.status_code == 202
+        assert second.json()["id"] == first.json()["id"]
+        assert second.headers["idempotent-replayed"] == "true"
+        assert len(api.services.jobs.list_by_owner("alice", limit=10).items) == 1
+
+    def test_idempotency_key_with_another_body_is_422(self, api: ApiHarness) -> None:
+        """Reusing an Idempotency-Key for a different request is refused and names the key."""
+        headers = api.headers(**{"Idempotency-Key": "retry-2"})
+        api.client.post("/v1/jobs", json=PROMPT, headers=headers)
+        response = api.client.post("/v1/jobs", json={**PROMPT, "seed": 8}, headers=headers)
+        assert response.status_code == 422
+        problem = response.json()
+        assert problem["code"] == "idempotency-key-reused"
+        assert "retry-2" in problem["detail"]
+        assert len(api.services.jobs.list_by_owner("alice", limit=10).items) == 1
+
+    def test_idempotency_keys_are_per_owner(self, api: ApiHarness) -> None:
+        """Two owners using the same Idempotency-Key get two different jobs."""
+        key = {"Idempotency-Key": "shared"}
+        a = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers(**key)).json()
+        b = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers(api.bob_key, **key)).json()
+        assert a["id"] != b["id"]
+
+    def test_queue_outage_is_503_and_the_job_is_failed_not_orphaned(self, api: ApiHarness) -> None:
+        """When the job cannot be queued the client gets 503 and the record says why."""
+        api.services.queue.available = False  # type: ignore[attr-defined]
+        response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        (job,) = api.services.jobs.list_by_owner("alice", limit=10).items
+        assert job.status == JobStatus.FAILED
+        assert job.error is not None and job.error.code == "enqueue_failed"
+
+
+class TestReadAndList:
+    def test_list_is_newest_first_with_cursor_paging(self, api: ApiHarness) -> None:
+        """Paging with limit and cursor returns every own job once, newest first."""
+        ids = [
+            api.client.post("/v1/jobs", json={"prompt": f"p{i}"}, headers=api.headers()).json()[
+                "id"
+            ]
+            for i in range(5)
+        ]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, str | int] = {"limit": 2}
+            if cursor:
+                params["cursor"] = cursor
+            page = api.client.get("/v1/jobs", params=params, headers=api.headers()).json()
+            seen += [j["id"] for j in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(reversed(ids))
+
+    def test_bad_cursor_and_limit_are_422(self, api: ApiHarness) -> None:
+        """Paging parameters are validated and name the field at fault."""
+        bad_cursor = api.client.get("/v1/jobs?cursor=nope", headers=api.headers())
+        assert bad_cursor.status_code == 422
+        assert bad_cursor.json()["errors"][0]["field"] == "query.cursor"
+        too_many = api.client.get("/v1/jobs?limit=5000", headers=api.headers())
+        assert too_many.status_code == 422
+        assert too_many.json()["errors"][0]["field"] == "query.limit"
+
+    def test_unknown_job_is_404_problem(self, api: ApiHarness) -> None:
+        """A job that does not exist is a 404 problem document."""
+        response = api.client.get("/v1/jobs/doesnotexist", headers=api.headers())
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "not-found"
+
+
+class TestCancel:
+    def test_cancel_a_queued_job_and_the_worker_skips_it(self, api: ApiHarness) -> None:
+        """A canceled queued job never runs."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        response = api.client.delete(f"/v1/jobs/{job_id}", headers=api.headers())
+        assert response.status_code == 200
+        assert response.json()["status"] == "canceled"
+        api.run_pending_jobs()
+        assert api.generator.calls == []
+        assert api.services.jobs.get(job_id).status == JobStatus.CANCELED
+
+    def test_cancel_a_finished_job_is_409(self, api: ApiHarness) -> None:
+        """Finished jobs never change: canceling one is a conflict."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        api.run_pending_jobs()
+        response = api.client.delete(f"/v1/jobs/{job_id}", headers=api.headers())
+        assert response.status_code == 409
+        assert response.json()["code"] == "job-finished"
+        assert api.services.jobs.get(job_id).status == JobStatus.SUCCEEDED
+
+
+class TestOwnership:
+    def test_another_owner_cannot_see_list_cancel_or_download(self, api: ApiHarness) -> None:
+        """Bob gets exactly what he would get for a job that does not exist."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        api.run_pending_jobs()
+        bob = api.headers(api.bob_key)
+
+        missing = api.client.get("/v1/jobs/0123456789abcdef", headers=bob)
+        other = api.client.get(f"/v1/jobs/{job_id}", headers=bob)
+        assert other.status_code == missing.status_code == 404
+        assert other.json()["title"] == missing.json()["title"]
+        assert api.client.get("/v1/jobs", headers=bob).json()["items"] == []
+        assert api.client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
+        assert api.services.jobs.get(job_id).status == JobStatus.SUCCEEDED
+
+        # Bob cannot mint a download link for Alice's image by editing one of his own.
+        bob_job = api.client.post("/v1/jobs", json=PROMPT, headers=bob).json()["id"]
+        api.run_pending_jobs()
+        bob_url = api.client.get(f"/v1/jobs/{bob_job}", headers=bob).json()["images"][0]["url"]
+        alice_key = api.services.jobs.get(job_id).images[0].key
+        bob_key = api.services.jobs.get(bob_job).images[0].key
+        forged = bob_url.replace(bob_key, alice_key)
+        assert api.client.get(forged).status_code == 403

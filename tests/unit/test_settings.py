@@ -1,0 +1,116 @@
+"""Settings: profiles fill in adapters, variables override them, production refuses fakes."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dal.settings import Settings
+
+STRONG = "x" * 40
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "APP_ENV",
+        "JOB_STORE",
+        "BLOB_STORE",
+        "JOB_QUEUE",
+        "RATE_LIMITER",
+        "PORT",
+        "API_KEY_PEPPER",
+        "URL_SIGNING_SECRET",
+        "DATABASE_URL",
+        "MODEL_PATH",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+class TestProfiles:
+    def test_local_is_the_default_and_needs_nothing_installed(self) -> None:
+        """With no environment, the embedded profile is chosen: SQLite, files, inline queue."""
+        s = Settings()
+        assert (s.app_env, s.job_store, s.blob_store, s.job_queue, s.rate_limiter) == (
+            "local",
+            "sql",
+            "filesystem",
+            "inline",
+            "memory",
+        )
+        assert s.resolved_database_url.startswith("sqlite:///")
+        assert s.port == 8080
+
+    def test_test_profile_uses_in_memory_adapters(self) -> None:
+        """The test profile wires only in-process fakes."""
+        s = Settings(app_env="test")
+        assert {s.job_store, s.blob_store, s.job_queue, s.rate_limiter} == {"memory"}
+
+    def test_each_choice_has_its_own_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A variable overrides just its own choice in the profile."""
+        monkeypatch.setenv("APP_ENV", "test")
+        monkeypatch.setenv("JOB_STORE", "sql")
+        monkeypatch.setenv("PORT", "9090")
+        monkeypatch.setenv("RATE_LIMIT_SUBMIT_PER_MINUTE", "5")
+        s = Settings()
+        assert (s.job_store, s.blob_store, s.port, s.rate_limit_submit_per_minute) == (
+            "sql",
+            "memory",
+            9090,
+            5,
+        )
+
+    def test_invalid_values_are_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unknown adapter name fails at start, naming the variable."""
+        monkeypatch.setenv("JOB_QUEUE", "carrier-pigeon")
+        with pytest.raises(ValidationError, match="job_queue"):
+            Settings()
+
+
+class TestProductionGuards:
+    def test_fake_adapter_is_refused_naming_the_variable(self) -> None:
+        """A production profile with an in-memory adapter does not start."""
+        with pytest.raises(ValidationError, match="BLOB_STORE=memory"):
+            Settings(
+                app_env="prod",
+                blob_store="memory",
+                api_key_pepper=STRONG,
+                url_signing_secret=STRONG,
+            )
+
+    def test_inline_queue_is_refused_in_staging(self) -> None:
+        """Running jobs inside the API process is for the embedded profile only."""
+        with pytest.raises(ValidationError, match="JOB_QUEUE=inline"):
+            Settings(
+                app_env="staging",
+                job_queue="inline",
+                api_key_pepper=STRONG,
+                url_signing_secret=STRONG,
+            )
+
+    @pytest.mark.parametrize("variable", ["API_KEY_PEPPER", "URL_SIGNING_SECRET"])
+    def test_placeholder_secret_is_refused_naming_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str
+    ) -> None:
+        """The development defaults of secrets are not accepted in production."""
+        monkeypatch.setenv("API_KEY_PEPPER", STRONG)
+        monkeypatch.setenv("URL_SIGNING_SECRET", STRONG)
+        monkeypatch.delenv(variable)
+        with pytest.raises(ValidationError, match=variable):
+            Settings(app_env="prod")
+
+    def test_short_bootstrap_key_is_refused(self) -> None:
+        """A guessable bootstrap key is not accepted in production."""
+        with pytest.raises(ValidationError, match="BOOTSTRAP_API_KEY"):
+            Settings(
+                app_env="prod",
+                api_key_pepper=STRONG,
+                url_signing_secret=STRONG,
+                bootstrap_api_key="k1",
+            )
+
+    def test_production_with_real_adapters_and_secrets_is_accepted(self) -> None:
+        """Real adapters and strong secrets pass the guard."""
+        s = Settings(app_env="prod", api_key_pepper=STRONG, url_signing_secret=STRONG)
+        assert (s.job_store, s.blob_store, s.job_queue) == ("firestore", "gcs", "pubsub")
+        assert s.is_production
