@@ -8,6 +8,7 @@ import os
 import uvicorn
 
 from api.app import create_app
+from api.log_redaction import install_log_redaction
 from dal.settings import Settings
 
 
@@ -18,7 +19,7 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -27,6 +28,9 @@ def main() -> None:
         proxy_headers=True,
         forwarded_allow_ips="*" if settings.is_production else "127.0.0.1",
     )
+    # uvicorn builds its log handlers in Config(); redact on them, not before.
+    install_log_redaction()
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

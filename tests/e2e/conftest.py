@@ -64,7 +64,7 @@ def service(
         "BOOTSTRAP_API_KEY": BOOTSTRAP_KEY,
         "PROGRESS_WRITE_INTERVAL_S": "0.05",
         "CANCEL_CHECK_INTERVAL_S": "0.05",
-        "LOG_LEVEL": "warning",
+        "LOG_LEVEL": "info",
         "TRANSFORMERS_VERBOSITY": "error",
     }
     log_path = data_dir / "server.log"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.e2e.conftest import RunningService
+from tests.e2e.conftest import BOOTSTRAP_KEY, RunningService
 
 FAST = {"width": 64, "height": 64, "num_inference_steps": 2, "guidance_scale": 1.0}
 
@@ -175,3 +175,12 @@ class TestEmbeddedService:
                 assert response.status_code == status, response.text
                 assert response.headers["content-type"] == "application/problem+json"
             assert client.get("/v1/jobs").json()["items"] == []
+
+    def test_zz_logs_hold_no_credentials(self, service: RunningService) -> None:
+        """After all the traffic above, the server log has no key and no URL signature."""
+        import re
+
+        log = (service.data_dir / "server.log").read_text()
+        assert "GET /v1/blobs/" in log  # the access log is on, so the check means something
+        assert BOOTSTRAP_KEY not in log
+        assert not re.search(r"sig=[0-9a-f]{16,}", log)

@@ -1,0 +1,33 @@
+"""Keeps credentials out of logs: signed-URL signatures and bearer tokens are redacted from
+every record, including uvicorn's access log (which logs full request paths with queries)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_SECRET_QUERY = re.compile(r"(?i)\b(sig|signature|x-goog-signature|token|key|api_key)=[^&\s\"']+")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+    return _BEARER.sub("Bearer [redacted]", _SECRET_QUERY.sub(r"\1=[redacted]", text))
+
+
+class RedactSecretsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to every handler present now (root and uvicorn's)."""
+    redactor = RedactSecretsFilter()
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.addFilter(redactor)
+        for handler in logger.handlers:
+            handler.addFilter(redactor)
