@@ -1,0 +1,528 @@
+"""The JobStore contract: one set of cases that every JobStore adapter must pass.
+
+A test module subclasses `JobStoreContract` (as `TestXxxJobStore`) and provides a `store`
+fixture that builds the adapter with `clock` (a `ManualClock`, defined here) as its clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dal.errors import IdempotencyKeyReused, InvalidCursor, JobNotFound, TransitionConflict
+from dal.ports import JobStore
+from dal.records import (
+    TERMINAL_STATUSES,
+    ImageRef,
+    Job,
+    JobChanges,
+    JobError,
+    JobParams,
+    JobStatus,
+)
+
+# Microseconds on purpose: adapters must keep them.
+T0 = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
+
+
+class ManualClock:
+    """A clock that only moves when told to; returns tz-aware UTC datetimes."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+def _b64(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+GARBAGE_CURSORS = [
+    "",
+    "garbage",
+    "!!!!",
+    "not base64 at all ~~~",
+    _b64("{}"),
+    _b64("[]"),
+    _b64('"a string"'),
+    _b64('{"t": "2025-01-01T00:00:00+00:00"}'),
+    _b64('{"t": "2025-01-01T00:00:00", "id": "job-1"}'),
+    _b64('{"t": "2025-01-01T00:00:00+00:00", "id": 7}'),
+    _b64('{"t": "yesterday", "id": "job-1"}'),
+    _b64('{"t": "0001-01-01T00:00:00+01:00", "id": "job-1"}'),
+    _b64('{"t": "9999-12-31T23:59:59-01:00", "id": "job-1"}'),
+    _b64("[" * 3000),
+]
+
+
+def make_params(**overrides: object) -> JobParams:
+    values: dict[str, object] = {
+        "prompt": "a lighthouse at dusk",
+        "width": 512,
+        "height": 512,
+        "num_inference_steps": 20,
+        "guidance_scale": 7.5,
+        "seed": 1234,
+    }
+    values.update(overrides)
+    return JobParams(**values)  # type: ignore[arg-type]
+
+
+def make_job(
+    job_id: str,
+    *,
+    owner: str = "alice",
+    created_at: datetime = T0,
+    **overrides: object,
+) -> Job:
+    values: dict[str, object] = {
+        "id": job_id,
+        "owner": owner,
+        "params": make_params(),
+        "model": "tiny-sd",
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+    values.update(overrides)
+    return Job(**values)  # type: ignore[arg-type]
+
+
+def all_pages(store: JobStore, owner: str, limit: int) -> Iterator[tuple[Job, ...]]:
+    """Every page of the owner's listing, following next_cursor until it is None."""
+    cursor: str | None = None
+    for _ in range(1000):
+        page = store.list_by_owner(owner, limit=limit, cursor=cursor)
+        yield page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+    raise AssertionError("paging did not terminate")
+
+
+class JobStoreContract:
+    """Cases every JobStore adapter must pass; subclasses provide the `store` fixture."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    # ---- create / get ------------------------------------------------------------------------
+
+    def test_create_then_get_round_trips_every_field(self, store: JobStore) -> None:
+        """A created job reads back equal in every field, for sparse and fully populated jobs."""
+        sparse = make_job("job-sparse", params=make_params(negative_prompt=None))
+        full = make_job(
+            "job-full",
+            owner="bob",
+            params=make_params(
+                prompt="ünïcödé prompt — with \"quotes\" and 'apostrophes'",
+                negative_prompt="blurry, low quality",
+                width=768,
+                height=640,
+                num_inference_steps=31,
+                guidance_scale=3.25,
+                seed=2**32 - 1,
+                num_images=2,
+            ),
+            status=JobStatus.FAILED,
+            progress=0.625,
+            attempts=3,
+            created_at=T0,
+            updated_at=T0 + timedelta(seconds=5, microseconds=1),
+            started_at=T0 + timedelta(seconds=1, microseconds=999_999),
+            finished_at=T0 + timedelta(seconds=4, microseconds=7),
+            error=JobError(code="generation_failed", message="CUDA out of memory"),
+            images=(
+                ImageRef(key="images/abc/job-full/0.png", width=768, height=640, seed=2**32 - 1),
+                ImageRef(key="images/abc/job-full/1.png", width=768, height=640, seed=0),
+            ),
+            idempotency_key="idem-1",
+            request_fingerprint="f" * 64,
+        )
+
+        for job in (sparse, full):
+            assert store.create(job) == job
+            loaded = store.get(job.id)
+            assert loaded == job
+            for moment in (loaded.created_at, loaded.updated_at, loaded.started_at):
+                if moment is not None:
+                    assert moment.utcoffset() == timedelta(0)
+        assert store.get("job-sparse").params.negative_prompt is None
+        assert store.get("job-full").params.negative_prompt == "blurry, low quality"
+        assert store.get("job-full").created_at.microsecond == T0.microsecond
+
+    def test_get_missing_id_raises_job_not_found(self, store: JobStore) -> None:
+        """Getting an id that was never created raises JobNotFound naming that id."""
+        with pytest.raises(JobNotFound) as info:
+            store.get("no-such-job")
+        assert info.value.job_id == "no-such-job"
+
+    def test_create_same_id_twice_raises_value_error(self, store: JobStore) -> None:
+        """A second job with an existing id is refused with ValueError and the first is kept."""
+        first = make_job("job-1")
+        store.create(first)
+        with pytest.raises(ValueError, match="already exists"):
+            store.create(make_job("job-1", owner="mallory"))
+        assert store.get("job-1") == first
+
+    def test_create_same_job_twice_with_idempotency_key_raises_value_error(
+        self, store: JobStore
+    ) -> None:
+        """A duplicate id is a ValueError even when the new job also reuses an idempotency key."""
+        job = make_job("job-1", idempotency_key="idem")
+        store.create(job)
+        other = make_job("job-2", idempotency_key="other-idem")
+        store.create(other)
+        with pytest.raises(ValueError, match="already exists"):
+            store.create(job)
+        with pytest.raises(ValueError, match="already exists"):
+            store.create(make_job("job-1", idempotency_key="other-idem"))
+        assert store.get("job-1") == job
+        assert store.get("job-2") == other
+
+    def test_idempotency_key_reuse_by_same_owner_raises_with_existing_job(
+        self, store: JobStore
+    ) -> None:
+        """Reusing an owner's idempotency key raises IdempotencyKeyReused holding the first job."""
+        first = make_job("job-1", idempotency_key="idem", request_fingerprint="a" * 64)
+        store.create(first)
+        with pytest.raises(IdempotencyKeyReused) as info:
+            store.create(make_job("job-2", idempotency_key="idem", request_fingerprint="b" * 64))
+        assert info.value.existing == first
+        with pytest.raises(JobNotFound):
+            store.get("job-2")
+
+    def test_same_idempotency_key_under_two_owners_is_allowed(self, store: JobStore) -> None:
+        """Idempotency keys are scoped to their owner, so two owners may use the same one."""
+        store.create(make_job("job-1", owner="alice", idempotency_key="idem"))
+        store.create(make_job("job-2", owner="bob", idempotency_key="idem"))
+        assert store.get("job-1").owner == "alice"
+        assert store.get("job-2").owner == "bob"
+
+    def test_jobs_without_idempotency_key_never_collide(self, store: JobStore) -> None:
+        """Any number of one owner's jobs may have no idempotency key."""
+        for i in range(3):
+            store.create(make_job(f"job-{i}", idempotency_key=None))
+        assert len(store.list_by_owner("alice", limit=10).items) == 3
+
+    # ---- list_by_owner -----------------------------------------------------------------------
+
+    def test_list_by_owner_is_newest_first_and_only_the_owners_jobs(self, store: JobStore) -> None:
+        """list_by_owner returns just that owner's jobs, most recently created first."""
+        for i in range(4):
+            store.create(make_job(f"a-{i}", owner="alice", created_at=T0 + timedelta(minutes=i)))
+            store.create(make_job(f"b-{i}", owner="bob", created_at=T0 + timedelta(minutes=i)))
+        page = store.list_by_owner("alice", limit=10)
+        assert [j.id for j in page.items] == ["a-3", "a-2", "a-1", "a-0"]
+        assert page.next_cursor is None
+
+    @pytest.mark.parametrize("limit", [1, 2, 3, 4, 9, 10, 11])
+    def test_paging_visits_every_job_exactly_once_including_ties(
+        self, store: JobStore, limit: int
+    ) -> None:
+        """Following next_cursor visits every job once, ordering equal created_at by id desc."""
+        tie = T0 + timedelta(minutes=5)
+        created = [
+            make_job("j-00", created_at=T0),
+            make_job("j-01", created_at=T0 + timedelta(microseconds=1)),
+            make_job("j-05", created_at=tie),
+            make_job("j-03", created_at=tie),
+            make_job("j-09", created_at=tie),
+            make_job("j-04", created_at=tie),
+            make_job("j-02", created_at=tie),
+            make_job("j-07", created_at=T0 + timedelta(hours=1)),
+            make_job("j-08", created_at=T0 + timedelta(hours=1)),
+            make_job("j-06", created_at=T0 + timedelta(days=1)),
+        ]
+        for job in created:
+            store.create(job)
+        store.create(make_job("other", owner="bob", created_at=tie))
+
+        pages = list(all_pages(store, "alice", limit))
+        seen = [job.id for page in pages for job in page]
+        expected = [j.id for j in sorted(created, key=lambda j: (j.created_at, j.id), reverse=True)]
+        assert seen == expected
+        assert all(len(page) == limit for page in pages[:-1])
+        assert 0 < len(pages[-1]) <= limit
+        assert len(pages) == -(-len(created) // limit)
+
+    def test_last_page_has_no_next_cursor(self, store: JobStore) -> None:
+        """A page that reaches the end, even one exactly full, has next_cursor None."""
+        for i in range(4):
+            store.create(make_job(f"job-{i}", created_at=T0 + timedelta(seconds=i)))
+        first = store.list_by_owner("alice", limit=2)
+        assert first.next_cursor is not None
+        last = store.list_by_owner("alice", limit=2, cursor=first.next_cursor)
+        assert [j.id for j in last.items] == ["job-1", "job-0"]
+        assert last.next_cursor is None
+        assert store.list_by_owner("alice", limit=4).next_cursor is None
+
+    def test_list_by_owner_for_unknown_owner_is_empty(self, store: JobStore) -> None:
+        """An owner without jobs gets an empty page and no cursor."""
+        store.create(make_job("job-1", owner="alice"))
+        page = store.list_by_owner("nobody", limit=10)
+        assert page.items == ()
+        assert page.next_cursor is None
+
+    @pytest.mark.parametrize("cursor", GARBAGE_CURSORS)
+    def test_garbage_cursor_raises_invalid_cursor(self, store: JobStore, cursor: str) -> None:
+        """A cursor the store did not issue raises InvalidCursor."""
+        store.create(make_job("job-1"))
+        with pytest.raises(InvalidCursor):
+            store.list_by_owner("alice", limit=10, cursor=cursor)
+
+    # ---- list_by_status ----------------------------------------------------------------------
+
+    def test_list_by_status_is_oldest_first_and_limited(self, store: JobStore) -> None:
+        """list_by_status returns only jobs in that status, oldest first, at most `limit`."""
+        for i in (3, 0, 4, 1, 2):
+            store.create(make_job(f"q-{i}", created_at=T0 + timedelta(seconds=i)))
+        store.create(make_job("r-0", created_at=T0 - timedelta(days=1), status=JobStatus.RUNNING))
+        queued = store.list_by_status(JobStatus.QUEUED, limit=3)
+        assert [j.id for j in queued] == ["q-0", "q-1", "q-2"]
+        assert [j.id for j in store.list_by_status(JobStatus.QUEUED, limit=100)] == [
+            f"q-{i}" for i in range(5)
+        ]
+        assert [j.id for j in store.list_by_status(JobStatus.RUNNING, limit=10)] == ["r-0"]
+        assert list(store.list_by_status(JobStatus.SUCCEEDED, limit=10)) == []
+
+    # ---- transition --------------------------------------------------------------------------
+
+    def test_transition_queued_to_running_applies_changes(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A claim sets the status, the given fields, increments attempts and bumps updated_at."""
+        job = make_job("job-1", created_at=T0)
+        store.create(job)
+        now = clock.advance(2.5)
+        started = now - timedelta(microseconds=3)
+
+        updated = store.transition(
+            "job-1",
+            expected={JobStatus.QUEUED},
+            target=JobStatus.RUNNING,
+            changes=JobChanges(started_at=started, increment_attempts=True),
+        )
+
+        assert updated.status is JobStatus.RUNNING
+        assert updated.started_at == started
+        assert updated.attempts == 1
+        assert updated.updated_at == now
+        assert updated.created_at == T0
+        assert updated.finished_at is None
+        assert updated.progress == 0.0
+        assert store.get("job-1") == updated
+        assert updated == job.with_changes(
+            status=JobStatus.RUNNING, started_at=started, attempts=1, updated_at=now
+        )
+
+    def test_transition_without_changes_changes_only_status_and_updated_at(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """With no JobChanges a transition moves the status and updated_at and nothing else."""
+        job = make_job("job-1", attempts=2, progress=0.25)
+        store.create(job)
+        now = clock.advance(1)
+        updated = store.transition(
+            "job-1", expected=[JobStatus.QUEUED, JobStatus.RUNNING], target=JobStatus.CANCELED
+        )
+        assert updated == job.with_changes(status=JobStatus.CANCELED, updated_at=now)
+        assert store.get("job-1") == updated
+
+    def test_transition_to_succeeded_stores_images_progress_and_finished_at(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """Finishing a job writes its images, final progress and finished_at."""
+        store.create(make_job("job-1"))
+        store.transition(
+            "job-1",
+            expected={JobStatus.QUEUED},
+            target=JobStatus.RUNNING,
+            changes=JobChanges(started_at=clock.advance(1), increment_attempts=True),
+        )
+        finished = clock.advance(3)
+        images = (ImageRef(key="images/d/job-1/0.png", width=512, height=512, seed=1234),)
+        done = store.transition(
+            "job-1",
+            expected={JobStatus.RUNNING},
+            target=JobStatus.SUCCEEDED,
+            changes=JobChanges(progress=1.0, finished_at=finished, images=images),
+        )
+        assert done.status is JobStatus.SUCCEEDED
+        assert done.images == images
+        assert done.progress == 1.0
+        assert done.finished_at == finished
+        assert done.started_at == T0 + timedelta(seconds=1)
+        assert done.attempts == 1
+        assert done.error is None
+        assert store.get("job-1") == done
+
+    def test_transition_to_failed_stores_error(self, store: JobStore, clock: ManualClock) -> None:
+        """Failing a job writes its error and finished_at."""
+        store.create(make_job("job-1"))
+        error = JobError(code="publish_failed", message="queue unreachable")
+        failed = store.transition(
+            "job-1",
+            expected={JobStatus.QUEUED},
+            target=JobStatus.FAILED,
+            changes=JobChanges(error=error, finished_at=clock()),
+        )
+        assert store.get("job-1") == failed
+        assert failed.error == error
+        assert failed.finished_at == T0
+        assert failed.images == ()
+
+    def test_transition_with_wrong_expected_status_conflicts_and_changes_nothing(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A job not in an expected status raises TransitionConflict with the current record."""
+        store.create(make_job("job-1"))
+        running = store.transition("job-1", expected={JobStatus.QUEUED}, target=JobStatus.RUNNING)
+        clock.advance(10)
+        with pytest.raises(TransitionConflict) as info:
+            store.transition(
+                "job-1",
+                expected={JobStatus.QUEUED},
+                target=JobStatus.RUNNING,
+                changes=JobChanges(increment_attempts=True, progress=0.5),
+            )
+        assert info.value.job == running
+        assert info.value.expected == frozenset({JobStatus.QUEUED})
+        assert store.get("job-1") == running
+
+    def test_transition_forbidden_by_status_machine_raises_value_error(
+        self, store: JobStore
+    ) -> None:
+        """Asking for a transition the status machine forbids raises ValueError, writing nothing."""
+        job = make_job("job-1", status=JobStatus.SUCCEEDED)
+        store.create(job)
+        with pytest.raises(ValueError):
+            store.transition("job-1", expected={JobStatus.SUCCEEDED}, target=JobStatus.RUNNING)
+        queued = make_job("job-2")
+        store.create(queued)
+        with pytest.raises(ValueError):
+            # One forbidden pair among the expected statuses is enough to refuse.
+            store.transition(
+                "job-2", expected={JobStatus.QUEUED, JobStatus.RUNNING}, target=JobStatus.RUNNING
+            )
+        assert store.get("job-1") == job
+        assert store.get("job-2") == queued
+
+    @pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+    def test_terminal_jobs_never_change(
+        self, store: JobStore, clock: ManualClock, terminal: JobStatus
+    ) -> None:
+        """A succeeded, failed or canceled job refuses every transition and stays as it was."""
+        job = make_job("job-1", status=terminal, finished_at=T0)
+        store.create(job)
+        clock.advance(60)
+        expectations: list[frozenset[JobStatus]] = [
+            frozenset({terminal}),
+            frozenset(s for s in JobStatus if not s.is_terminal),
+        ]
+        for target in JobStatus:
+            for expected in expectations:
+                with pytest.raises((ValueError, TransitionConflict)):
+                    store.transition(
+                        "job-1",
+                        expected=expected,
+                        target=target,
+                        changes=JobChanges(progress=0.5, increment_attempts=True),
+                    )
+        assert store.get("job-1") == job
+
+    def test_transition_on_missing_id_raises_job_not_found(self, store: JobStore) -> None:
+        """A transition of an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.transition("no-such-job", expected={JobStatus.QUEUED}, target=JobStatus.RUNNING)
+
+    def test_concurrent_claims_have_exactly_one_winner(self, store: JobStore) -> None:
+        """Of 8 threads claiming the same queued job at once, exactly one wins."""
+        store.create(make_job("job-1"))
+        contenders = 8
+        barrier = threading.Barrier(contenders)
+        winners: list[Job] = []
+        conflicts: list[TransitionConflict] = []
+        others: list[BaseException] = []
+        lock = threading.Lock()
+
+        def claim() -> None:
+            barrier.wait(timeout=10)
+            try:
+                job = store.transition(
+                    "job-1",
+                    expected={JobStatus.QUEUED},
+                    target=JobStatus.RUNNING,
+                    changes=JobChanges(increment_attempts=True),
+                )
+            except TransitionConflict as exc:
+                with lock:
+                    conflicts.append(exc)
+            except BaseException as exc:
+                with lock:
+                    others.append(exc)
+            else:
+                with lock:
+                    winners.append(job)
+
+        threads = [threading.Thread(target=claim) for _ in range(contenders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert others == []
+        assert len(winners) == 1
+        assert len(conflicts) == contenders - 1
+        assert all(c.job.status is JobStatus.RUNNING for c in conflicts)
+        final = store.get("job-1")
+        assert final.status is JobStatus.RUNNING
+        assert final.attempts == 1
+        assert final == winners[0]
+
+    # ---- record_progress ---------------------------------------------------------------------
+
+    def test_record_progress_on_running_job_writes_it(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """record_progress on a running job stores the progress and returns the new record."""
+        store.create(make_job("job-1"))
+        store.transition("job-1", expected={JobStatus.QUEUED}, target=JobStatus.RUNNING)
+        now = clock.advance(4)
+        record = store.record_progress("job-1", 0.375)
+        assert record.progress == 0.375
+        assert record.status is JobStatus.RUNNING
+        assert record.updated_at == now
+        assert store.get("job-1") == record
+
+    @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.CANCELED, JobStatus.SUCCEEDED])
+    def test_record_progress_on_job_not_running_writes_nothing(
+        self, store: JobStore, clock: ManualClock, status: JobStatus
+    ) -> None:
+        """record_progress on a job that is not running changes nothing and shows its status."""
+        job = make_job("job-1", status=status, progress=0.125)
+        store.create(job)
+        clock.advance(4)
+        record = store.record_progress("job-1", 0.5)
+        assert record == job
+        assert record.status is status
+        assert store.get("job-1") == job
+
+    def test_record_progress_on_missing_id_raises_job_not_found(self, store: JobStore) -> None:
+        """record_progress on an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.record_progress("no-such-job", 0.5)
+
+    def test_ping_succeeds(self, store: JobStore) -> None:
+        """ping returns without error on a reachable store."""
+        store.ping()
