@@ -38,7 +38,11 @@ def get_blob(
         signer.verify(key, expires=expires, sig=sig)
     except (ValueError, SignatureInvalid) as exc:
         raise ProblemError("forbidden", f"The signed URL is not valid: {exc}.") from None
-    data = services.blobs.get(key)
+    try:
+        data = services.blobs.get(key)
+    except ValueError:
+        # A key that resolves outside the store (a symlink): as good as missing.
+        raise ProblemError("not-found", "No such image.") from None
     remaining = max(0, math.floor(expires - time.time()))
     return Response(
         content=data,

@@ -27,6 +27,8 @@ class FilesystemBlobStore:
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
+                # mkstemp makes 0600 files; images are meant to be read by other processes.
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

@@ -47,11 +47,12 @@ class InlineJobQueue:
         self.enqueue_id(job.id)
 
     def enqueue_id(self, job_id: str) -> None:
-        if self._closed:
-            raise StoreUnavailable("the inline queue is shut down")
+        # Under the lock, so close() cannot slip its stop markers in ahead of this job.
         with self._busy_lock:
+            if self._closed:
+                raise StoreUnavailable("the inline queue is shut down")
             self._busy += 1
-        self._queue.put(job_id)
+            self._queue.put(job_id)
 
     @property
     def depth(self) -> int:
@@ -67,11 +68,12 @@ class InlineJobQueue:
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking jobs; let running ones finish for up to `timeout` seconds. Jobs still
         waiting stay `queued` in the job store and are picked up again at the next start."""
-        if self._closed:
-            return
-        self._closed = True
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        with self._busy_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout)

@@ -35,6 +35,8 @@ class MemoryJobStore:
             return self._get_locked(job_id)
 
     def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         after = decode_cursor(cursor) if cursor is not None else None
         with self._lock:
             mine = sorted(

@@ -55,6 +55,8 @@ class SqlJobStore:
         return _from_row(row)
 
     def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         query = select(jobs).where(jobs.c.owner == owner)
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from dal.errors import NotFound, StoreUnavailable
 from dal.records import ApiKey
@@ -66,7 +66,7 @@ class SqlApiKeyStore:
         try:
             with self._engine.begin() as conn:
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(f"key store unavailable: {exc.orig}") from exc
 
 

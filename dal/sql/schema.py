@@ -53,7 +53,7 @@ jobs = Table(
     Column("progress", Float, nullable=False, default=0.0),
     Column("attempts", Integer, nullable=False, default=0),
     Column("params", JSON, nullable=False),
-    Column("error", JSON, nullable=True),
+    Column("error", JSON(none_as_null=True), nullable=True),
     Column("images", JSON, nullable=False),
     Column("idempotency_key", String(255), nullable=True),
     Column("request_fingerprint", String(64), nullable=True),
