@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
-	$(BIN)/python -m pip install --quiet -e '.[api,worker,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from dal.records import ApiKey, Job, JobChanges, JobStatus, Page
+from dal.records import ApiKey, Job, JobChanges, JobError, JobStatus, Page
 
 
 class JobStore(Protocol):
@@ -47,9 +47,29 @@ class JobStore(Protocol):
         another status. Raises ValueError for a transition the status machine forbids."""
         ...
 
-    def record_progress(self, job_id: str, progress: float) -> Job:
-        """Set progress on a running job; returns the current record. If the job is no longer
-        running, nothing is written and the record shows why (e.g. canceled)."""
+    def claim(self, job_id: str, *, lease_s: float) -> Job:
+        """Start an attempt: queued → running, or take over a running job whose lease has
+        expired (its worker died). Sets the lease to now + lease_s, counts the attempt, sets
+        started_at on the first one. Exactly one of several concurrent claimers wins. Raises
+        JobNotFound, or TransitionConflict when the job is finished or running under a live
+        lease."""
+        ...
+
+    def release(self, job_id: str, *, error: JobError) -> Job:
+        """End a failed attempt that may be retried: running → queued, lease dropped, `error`
+        kept as the last error. Raises JobNotFound or TransitionConflict."""
+        ...
+
+    def reopen_dead_lettered(self, job_id: str) -> Job:
+        """For a replay: a job failed with code dead_lettered goes back to queued (error,
+        progress, finish time cleared; attempts kept). Raises JobNotFound, or
+        TransitionConflict when the job is in any other state."""
+        ...
+
+    def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
+        """Set progress on a running job, renewing its lease to now + lease_s when given;
+        returns the current record. If the job is no longer running, nothing is written and
+        the record shows why (e.g. canceled)."""
         ...
 
     def ping(self) -> None:
@@ -116,4 +136,26 @@ class RateLimitDecision:
 
 
 class RateLimiter(Protocol):
-    def hit(self, key: str, *, cost: int = 1) -> RateLimitDecision: ...
+    def hit(self, key: str, *, cost: int = 1) -> RateLimitDecision:
+        """Count a request against `key`'s budget. Raises StoreUnavailable when the backing
+        store is down (the caller decides whether to fail open)."""
+        ...
+
+
+class RequestCache(Protocol):
+    """Short-lived shared memory for requests: idempotency keys and finished-job dedupe."""
+
+    def get(self, key: str) -> str | None:
+        """Raises StoreUnavailable when the cache is down."""
+        ...
+
+    def put_if_absent(self, key: str, value: str, *, ttl_s: int) -> str | None:
+        """Store `value` unless `key` holds one already; returns the existing value, or None
+        when this call stored it."""
+        ...
+
+    def put(self, key: str, value: str, *, ttl_s: int) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def ping(self) -> None: ...

@@ -31,10 +31,15 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 # queued → running → succeeded | failed | canceled. A queued job may also be canceled by its
-# owner or failed by the system (it could not be published); a finished job never changes.
+# owner or failed by the system (it could not be published, or its message was dead-lettered);
+# a running job whose attempt failed transiently goes back to queued for the retry. A finished
+# job never changes, with one operator exception outside this table: a dead-lettered job can be
+# reopened for replay (JobStore.reopen_dead_lettered).
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}
+    ),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
@@ -138,6 +143,9 @@ class Job:
     finished_at: datetime | None = None
     error: JobError | None = None
     images: tuple[ImageRef, ...] = ()
+    # While running: the claim holds until then; a worker renews it as it makes progress. A
+    # redelivered message may take over a running job whose lease has expired (its worker died).
+    lease_expires_at: datetime | None = None
     idempotency_key: str | None = None
     # Hash of the request as the client sent it, to tell a retry from a conflicting reuse of
     # the same Idempotency-Key.
@@ -157,8 +165,10 @@ class JobChanges:
     error: JobError | None = None
     images: tuple[ImageRef, ...] | None = None
     increment_attempts: bool = False
+    clear_error: bool = False
 
     def apply(self, job: Job, status: JobStatus, now: datetime) -> Job:
+        error = None if self.clear_error else job.error
         return replace(
             job,
             status=status,
@@ -166,10 +176,21 @@ class JobChanges:
             progress=job.progress if self.progress is None else self.progress,
             started_at=job.started_at if self.started_at is None else self.started_at,
             finished_at=job.finished_at if self.finished_at is None else self.finished_at,
-            error=job.error if self.error is None else self.error,
+            error=error if self.error is None else self.error,
             images=job.images if self.images is None else self.images,
             attempts=job.attempts + (1 if self.increment_attempts else 0),
+            # A lease only means something while running.
+            lease_expires_at=job.lease_expires_at if status == JobStatus.RUNNING else None,
         )
+
+
+DEAD_LETTERED = "dead_lettered"
+
+
+def is_dead_lettered(job: Job) -> bool:
+    return (
+        job.status == JobStatus.FAILED and job.error is not None and job.error.code == DEAD_LETTERED
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ JobStoreKind = Literal["memory", "sql", "firestore"]
 BlobStoreKind = Literal["memory", "filesystem", "gcs"]
 JobQueueKind = Literal["memory", "inline", "pubsub"]
 RateLimiterKind = Literal["memory", "redis"]
+RequestCacheKind = Literal["memory", "redis"]
+PushAuthKind = Literal["oidc", "none"]
 
 PRODUCTION_ENVS: frozenset[str] = frozenset({"staging", "prod"})
 
@@ -25,38 +27,36 @@ PRODUCTION_ENVS: frozenset[str] = frozenset({"staging", "prod"})
 # profile is a misconfiguration, refused at start.
 PLACEHOLDER_MARKER = "insecure-dev-placeholder"
 
+_CLOUD = {
+    "job_store": "firestore",
+    "blob_store": "gcs",
+    "job_queue": "pubsub",
+    "rate_limiter": "redis",
+    "request_cache": "redis",
+}
 PROFILES: dict[str, dict[str, str]] = {
     "local": {
         "job_store": "sql",
         "blob_store": "filesystem",
         "job_queue": "inline",
         "rate_limiter": "memory",
+        "request_cache": "memory",
+        "push_auth": "none",
     },
     "test": {
         "job_store": "memory",
         "blob_store": "memory",
         "job_queue": "memory",
         "rate_limiter": "memory",
+        "request_cache": "memory",
+        "push_auth": "none",
     },
-    "emulator": {
-        "job_store": "firestore",
-        "blob_store": "gcs",
-        "job_queue": "pubsub",
-        "rate_limiter": "redis",
-    },
-    "staging": {
-        "job_store": "firestore",
-        "blob_store": "gcs",
-        "job_queue": "pubsub",
-        "rate_limiter": "redis",
-    },
-    "prod": {
-        "job_store": "firestore",
-        "blob_store": "gcs",
-        "job_queue": "pubsub",
-        "rate_limiter": "redis",
-    },
+    # The emulators send no OIDC token with push requests.
+    "emulator": {**_CLOUD, "push_auth": "none"},
+    "staging": {**_CLOUD, "push_auth": "oidc"},
+    "prod": {**_CLOUD, "push_auth": "oidc"},
 }
+_ADAPTER_FIELDS = ("job_store", "blob_store", "job_queue", "rate_limiter", "request_cache")
 
 
 class Settings(BaseSettings):
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     blob_store: BlobStoreKind | None = None
     job_queue: JobQueueKind | None = None
     rate_limiter: RateLimiterKind | None = None
+    request_cache: RequestCacheKind | None = Field(
+        default=None, description="Idempotency keys and finished-request dedupe."
+    )
 
     # --- where things live ---
     data_dir: Path = Path(".data")
@@ -82,6 +85,32 @@ class Settings(BaseSettings):
         default=None,
         description="Origin put in front of API-served blob URLs; default: the request's own.",
     )
+
+    # --- Google Cloud (emulators are found through PUBSUB_EMULATOR_HOST,
+    #     FIRESTORE_EMULATOR_HOST and STORAGE_EMULATOR_HOST, read by Google's libraries) ---
+    gcp_project: str = "local-project"
+    firestore_database: str = "(default)"
+    firestore_collection_prefix: str = Field(
+        default="", description="Prefix for collection names (isolates tests and stacks)."
+    )
+    gcs_bucket: str = "txt2img-images"
+    gcs_signing_service_account: str | None = Field(
+        default=None,
+        description="Sign URLs through IAM signBlob as this account (Cloud Run, no key file).",
+    )
+    gcs_signing_key_file: Path | None = Field(
+        default=None, description="Service-account JSON key to sign URLs with (emulator)."
+    )
+    pubsub_topic: str = "jobs"
+    pubsub_dead_letter_topic: str = "jobs-dead-letter"
+    pubsub_dead_letter_subscription: str = "jobs-dead-letter"
+    max_delivery_attempts: int = Field(default=5, ge=5, le=100)
+
+    # --- Redis ---
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "txt2img:"
+    idempotency_ttl_s: int = Field(default=86_400, ge=60)
+    dedupe_seeded_requests: bool = True
 
     # --- serving ---
     host: str = "127.0.0.1"
@@ -116,6 +145,19 @@ class Settings(BaseSettings):
     rate_limit_read_burst: int = Field(default=120, ge=1)
 
     # --- worker ---
+    worker_host: str = "127.0.0.1"
+    worker_port: int = Field(default=8081, ge=1, le=65535)
+    push_auth: PushAuthKind | None = Field(
+        default=None, description="Verify Pub/Sub's OIDC token on push requests."
+    )
+    push_audience: str | None = Field(
+        default=None, description="Expected OIDC audience (the push endpoint URL)."
+    )
+    push_service_account: str | None = Field(
+        default=None, description="Expected OIDC email: the push subscription's account."
+    )
+    job_lease_s: float = Field(default=120.0, ge=5)
+    duplicate_wait_s: float = Field(default=30.0, ge=0)
     inline_workers: int = Field(default=1, ge=1, le=16)
     progress_write_interval_s: float = Field(default=0.5, ge=0)
     cancel_check_interval_s: float = Field(default=0.25, ge=0)
@@ -124,7 +166,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _apply_profile_and_check(self) -> Self:
         profile = PROFILES[self.app_env]
-        for name in ("job_store", "blob_store", "job_queue", "rate_limiter"):
+        for name in (*_ADAPTER_FIELDS, "push_auth"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         if self.app_env in PRODUCTION_ENVS:
@@ -150,6 +192,13 @@ class Settings(BaseSettings):
                 f"JOB_QUEUE=inline runs jobs inside the API process, not allowed with "
                 f"APP_ENV={self.app_env}"
             )
+        if self.push_auth == "none":
+            problems.append(
+                f"PUSH_AUTH=none turns off push-request authentication, not allowed with "
+                f"APP_ENV={self.app_env}"
+            )
+        elif not (self.push_audience and self.push_service_account):
+            problems.append("PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT must be set for PUSH_AUTH=oidc")
         if self.job_store == "sql" and (self.database_url or "").startswith("sqlite"):
             problems.append(f"DATABASE_URL=sqlite is not allowed with APP_ENV={self.app_env}")
         for name in ("api_key_pepper", "url_signing_secret"):

@@ -29,12 +29,14 @@ class ProgressReporter:
         *,
         write_interval_s: float,
         check_interval_s: float,
+        lease_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._job_id = job_id
         self._write_interval_s = write_interval_s
         self._check_interval_s = check_interval_s
+        self._lease_s = lease_s
         self._clock = clock
         start = clock()
         self._last_write = start
@@ -48,7 +50,10 @@ class ProgressReporter:
             self._last_write = self._last_check = now
             self.writes += 1
             # Keep a little headroom below 1.0: decoding and storing still follow.
-            job = self._store.record_progress(self._job_id, round(0.95 * step / total, 4))
+            # Each write also renews the claim's lease, proving this worker is alive.
+            job = self._store.record_progress(
+                self._job_id, round(0.95 * step / total, 4), lease_s=self._lease_s
+            )
         elif now - self._last_check >= self._check_interval_s:
             self._last_check = now
             job = self._store.get(self._job_id)

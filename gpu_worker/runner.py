@@ -1,7 +1,9 @@
-"""The job runner: claim → generate → store images → finish. The same code serves every queue.
+"""The job runner: claim → generate → store images → finish. The same code serves every queue
+(inline threads, Pub/Sub push, Celery).
 
-Idempotent by construction: only the caller that wins the queued → running transition
-generates, so a duplicate delivery of a claimed or finished job does nothing.
+Idempotent by construction: only the caller that wins the claim generates, so a duplicate
+delivery of a claimed or finished job does nothing. A claim is a lease: if the worker holding
+it dies, a redelivery takes the job over once the lease has expired.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from datetime import datetime
 
 from dal.errors import JobNotFound, StoreUnavailable, TransitionConflict
 from dal.ports import BlobStore, JobStore
-from dal.records import ImageRef, Job, JobChanges, JobError, JobStatus, utcnow
+from dal.records import (
+    DEAD_LETTERED,
+    ImageRef,
+    Job,
+    JobChanges,
+    JobError,
+    JobStatus,
+    utcnow,
+)
 from gpu_worker.generation import GenerationError, GenerationRequest, ImageGenerator
 from gpu_worker.progress import JobCanceled, ProgressReporter
 
@@ -24,24 +34,46 @@ log = logging.getLogger(__name__)
 
 
 class RunOutcome(enum.StrEnum):
+    """What happened, and so what the delivery should answer: `acknowledge` or retry later."""
+
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # permanent: retrying cannot help
     CANCELED = "canceled"
-    # Someone else claimed or finished this job already: nothing done.
-    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"  # already finished (here or by another delivery)
     NOT_FOUND = "not_found"
+    RETRY = "retry"  # transient failure: the job is queued again, deliver it later
+    IN_PROGRESS = "in_progress"  # another worker holds a live lease on it
+
+    @property
+    def acknowledge(self) -> bool:
+        return self not in (RunOutcome.RETRY, RunOutcome.IN_PROGRESS)
 
 
 @dataclass(frozen=True, slots=True)
 class RunnerConfig:
     progress_write_interval_s: float = 0.5
     cancel_check_interval_s: float = 0.25
+    lease_s: float = 120.0
+    # False (inline queue): a transient failure fails the job, since nothing will redeliver it.
+    # True (Pub/Sub, Celery): the job goes back to queued and the delivery is answered "retry".
+    retry_transient: bool = False
+    # How long a duplicate delivery of a running job waits for it to finish (and acknowledges)
+    # before answering "in progress" so the queue redelivers later.
+    duplicate_wait_s: float = 0.0
+    duplicate_poll_s: float = 0.25
 
 
 def image_key(job: Job, index: int) -> str:
     # The owner appears only as a digest: keys end up in URLs and logs.
     owner_digest = hashlib.sha256(job.owner.encode()).hexdigest()[:16]
     return f"images/{owner_digest}/{job.id}/{index}.png"
+
+
+class _TransientFailure(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class JobRunner:
@@ -54,6 +86,7 @@ class JobRunner:
         config: RunnerConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._jobs = jobs
         self._blobs = blobs
@@ -61,30 +94,82 @@ class JobRunner:
         self._config = config or RunnerConfig()
         self._clock = clock
         self._monotonic = monotonic
+        self._sleep = sleep
 
     def run(self, job_id: str) -> RunOutcome:
         try:
-            job = self._jobs.transition(
-                job_id,
-                expected={JobStatus.QUEUED},
-                target=JobStatus.RUNNING,
-                changes=JobChanges(started_at=self._clock(), increment_attempts=True),
-            )
-        except JobNotFound:
-            log.warning("job %s does not exist; nothing to run", job_id)
-            return RunOutcome.NOT_FOUND
-        except TransitionConflict as conflict:
-            log.info("job %s is %s; not running it again", job_id, conflict.job.status.value)
-            return RunOutcome.SKIPPED
+            job = self._claim(job_id)
+        except StoreUnavailable as exc:
+            log.warning("job %s: job store unavailable at claim: %s", job_id, exc)
+            return RunOutcome.RETRY
+        if isinstance(job, RunOutcome):
+            return job
 
         started = self._monotonic()
         try:
             outcome = self._generate_and_store(job)
+        except _TransientFailure as failure:
+            outcome = self._transient(job, failure.code, failure.message)
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job_id)
-            return self._fail(job, "internal_error", f"unexpected error: {type(exc).__name__}")
-        log.info("job %s %s in %.3f s", job_id, outcome.value, self._monotonic() - started)
+            outcome = self._fail(job, "internal_error", f"unexpected error: {type(exc).__name__}")
+        log.info(
+            "job %s %s (attempt %d) in %.3f s",
+            job_id,
+            outcome.value,
+            job.attempts,
+            self._monotonic() - started,
+        )
         return outcome
+
+    def record_dead_letter(self, job_id: str, *, detail: str) -> Job | None:
+        """The queue gave up on this job's message: fail the job as dead_lettered unless it
+        finished meanwhile or a worker holds a live lease on it. Returns the record if it was
+        changed."""
+        try:
+            job = self._jobs.get(job_id)
+        except JobNotFound:
+            return None
+        expected = {JobStatus.QUEUED}
+        if job.status == JobStatus.RUNNING and (
+            job.lease_expires_at is None or job.lease_expires_at <= self._clock()
+        ):
+            expected.add(JobStatus.RUNNING)
+        if job.status not in expected:
+            return None
+        last = f" (last error: {job.error.code}: {job.error.message})" if job.error else ""
+        try:
+            return self._jobs.transition(
+                job_id,
+                expected=expected,
+                target=JobStatus.FAILED,
+                changes=JobChanges(
+                    finished_at=self._clock(),
+                    error=JobError(DEAD_LETTERED, f"{detail}{last}"),
+                ),
+            )
+        except TransitionConflict:
+            return None
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _claim(self, job_id: str) -> Job | RunOutcome:
+        deadline = self._monotonic() + self._config.duplicate_wait_s
+        while True:
+            try:
+                return self._jobs.claim(job_id, lease_s=self._config.lease_s)
+            except JobNotFound:
+                log.warning("job %s does not exist; nothing to run", job_id)
+                return RunOutcome.NOT_FOUND
+            except TransitionConflict as conflict:
+                if conflict.job.status.is_terminal:
+                    log.info("job %s is already %s", job_id, conflict.job.status.value)
+                    return RunOutcome.DUPLICATE
+            # Running under another worker's live lease: wait for it to finish (then this
+            # delivery is a duplicate) or for the lease to lapse (then take the job over).
+            if self._monotonic() >= deadline:
+                return RunOutcome.IN_PROGRESS
+            self._sleep(self._config.duplicate_poll_s)
 
     def _generate_and_store(self, job: Job) -> RunOutcome:
         params = job.params
@@ -102,6 +187,7 @@ class JobRunner:
             job.id,
             write_interval_s=self._config.progress_write_interval_s,
             check_interval_s=self._config.cancel_check_interval_s,
+            lease_s=self._config.lease_s,
             clock=self._monotonic,
         )
         try:
@@ -109,7 +195,11 @@ class JobRunner:
         except JobCanceled:
             return RunOutcome.CANCELED
         except GenerationError as exc:
+            if exc.retryable:
+                raise _TransientFailure(exc.code, exc.message) from exc
             return self._fail(job, exc.code, exc.message)
+        except StoreUnavailable as exc:
+            raise _TransientFailure("job_store_unavailable", str(exc)) from exc
 
         refs: list[ImageRef] = []
         try:
@@ -121,20 +211,43 @@ class JobRunner:
                 )
         except StoreUnavailable as exc:
             self._delete_quietly(refs)
-            return self._fail(job, "storage_unavailable", str(exc))
+            raise _TransientFailure("storage_unavailable", str(exc)) from exc
 
         try:
             self._jobs.transition(
                 job.id,
                 expected={JobStatus.RUNNING},
                 target=JobStatus.SUCCEEDED,
-                changes=JobChanges(progress=1.0, finished_at=self._clock(), images=tuple(refs)),
+                changes=JobChanges(
+                    progress=1.0,
+                    finished_at=self._clock(),
+                    images=tuple(refs),
+                    clear_error=True,
+                ),
             )
-        except TransitionConflict:
-            # Canceled while we were storing: the job is final without these images.
-            self._delete_quietly(refs)
-            return RunOutcome.CANCELED
+        except TransitionConflict as conflict:
+            # Canceled while we were storing (the job is final without these images), or our
+            # lease lapsed and another worker finished it (its images are the same keys).
+            if conflict.job.status == JobStatus.CANCELED:
+                self._delete_quietly(refs)
+                return RunOutcome.CANCELED
+            return RunOutcome.DUPLICATE
+        except StoreUnavailable as exc:
+            raise _TransientFailure("job_store_unavailable", str(exc)) from exc
         return RunOutcome.SUCCEEDED
+
+    def _transient(self, job: Job, code: str, message: str) -> RunOutcome:
+        if not self._config.retry_transient:
+            return self._fail(job, code, message)
+        log.warning("job %s: transient failure %s: %s; releasing for retry", job.id, code, message)
+        try:
+            self._jobs.release(job.id, error=JobError(code, message))
+        except TransitionConflict:
+            return RunOutcome.CANCELED
+        except StoreUnavailable:
+            # The lease will lapse and the redelivery takes the job over.
+            log.warning("job %s: could not release; its lease will expire", job.id)
+        return RunOutcome.RETRY
 
     def _fail(self, job: Job, code: str, message: str) -> RunOutcome:
         try:
@@ -146,6 +259,9 @@ class JobRunner:
             )
         except TransitionConflict:
             return RunOutcome.CANCELED
+        except StoreUnavailable:
+            log.warning("job %s: could not record failure %s; will be retried", job.id, code)
+            return RunOutcome.RETRY
         return RunOutcome.FAILED
 
     def _delete_quietly(self, refs: list[ImageRef]) -> None:

@@ -5,6 +5,7 @@ from dal.memory.job_queue import MemoryJobQueue
 from dal.memory.job_store import MemoryJobStore
 from dal.memory.key_store import MemoryApiKeyStore
 from dal.memory.rate_limiter import MemoryRateLimiter
+from dal.memory.request_cache import MemoryRequestCache
 
 __all__ = [
     "MemoryApiKeyStore",
@@ -12,4 +13,5 @@ __all__ = [
     "MemoryJobQueue",
     "MemoryJobStore",
     "MemoryRateLimiter",
+    "MemoryRequestCache",
 ]

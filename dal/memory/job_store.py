@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dal.errors import IdempotencyKeyReused, JobNotFound, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor, sort_key
-from dal.records import Job, JobChanges, JobStatus, Page, can_transition, utcnow
+from dal.records import (
+    Job,
+    JobChanges,
+    JobError,
+    JobStatus,
+    Page,
+    can_transition,
+    is_dead_lettered,
+    utcnow,
+)
 
 
 class MemoryJobStore:
@@ -73,12 +82,59 @@ class MemoryJobStore:
             self._jobs[job_id] = updated
             return updated
 
-    def record_progress(self, job_id: str, progress: float) -> Job:
+    def claim(self, job_id: str, *, lease_s: float) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            now = self._clock()
+            takeover = (
+                job.status == JobStatus.RUNNING
+                and job.lease_expires_at is not None
+                and job.lease_expires_at <= now
+            )
+            if job.status != JobStatus.QUEUED and not takeover:
+                raise TransitionConflict(job, frozenset({JobStatus.QUEUED}))
+            updated = job.with_changes(
+                status=JobStatus.RUNNING,
+                attempts=job.attempts + 1,
+                started_at=job.started_at or now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+            self._jobs[job_id] = updated
+            return updated
+
+    def release(self, job_id: str, *, error: JobError) -> Job:
+        return self.transition(
+            job_id,
+            expected={JobStatus.RUNNING},
+            target=JobStatus.QUEUED,
+            changes=JobChanges(error=error),
+        )
+
+    def reopen_dead_lettered(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            if not is_dead_lettered(job):
+                raise TransitionConflict(job, frozenset({JobStatus.FAILED}))
+            updated = job.with_changes(
+                status=JobStatus.QUEUED,
+                error=None,
+                progress=0.0,
+                finished_at=None,
+                lease_expires_at=None,
+                updated_at=self._clock(),
+            )
+            self._jobs[job_id] = updated
+            return updated
+
+    def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
         with self._lock:
             job = self._get_locked(job_id)
             if job.status != JobStatus.RUNNING:
                 return job
-            updated = job.with_changes(progress=progress, updated_at=self._clock())
+            now = self._clock()
+            lease = job.lease_expires_at if lease_s is None else now + timedelta(seconds=lease_s)
+            updated = job.with_changes(progress=progress, updated_at=now, lease_expires_at=lease)
             self._jobs[job_id] = updated
             return updated
 

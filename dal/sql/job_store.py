@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 
@@ -20,6 +20,7 @@ from dal.records import (
     JobStatus,
     Page,
     can_transition,
+    is_dead_lettered,
     utcnow,
 )
 from dal.sql.schema import jobs
@@ -107,6 +108,10 @@ class SqlJobStore:
             values["finished_at"] = changes.finished_at
         if changes.error is not None:
             values["error"] = changes.error.to_dict()
+        elif changes.clear_error:
+            values["error"] = None
+        if target != JobStatus.RUNNING:
+            values["lease_expires_at"] = None
         if changes.images is not None:
             values["images"] = [i.to_dict() for i in changes.images]
         if changes.increment_attempts:
@@ -126,11 +131,78 @@ class SqlJobStore:
             raise TransitionConflict(job, expected_set)
         return job
 
-    def record_progress(self, job_id: str, progress: float) -> Job:
+    def claim(self, job_id: str, *, lease_s: float) -> Job:
+        now = self._clock()
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                or_(
+                    jobs.c.status == JobStatus.QUEUED.value,
+                    and_(
+                        jobs.c.status == JobStatus.RUNNING.value,
+                        jobs.c.lease_expires_at <= now,
+                    ),
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=jobs.c.attempts + 1,
+                started_at=func.coalesce(jobs.c.started_at, now),
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+        )
+        return self._conditional(job_id, statement, frozenset({JobStatus.QUEUED}))
+
+    def release(self, job_id: str, *, error: JobError) -> Job:
+        return self.transition(
+            job_id,
+            expected={JobStatus.RUNNING},
+            target=JobStatus.QUEUED,
+            changes=JobChanges(error=error),
+        )
+
+    def reopen_dead_lettered(self, job_id: str) -> Job:
+        current = self.get(job_id)
+        if not is_dead_lettered(current):
+            raise TransitionConflict(current, frozenset({JobStatus.FAILED}))
+        # Nothing else moves a job out of `failed`, so the status condition alone makes
+        # concurrent replays of the same job reopen it once.
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.FAILED.value)
+            .values(
+                status=JobStatus.QUEUED.value,
+                error=None,
+                progress=0.0,
+                finished_at=None,
+                lease_expires_at=None,
+                updated_at=self._clock(),
+            )
+        )
+        return self._conditional(job_id, statement, frozenset({JobStatus.FAILED}))
+
+    def _conditional(self, job_id: str, statement: Any, expected: frozenset[JobStatus]) -> Job:
+        with self._begin() as conn:
+            result = conn.execute(statement)
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        job = _from_row(row)
+        if result.rowcount != 1:
+            raise TransitionConflict(job, expected)
+        return job
+
+    def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
+        now = self._clock()
+        values: dict[str, Any] = {"progress": progress, "updated_at": now}
+        if lease_s is not None:
+            values["lease_expires_at"] = now + timedelta(seconds=lease_s)
         statement = (
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-            .values(progress=progress, updated_at=self._clock())
+            .values(**values)
         )
         with self._begin() as conn:
             conn.execute(statement)
@@ -187,6 +259,7 @@ def _to_row(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "lease_expires_at": job.lease_expires_at,
     }
 
 
@@ -207,4 +280,5 @@ def _from_row(row: Any) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        lease_expires_at=row["lease_expires_at"],
     )

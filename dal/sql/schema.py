@@ -61,6 +61,7 @@ jobs = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
     # NULL keys never collide, on SQLite and PostgreSQL alike.
     UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),

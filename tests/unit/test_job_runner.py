@@ -13,6 +13,7 @@ from dal.records import Job, JobChanges, JobParams, JobStatus
 from dal.url_signing import HmacUrlSigner
 from gpu_worker.generation import GenerationError
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
+from tests.contracts.job_store_contract import ManualClock
 from tests.fakes import PatternGenerator
 
 
@@ -37,9 +38,9 @@ class ProgressCountingJobStore(MemoryJobStore):
         super().__init__()
         self.progress_writes: list[float] = []
 
-    def record_progress(self, job_id: str, progress: float) -> Job:
+    def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
         self.progress_writes.append(progress)
-        return super().record_progress(job_id, progress)
+        return super().record_progress(job_id, progress, lease_s=lease_s)
 
 
 def make_job(job_id: str = "job1", steps: int = 4, num_images: int = 1) -> Job:
@@ -98,7 +99,7 @@ class TestJobRunner:
         runner = runner_for(jobs, blobs, generator)
         runner.run("job1")
         before = jobs.get("job1")
-        assert runner.run("job1") == RunOutcome.SKIPPED
+        assert runner.run("job1") == RunOutcome.DUPLICATE
         assert len(generator.calls) == 1
         assert jobs.get("job1") == before
 
@@ -119,7 +120,30 @@ class TestJobRunner:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(outcomes) == sorted([RunOutcome.SUCCEEDED] + [RunOutcome.SKIPPED] * 5)
+        assert outcomes.count(RunOutcome.SUCCEEDED) == 1
+        assert set(outcomes) <= {RunOutcome.SUCCEEDED, RunOutcome.DUPLICATE, RunOutcome.IN_PROGRESS}
+        assert len(generator.calls) == 1
+
+    def test_concurrent_duplicates_wait_and_are_all_acknowledged(self, jobs, blobs) -> None:
+        """With a duplicate wait, every concurrent delivery ends in an acknowledgeable outcome."""
+        jobs.create(make_job(steps=20))
+        generator = PatternGenerator()
+        runner = runner_for(jobs, blobs, generator, duplicate_wait_s=10, duplicate_poll_s=0.01)
+        barrier = threading.Barrier(10)
+        outcomes: list[RunOutcome] = []
+
+        def deliver() -> None:
+            barrier.wait()
+            outcomes.append(runner.run("job1"))
+
+        threads = [threading.Thread(target=deliver) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count(RunOutcome.SUCCEEDED) == 1
+        assert outcomes.count(RunOutcome.DUPLICATE) == 9
+        assert all(o.acknowledge for o in outcomes)
         assert len(generator.calls) == 1
 
     def test_missing_job_is_not_found(self, jobs, blobs) -> None:
@@ -219,3 +243,86 @@ class TestJobRunner:
         assert blobs.signed_url(ref.key, expires_in=timedelta(minutes=1)).url.startswith(
             "/v1/blobs/images/"
         )
+
+
+class TestRetriesAndLeases:
+    def test_transient_failure_releases_the_job_for_a_retry(self, jobs, blobs) -> None:
+        """In retry mode a transient error puts the job back to queued with its last error."""
+        jobs.create(make_job())
+        generator = PatternGenerator()
+        generator.fail_with = GenerationError("out_of_memory", "CUDA OOM", retryable=True)
+        runner = runner_for(jobs, blobs, generator, retry_transient=True)
+        outcome = runner.run("job1")
+        assert outcome == RunOutcome.RETRY and not outcome.acknowledge
+        job = jobs.get("job1")
+        assert job.status == JobStatus.QUEUED
+        assert job.lease_expires_at is None
+        assert job.error is not None and job.error.code == "out_of_memory"
+
+        generator.fail_with = None
+        assert runner.run("job1") == RunOutcome.SUCCEEDED
+        job = jobs.get("job1")
+        assert (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 2, None)
+
+    def test_permanent_failure_is_acknowledged_even_in_retry_mode(self, jobs, blobs) -> None:
+        """A non-retryable error fails the job for good."""
+        jobs.create(make_job())
+        generator = PatternGenerator()
+        generator.fail_with = GenerationError("invalid_parameters", "bad", retryable=False)
+        outcome = runner_for(jobs, blobs, generator, retry_transient=True).run("job1")
+        assert outcome == RunOutcome.FAILED and outcome.acknowledge
+
+    def test_blob_outage_is_retried_in_retry_mode(self, jobs) -> None:
+        """A storage outage is transient: the job is released, not failed."""
+        jobs.create(make_job(num_images=2))
+        flaky = FlakyBlobStore(fail_after=1)
+        runner = runner_for(jobs, flaky, PatternGenerator(), retry_transient=True)
+        assert runner.run("job1") == RunOutcome.RETRY
+        assert jobs.get("job1").status == JobStatus.QUEUED
+        assert flaky.keys() == []
+        flaky.fail_after = 10
+        assert runner.run("job1") == RunOutcome.SUCCEEDED
+        assert len(flaky.keys()) == 2
+
+    def test_a_dead_workers_job_is_taken_over_after_its_lease(self, blobs) -> None:
+        """A job left running under an expired lease is claimed again by a redelivery."""
+        clock = ManualClock()
+        jobs = MemoryJobStore(clock=clock)
+        jobs.create(make_job())
+        jobs.claim("job1", lease_s=30)  # a worker claims it, then dies
+        runner = JobRunner(
+            jobs=jobs,
+            blobs=blobs,
+            generator=PatternGenerator(),
+            config=RunnerConfig(lease_s=30, retry_transient=True),
+            clock=clock,
+        )
+        assert runner.run("job1") == RunOutcome.IN_PROGRESS
+        clock.advance(31)
+        assert runner.run("job1") == RunOutcome.SUCCEEDED
+        assert jobs.get("job1").attempts == 2
+
+    def test_dead_letter_fails_a_queued_job_with_its_last_error(self, jobs, blobs) -> None:
+        """When the queue gives up, the job ends failed/dead_lettered naming the last error."""
+        jobs.create(make_job())
+        generator = PatternGenerator()
+        generator.fail_with = GenerationError("out_of_memory", "CUDA OOM", retryable=True)
+        runner = runner_for(jobs, blobs, generator, retry_transient=True)
+        runner.run("job1")
+        job = runner.record_dead_letter("job1", detail="gave up after 5 deliveries")
+        assert job is not None and job.status == JobStatus.FAILED
+        assert job.error is not None and job.error.code == "dead_lettered"
+        assert "out_of_memory" in job.error.message
+        # Replaying reopens it, and with the fault gone it succeeds once.
+        jobs.reopen_dead_lettered("job1")
+        generator.fail_with = None
+        assert runner.run("job1") == RunOutcome.SUCCEEDED
+        assert runner.run("job1") == RunOutcome.DUPLICATE
+
+    def test_dead_letter_leaves_finished_jobs_alone(self, jobs, blobs) -> None:
+        """A late dead letter for a job that succeeded changes nothing."""
+        jobs.create(make_job())
+        runner = runner_for(jobs, blobs, PatternGenerator())
+        runner.run("job1")
+        assert runner.record_dead_letter("job1", detail="late") is None
+        assert jobs.get("job1").status == JobStatus.SUCCEEDED

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
 from dal.settings import Settings
 
 STRONG = "x" * 40
+OIDC: dict[str, Any] = {
+    "push_audience": "https://worker.example/pubsub/push",
+    "push_service_account": "push@p.iam.gserviceaccount.com",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +82,7 @@ class TestProductionGuards:
                 blob_store="memory",
                 api_key_pepper=STRONG,
                 url_signing_secret=STRONG,
+                **OIDC,
             )
 
     def test_inline_queue_is_refused_in_staging(self) -> None:
@@ -86,6 +93,7 @@ class TestProductionGuards:
                 job_queue="inline",
                 api_key_pepper=STRONG,
                 url_signing_secret=STRONG,
+                **OIDC,
             )
 
     @pytest.mark.parametrize("variable", ["API_KEY_PEPPER", "URL_SIGNING_SECRET"])
@@ -97,7 +105,7 @@ class TestProductionGuards:
         monkeypatch.setenv("URL_SIGNING_SECRET", STRONG)
         monkeypatch.delenv(variable)
         with pytest.raises(ValidationError, match=variable):
-            Settings(app_env="prod")
+            Settings(app_env="prod", **OIDC)
 
     def test_short_bootstrap_key_is_refused(self) -> None:
         """A guessable bootstrap key is not accepted in production."""
@@ -106,11 +114,22 @@ class TestProductionGuards:
                 app_env="prod",
                 api_key_pepper=STRONG,
                 url_signing_secret=STRONG,
+                **OIDC,
                 bootstrap_api_key="k1",
             )
 
     def test_production_with_real_adapters_and_secrets_is_accepted(self) -> None:
         """Real adapters and strong secrets pass the guard."""
-        s = Settings(app_env="prod", api_key_pepper=STRONG, url_signing_secret=STRONG)
+        s = Settings(app_env="prod", api_key_pepper=STRONG, url_signing_secret=STRONG, **OIDC)
         assert (s.job_store, s.blob_store, s.job_queue) == ("firestore", "gcs", "pubsub")
         assert s.is_production
+
+    def test_push_auth_cannot_be_turned_off_in_production(self) -> None:
+        """PUSH_AUTH=none is for the emulators only."""
+        with pytest.raises(ValidationError, match="PUSH_AUTH=none"):
+            Settings(
+                app_env="prod",
+                api_key_pepper=STRONG,
+                url_signing_secret=STRONG,
+                push_auth="none",
+            )

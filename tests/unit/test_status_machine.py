@@ -20,8 +20,9 @@ Q, R, S, F, C = (
     JobStatus.CANCELED,
 )
 
-# queued → running → succeeded | failed | canceled; queued → canceled | failed.
-DOCUMENTED = {(Q, R), (Q, C), (Q, F), (R, S), (R, F), (R, C)}
+# queued → running → succeeded | failed | canceled; queued → canceled | failed; running →
+# queued when a failed attempt is released for a retry.
+DOCUMENTED = {(Q, R), (Q, C), (Q, F), (R, S), (R, F), (R, C), (R, Q)}
 
 
 def params(seed: int, num_images: int = 1) -> JobParams:
@@ -60,10 +61,10 @@ def test_terminal_statuses_have_no_transitions() -> None:
         assert (not ALLOWED_TRANSITIONS[status]) is status.is_terminal
 
 
-def test_no_status_returns_to_queued_or_to_itself() -> None:
-    """Nothing goes back to queued, and no status transitions to itself."""
+def test_only_a_running_job_returns_to_queued_and_nothing_to_itself() -> None:
+    """Only a released attempt goes back to queued, and no status transitions to itself."""
     for status, targets in ALLOWED_TRANSITIONS.items():
-        assert Q not in targets
+        assert (Q in targets) is (status == R)
         assert status not in targets
 
 
