@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup run dev dev-down services model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,19 +30,28 @@ setup: $(STAMP) ## Create .venv with the API, worker and dev dependencies
 run: $(STAMP) ## Serve the API with the embedded profile on http://127.0.0.1:8080 (PORT overrides)
 	$(BIN)/python -m api
 
+dev: $(STAMP) ## The cloud shape locally: Pub/Sub, Firestore, GCS emulators, Redis, worker, API (Ctrl-C stops)
+	$(BIN)/python -m emulators dev
+
+dev-down: $(STAMP) ## Stop whatever a previous `make dev` left running
+	$(BIN)/python -m emulators down
+
+services: $(STAMP) ## Make sure Redis and PostgreSQL are up (started if not)
+	$(BIN)/python -m emulators services
+
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
 
-test: $(STAMP) ## Run every test suite (unit, integration, e2e)
+test: $(STAMP) services ## Run every test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest tests
 
 test-unit: $(STAMP) ## Unit tests only (no network, no model)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP) ## Integration tests (SQLite, filesystem, the real tiny pipeline)
+test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, the real tiny pipeline)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP) ## The API over HTTP with the inline queue generating real PNGs
+test-e2e: $(STAMP) services ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy

@@ -8,7 +8,7 @@ import os
 import uvicorn
 
 from api.app import create_app
-from api.log_redaction import install_log_redaction
+from dal.log_redaction import install_log_redaction
 from dal.settings import Settings
 
 

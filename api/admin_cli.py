@@ -1,4 +1,5 @@
-"""Operator commands: `txt2img-admin keys create|list|revoke`.
+"""Operator commands: `txt2img-admin keys create|list|revoke` and
+`txt2img-admin dead-letters list|replay|purge`.
 
 Talks to the configured job store directly (same settings as the API), so run it where the
 API's database is reachable. `keys create` prints the new key alone on its last line: it is
@@ -12,8 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from api.api_keys import ApiKeyService
-from api.wiring import build_stores
 from dal.errors import NotFound
+from dal.factory import build_stores
 from dal.settings import Settings
 
 
@@ -40,12 +41,29 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--owner")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id, effective at once")
     revoke.add_argument("key_id")
+
+    letters = commands.add_parser("dead-letters", help="inspect and replay dead-lettered jobs")
+    letter_commands = letters.add_subparsers(dest="command", required=True)
+    letter_commands.add_parser("list", help="list dead letters (they stay in the box)")
+    for name, text in (
+        ("replay", "put jobs back on the jobs topic; they run again from queued"),
+        ("purge", "drop dead letters for good; their jobs stay failed"),
+    ):
+        action = letter_commands.add_parser(name, help=text)
+        which = action.add_mutually_exclusive_group(required=True)
+        which.add_argument("--job", action="append", default=[], help="a job id (repeatable)")
+        which.add_argument("--all", action="store_true", help="every dead letter")
+        action.add_argument("--older-than", type=float, metavar="SECONDS", default=None)
+        action.add_argument("--dry-run", action="store_true", help="say what would happen")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     args = _parser().parse_args(argv)
-    service, closers = _key_service(settings or Settings())
+    settings = settings or Settings()
+    if args.group == "dead-letters":
+        return _dead_letters(args, settings)
+    service, closers = _key_service(settings)
     out = sys.stdout
     try:
         if args.command == "create":
@@ -81,3 +99,51 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from api.dead_letter_replay import DeadLetterReplay, select
+    from dal.pubsub import DeadLetterBox, PubSubJobQueue
+    from dal.pubsub.client import make_publisher, make_subscriber, subscription_path, topic_path
+
+    if settings.job_queue != "pubsub":
+        print(
+            f"error: dead letters exist with JOB_QUEUE=pubsub, not {settings.job_queue}",
+            file=sys.stderr,
+        )
+        return 2
+    closers: list[Callable[[], None]] = []
+    jobs, _ = build_stores(settings, closers)
+    subscriber = make_subscriber()
+    publisher = make_publisher()
+    replay = DeadLetterReplay(
+        box=DeadLetterBox(
+            subscriber,
+            subscription_path(settings.gcp_project, settings.pubsub_dead_letter_subscription),
+        ),
+        jobs=jobs,
+        queue=PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic)),
+    )
+    out = sys.stdout
+    try:
+        if args.command == "list":
+            out.write("job_id\tdeliveries\tsource\tage_s\tstatus\tlast_error\n")
+            for row in replay.rows():
+                age = "-" if row.age_s is None else f"{row.age_s:.0f}"
+                out.write(
+                    f"{row.job_id or '-'}\t{row.delivery_count or '-'}\t{row.source or '-'}\t"
+                    f"{age}\t{row.job_status}\t{row.last_error or '-'}\n"
+                )
+            return 0
+        selection = select(args.job, all_=args.all, older_than_s=args.older_than)
+        act = replay.replay if args.command == "replay" else replay.purge
+        results = act(selection, dry_run=args.dry_run)
+        for result in results:
+            out.write(f"{result.action}\t{result.job_id or '-'}\t{result.detail}\n")
+        out.write(f"{len(results)} dead letter(s) selected\n")
+        return 0
+    finally:
+        subscriber.close()
+        publisher.stop()
+        for close in closers:
+            close()

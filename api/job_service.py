@@ -17,8 +17,9 @@ from dal.errors import (
     StoreUnavailable,
     TransitionConflict,
 )
-from dal.ports import JobQueue, JobStore
+from dal.ports import JobQueue, JobStore, RequestCache
 from dal.records import Job, JobChanges, JobError, JobParams, JobStatus, Page, utcnow
+from dal.request_keys import finished_request_key, idempotency_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class JobRequest:
 @dataclass(frozen=True, slots=True)
 class Submitted:
     job: Job
-    created: bool  # False: an earlier request with the same Idempotency-Key made it
+    created: bool  # False: an earlier request made it (same Idempotency-Key, or deduplicated)
+    deduplicated: bool = False  # an identical seeded request already succeeded: no new run
 
 
 def new_job_id() -> str:
@@ -95,14 +97,20 @@ class JobService:
         *,
         jobs: JobStore,
         queue: JobQueue,
+        cache: RequestCache,
         model_id: str,
         defaults: GenerationDefaults,
+        idempotency_ttl_s: int = 86_400,
+        dedupe_seeded_requests: bool = True,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_job_id,
         new_seed: Callable[[], int] = random_seed,
     ) -> None:
         self._jobs = jobs
         self._queue = queue
+        self._cache = cache
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._dedupe = dedupe_seeded_requests
         self._model_id = model_id
         self._defaults = defaults
         self._clock = clock
@@ -113,6 +121,10 @@ class JobService:
         self, *, owner: str, request: JobRequest, idempotency_key: str | None = None
     ) -> Submitted:
         fingerprint = request.fingerprint()
+        if idempotency_key is not None:
+            replay = self._idempotent_replay(owner, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
         now = self._clock()
         d = self._defaults
         job = Job(
@@ -136,12 +148,22 @@ class JobService:
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
         )
+        if self._dedupe and request.seed is not None:
+            finished = self._finished_identical(job)
+            if finished is not None:
+                return Submitted(job=finished, created=False, deduplicated=True)
         try:
             self._jobs.create(job)
         except IdempotencyKeyReused as reused:
             if reused.existing.request_fingerprint != fingerprint:
                 raise IdempotencyConflict(str(idempotency_key), reused.existing) from None
             return Submitted(job=reused.existing, created=False)
+        if idempotency_key is not None:
+            self._cache.put(
+                idempotency_cache_key(owner, idempotency_key),
+                job.id,
+                ttl_s=self._idempotency_ttl_s,
+            )
 
         try:
             self._queue.enqueue(job)
@@ -151,6 +173,39 @@ class JobService:
             failed = self._mark_enqueue_failed(job)
             raise QueueUnavailable(failed) from exc
         return Submitted(job=job, created=True)
+
+    def _idempotent_replay(self, owner: str, key: str, fingerprint: str) -> Submitted | None:
+        """Fast path through the cache; the job store's unique key remains the guarantee."""
+        job_id = self._cache.get(idempotency_cache_key(owner, key))
+        if job_id is None:
+            return None
+        try:
+            existing = self._jobs.get(job_id)
+        except JobNotFound:
+            return None
+        if existing.owner != owner:
+            return None
+        if existing.request_fingerprint != fingerprint:
+            raise IdempotencyConflict(key, existing)
+        return Submitted(job=existing, created=False)
+
+    def _finished_identical(self, job: Job) -> Job | None:
+        """A succeeded job of this owner with exactly these parameters, seed and model."""
+        job_id = self._cache.get(finished_request_key(job.owner, job.model, job.params))
+        if job_id is None:
+            return None
+        try:
+            existing = self._jobs.get(job_id)
+        except JobNotFound:
+            return None
+        if (
+            existing.owner != job.owner
+            or existing.status != JobStatus.SUCCEEDED
+            or existing.params != job.params
+            or existing.model != job.model
+        ):
+            return None
+        return existing
 
     def get(self, *, owner: str, job_id: str) -> Job:
         job = self._jobs.get(job_id)

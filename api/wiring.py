@@ -13,30 +13,27 @@ from datetime import timedelta
 
 from api.api_keys import ApiKeyService
 from api.job_service import GenerationDefaults, JobService
-from dal.inline import InlineJobQueue
-from dal.memory import (
-    MemoryApiKeyStore,
-    MemoryBlobStore,
-    MemoryJobQueue,
-    MemoryJobStore,
-    MemoryRateLimiter,
+from dal.factory import (
+    UnsupportedAdapter,
+    build_blob_store,
+    build_rate_limiter,
+    build_redis_client,
+    build_request_cache,
+    build_stores,
+    build_url_signer,
 )
-from dal.ports import ApiKeyStore, BlobStore, JobQueue, JobStore, RateLimiter
+from dal.fail_open import FailOpenRateLimiter, FailOpenRequestCache
+from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import read_default_size
 
+__all__ = ["Services", "UnsupportedAdapter", "build_services", "build_stores"]
+
 log = logging.getLogger(__name__)
 
 FALLBACK_IMAGE_SIZE = 512
-
-
-class UnsupportedAdapter(RuntimeError):
-    def __init__(self, variable: str, value: str, supported: str) -> None:
-        super().__init__(
-            f"{variable}={value} has no adapter in this version (supported: {supported})"
-        )
 
 
 @dataclass
@@ -48,6 +45,7 @@ class Services:
     # Set when the API serves blobs itself (filesystem, memory): verifies their signed URLs.
     url_signer: HmacUrlSigner | None
     queue: JobQueue
+    cache: RequestCache
     job_service: JobService
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
@@ -71,10 +69,10 @@ class Services:
 def build_services(settings: Settings, *, generator: ImageGenerator | None = None) -> Services:
     closers: list[Callable[[], None]] = []
     jobs, key_store = build_stores(settings, closers)
-    signer = HmacUrlSigner(
-        settings.url_signing_secret.get_secret_value(), base_url=settings.public_base_url
-    )
-    blobs = _build_blob_store(settings, signer)
+    signer = build_url_signer(settings)
+    blobs = build_blob_store(settings, signer)
+    redis_client = build_redis_client(settings, closers)
+    cache = FailOpenRequestCache(build_request_cache(settings, redis_client=redis_client))
 
     keys = ApiKeyService(key_store, pepper=settings.api_key_pepper.get_secret_value())
     if settings.bootstrap_api_key is not None:
@@ -89,38 +87,61 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
             from gpu_worker.wiring import build_engine
 
             generator = build_engine(settings)
-        queue = _start_inline_queue(settings, jobs, blobs, generator, closers)
+        queue = _start_inline_queue(settings, jobs, blobs, cache, generator, closers)
     elif settings.job_queue == "memory":
+        from dal.memory import MemoryJobQueue
+
         queue = MemoryJobQueue()
+    elif settings.job_queue == "pubsub":
+        from dal.pubsub import PubSubJobQueue
+        from dal.pubsub.client import make_publisher, topic_path
+
+        publisher = make_publisher()
+        closers.append(lambda: publisher.stop())
+        queue = PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic))
     else:
-        raise UnsupportedAdapter("JOB_QUEUE", str(settings.job_queue), "inline, memory")
+        raise UnsupportedAdapter("JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub")
 
     job_service = JobService(
         jobs=jobs,
         queue=queue,
+        cache=cache,
         model_id=_model_id(settings, generator),
         defaults=_generation_defaults(settings, generator),
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+        dedupe_seeded_requests=settings.dedupe_seeded_requests,
     )
-    if settings.rate_limiter != "memory":
-        raise UnsupportedAdapter("RATE_LIMITER", str(settings.rate_limiter), "memory")
     checks: dict[str, Callable[[], None]] = {"job_store": jobs.ping, "blob_store": blobs.ping}
     return Services(
         settings=settings,
         jobs=jobs,
         keys=keys,
         blobs=blobs,
-        url_signer=signer,
+        url_signer=signer if settings.blob_store in ("filesystem", "memory") else None,
         queue=queue,
+        cache=cache,
         job_service=job_service,
-        submit_limiter=MemoryRateLimiter(
-            limit=settings.rate_limit_submit_per_minute,
-            period_s=60,
-            burst=settings.rate_limit_submit_burst,
+        submit_limiter=FailOpenRateLimiter(
+            build_rate_limiter(
+                settings,
+                limit=settings.rate_limit_submit_per_minute,
+                period_s=60,
+                burst=settings.rate_limit_submit_burst,
+                scope="submit",
+                redis_client=redis_client,
+            ),
+            limit=settings.rate_limit_submit_burst,
         ),
-        read_limiter=MemoryRateLimiter(
-            limit=settings.rate_limit_read_per_minute,
-            period_s=60,
-            burst=settings.rate_limit_read_burst,
+        read_limiter=FailOpenRateLimiter(
+            build_rate_limiter(
+                settings,
+                limit=settings.rate_limit_read_per_minute,
+                period_s=60,
+                burst=settings.rate_limit_read_burst,
+                scope="read",
+                redis_client=redis_client,
+            ),
+            limit=settings.rate_limit_read_burst,
         ),
         generator=generator,
         readiness_checks=checks,
@@ -128,45 +149,27 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
     )
 
 
-def build_stores(
-    settings: Settings, closers: list[Callable[[], None]]
-) -> tuple[JobStore, ApiKeyStore]:
-    if settings.job_store == "memory":
-        return MemoryJobStore(), MemoryApiKeyStore()
-    if settings.job_store == "sql":
-        from dal.sql import SqlApiKeyStore, SqlJobStore, create_sql_engine, metadata
-
-        engine = create_sql_engine(settings.resolved_database_url)
-        # Embedded profile: create the schema in place. Managed databases get migrations.
-        metadata.create_all(engine)
-        closers.append(engine.dispose)
-        return SqlJobStore(engine), SqlApiKeyStore(engine)
-    raise UnsupportedAdapter("JOB_STORE", str(settings.job_store), "sql, memory")
-
-
-def _build_blob_store(settings: Settings, signer: HmacUrlSigner) -> BlobStore:
-    if settings.blob_store == "filesystem":
-        from dal.filesystem import FilesystemBlobStore
-
-        store = FilesystemBlobStore(settings.resolved_blob_dir, signer)
-        store.ping()
-        return store
-    if settings.blob_store == "memory":
-        return MemoryBlobStore(signer)
-    raise UnsupportedAdapter("BLOB_STORE", str(settings.blob_store), "filesystem, memory")
-
-
 def _start_inline_queue(
     settings: Settings,
     jobs: JobStore,
     blobs: BlobStore,
+    cache: RequestCache,
     generator: ImageGenerator,
     closers: list[Callable[[], None]],
-) -> InlineJobQueue:
-    from gpu_worker.wiring import build_runner, recover_interrupted_jobs
+) -> JobQueue:
+    from dal.inline import InlineJobQueue
+    from gpu_worker.runner import RunOutcome
+    from gpu_worker.wiring import build_runner, recover_interrupted_jobs, remember_finished_job
 
     runner = build_runner(settings, jobs=jobs, blobs=blobs, generator=generator)
-    queue = InlineJobQueue(runner.run, workers=settings.inline_workers)
+
+    def run_job(job_id: str) -> RunOutcome:
+        outcome = runner.run(job_id)
+        if outcome == RunOutcome.SUCCEEDED:
+            remember_finished_job(cache, jobs, job_id, settings)
+        return outcome
+
+    queue = InlineJobQueue(run_job, workers=settings.inline_workers)
     recover_interrupted_jobs(jobs, queue.enqueue_id)
     queue.start()
     closers.append(lambda: queue.close(timeout=settings.shutdown_grace_s))

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     gcs_signing_key_file: Path | None = Field(
         default=None, description="Service-account JSON key to sign URLs with (emulator)."
     )
+    gcs_timeout_s: float = Field(default=30.0, gt=0)
+    gcs_retry_timeout_s: float = Field(
+        default=30.0, ge=0, description="Total time Cloud Storage calls may spend retrying."
+    )
     pubsub_topic: str = "jobs"
     pubsub_dead_letter_topic: str = "jobs-dead-letter"
     pubsub_dead_letter_subscription: str = "jobs-dead-letter"
@@ -156,6 +160,10 @@ class Settings(BaseSettings):
     push_service_account: str | None = Field(
         default=None, description="Expected OIDC email: the push subscription's account."
     )
+    push_oidc_certs_url: str = Field(
+        default="https://www.googleapis.com/oauth2/v1/certs",
+        description="Where the keys that sign push tokens are published.",
+    )
     job_lease_s: float = Field(default=120.0, ge=5)
     duplicate_wait_s: float = Field(default=30.0, ge=0)
     inline_workers: int = Field(default=1, ge=1, le=16)
@@ -171,6 +179,15 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, profile[name])
         if self.app_env in PRODUCTION_ENVS:
             self._refuse_unsafe_production_settings()
+        if (
+            self.app_env == "emulator"
+            and self.blob_store == "gcs"
+            and self.gcs_signing_key_file is None
+        ):
+            raise ValueError(
+                "GCS_SIGNING_KEY_FILE must be set with APP_ENV=emulator: the emulator has no "
+                "IAM to sign URLs (`make dev` generates one)"
+            )
         return self
 
     def _refuse_unsafe_production_settings(self) -> None:

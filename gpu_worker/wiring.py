@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dal.ports import BlobStore, JobStore
+from dal.errors import JobNotFound, StoreUnavailable
+from dal.factory import (
+    build_blob_store,
+    build_redis_client,
+    build_request_cache,
+    build_stores,
+    build_url_signer,
+)
+from dal.fail_open import FailOpenRequestCache
+from dal.ports import BlobStore, JobStore, RequestCache
 from dal.records import JobChanges, JobError, JobStatus, utcnow
+from dal.request_keys import finished_job_key
 from dal.settings import Settings
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import is_model_folder
-from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
+from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +110,82 @@ def recover_interrupted_jobs(
     if requeued or failed:
         log.info("recovered jobs: %d requeued, %d failed as interrupted", requeued, failed)
     return requeued, failed
+
+
+@dataclass
+class WorkerServices:
+    settings: Settings
+    jobs: JobStore
+    blobs: BlobStore
+    cache: RequestCache
+    generator: ImageGenerator
+    runner: JobRunner
+    push_auth: PushAuthenticator
+    readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_job(self, job_id: str) -> RunOutcome:
+        outcome = self.runner.run(job_id)
+        if outcome == RunOutcome.SUCCEEDED:
+            remember_finished_job(self.cache, self.jobs, job_id, self.settings)
+        return outcome
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:
+                log.warning("error while shutting down", exc_info=True)
+        self._closers.clear()
+
+
+def remember_finished_job(
+    cache: RequestCache, jobs: JobStore, job_id: str, settings: Settings
+) -> None:
+    """Record a succeeded job so an identical seeded request can reuse its images. Best
+    effort: a cache outage only costs a future duplicate generation."""
+    if not settings.dedupe_seeded_requests:
+        return
+    try:
+        job = jobs.get(job_id)
+        cache.put(finished_job_key(job), job.id, ttl_s=settings.idempotency_ttl_s)
+    except (StoreUnavailable, JobNotFound) as exc:
+        log.warning("could not record finished job %s in the request cache: %s", job_id, exc)
+
+
+def build_push_auth(settings: Settings) -> PushAuthenticator:
+    if settings.push_auth == "none":
+        return NoPushAuth()
+    if not (settings.push_audience and settings.push_service_account):
+        raise ValueError("PUSH_AUTH=oidc needs PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT")
+    return OidcPushAuth(
+        audience=settings.push_audience,
+        service_account_email=settings.push_service_account,
+        certs_url=settings.push_oidc_certs_url,
+    )
+
+
+def build_worker_services(
+    settings: Settings, *, generator: ImageGenerator | None = None
+) -> WorkerServices:
+    """The worker process's one wiring function: stores, model (loaded and warmed), runner."""
+    closers: list[Callable[[], None]] = []
+    jobs, _ = build_stores(settings, closers)
+    blobs = build_blob_store(settings, build_url_signer(settings))
+    cache = FailOpenRequestCache(
+        build_request_cache(settings, redis_client=build_redis_client(settings, closers))
+    )
+    if generator is None:
+        generator = build_engine(settings)
+    runner = build_runner(settings, jobs=jobs, blobs=blobs, generator=generator)
+    return WorkerServices(
+        settings=settings,
+        jobs=jobs,
+        blobs=blobs,
+        cache=cache,
+        generator=generator,
+        runner=runner,
+        push_auth=build_push_auth(settings),
+        readiness_checks={"job_store": jobs.ping, "blob_store": blobs.ping},
+        _closers=closers,
+    )

@@ -39,7 +39,13 @@ def _check_idempotency_key(value: str | None) -> str | None:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     dependencies=[Depends(submit_rate_limit)],
-    responses=_problems(400, 401, 413, 415, 422, 429, 503),
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "An identical seeded request already succeeded; its job is returned.",
+        },
+        **_problems(400, 401, 413, 415, 422, 429, 503),
+    },
     summary="Submit a text-to-image job",
 )
 def submit_job(
@@ -62,7 +68,11 @@ def submit_job(
         idempotency_key=_check_idempotency_key(idempotency_key),
     )
     response.headers["Location"] = str(request.url_for("get_job", job_id=submitted.job.id))
-    if not submitted.created:
+    if submitted.deduplicated:
+        # An identical seeded request already succeeded: its images are the answer, now.
+        response.status_code = status.HTTP_200_OK
+        response.headers["Deduplicated"] = "true"
+    elif not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
     return job_view(submitted.job, services, str(request.base_url))
 

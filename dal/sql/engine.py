@@ -4,15 +4,36 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
+# libpq connection parameters for PostgreSQL (psycopg, psycopg2), unless the URL's query sets
+# them: give up on a server that does not answer within seconds (the stores then raise
+# StoreUnavailable instead of hanging a request), and notice a peer that vanished mid-query.
+POSTGRES_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    # ms that sent data may stay unacknowledged before the connection is dropped.
+    "tcp_user_timeout": 30_000,
+}
+_LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
-def create_sql_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine tuned for this service's use: many short transactions from a few threads."""
+
+def create_sql_engine(url: str, *, echo: bool = False, connect_timeout_s: int = 5) -> Engine:
+    """An engine tuned for this service's use: many short transactions from a few threads.
+
+    PostgreSQL: connections are checked before use (a restarted server or a dropped connection
+    costs a reconnect, not an error), a connection attempt gives up after `connect_timeout_s`
+    (libpq's minimum is 2), and a request waits at most 10 s for a pooled connection."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return _postgres_engine(parsed, echo=echo, connect_timeout_s=connect_timeout_s)
+    if backend != "sqlite":
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
 
     in_memory = not parsed.database or parsed.database == ":memory:"
     if not in_memory:
@@ -24,7 +45,6 @@ def create_sql_engine(url: str, *, echo: bool = False) -> Engine:
         connect_args={"check_same_thread": False, "timeout": 30},
         # An in-memory database lives in one connection: share it, or every checkout is empty.
         poolclass=StaticPool if in_memory else None,
-        future=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -38,3 +58,24 @@ def create_sql_engine(url: str, *, echo: bool = False) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _postgres_engine(url: URL, *, echo: bool, connect_timeout_s: int) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if url.get_driver_name() in _LIBPQ_DRIVERS:
+        defaults = {**POSTGRES_CONNECT_ARGS, "connect_timeout": connect_timeout_s}
+        connect_args = {k: v for k, v in defaults.items() if k not in url.query}
+    return create_engine(
+        url,
+        echo=echo,
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        # Per process: the API's threadpool plus a worker's progress writes. Keep
+        # (pool_size + max_overflow) x processes under the server's max_connections.
+        pool_size=5,
+        max_overflow=5,
+        # Waiting longer for a free connection than a client waits for an answer helps nobody.
+        pool_timeout=10,
+        # Cloud SQL and proxies drop idle connections; recycle before they do.
+        pool_recycle=1800,
+    )

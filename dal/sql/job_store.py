@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dal.errors import IdempotencyKeyReused, JobNotFound, StoreUnavailable, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor
@@ -232,6 +233,8 @@ class SqlJobStore:
                 yield conn
         except (OperationalError, SaInterfaceError) as exc:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
+        except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
+            raise StoreUnavailable(f"job store unavailable: {exc}") from exc
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -240,6 +243,8 @@ class SqlJobStore:
                 yield conn
         except (OperationalError, SaInterfaceError) as exc:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
+        except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
+            raise StoreUnavailable(f"job store unavailable: {exc}") from exc
 
 
 def _to_row(job: Job) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dal.errors import NotFound, StoreUnavailable
 from dal.records import ApiKey
@@ -68,6 +69,8 @@ class SqlApiKeyStore:
                 yield conn
         except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(f"key store unavailable: {exc.orig}") from exc
+        except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
+            raise StoreUnavailable(f"key store unavailable: {exc}") from exc
 
 
 def _from_row(row: Any) -> ApiKey:

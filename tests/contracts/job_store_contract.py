@@ -215,6 +215,45 @@ class JobStoreContract:
             store.create(make_job(f"job-{i}", idempotency_key=None))
         assert len(store.list_by_owner("alice", limit=10).items) == 3
 
+    def test_concurrent_creates_with_one_idempotency_key_make_one_job(
+        self, store: JobStore
+    ) -> None:
+        """Of 4 threads creating different jobs under one owner's key at once, exactly one
+        creates its job; the others get IdempotencyKeyReused holding the winner's job."""
+        contenders = 4
+        jobs = [make_job(f"job-{i}", idempotency_key="idem") for i in range(contenders)]
+        barrier = threading.Barrier(contenders)
+        created: list[Job] = []
+        reused: list[IdempotencyKeyReused] = []
+        others: list[BaseException] = []
+        lock = threading.Lock()
+
+        def create(job: Job) -> None:
+            barrier.wait(timeout=10)
+            try:
+                result = store.create(job)
+            except IdempotencyKeyReused as exc:
+                with lock:
+                    reused.append(exc)
+            except BaseException as exc:
+                with lock:
+                    others.append(exc)
+            else:
+                with lock:
+                    created.append(result)
+
+        threads = [threading.Thread(target=create, args=(job,)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert others == []
+        assert len(created) == 1
+        assert len(reused) == contenders - 1
+        assert all(exc.existing == created[0] for exc in reused)
+        assert store.list_by_owner("alice", limit=10).items == (created[0],)
+
     # ---- list_by_owner -----------------------------------------------------------------------
 
     def test_list_by_owner_is_newest_first_and_only_the_owners_jobs(self, store: JobStore) -> None:
@@ -526,3 +565,375 @@ class JobStoreContract:
     def test_ping_succeeds(self, store: JobStore) -> None:
         """ping returns without error on a reachable store."""
         store.ping()
+
+    def test_record_progress_with_lease_s_renews_the_lease(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """record_progress(lease_s=...) moves the lease to now + lease_s; without it the lease
+        stays where it was."""
+        store.create(make_job("job-1"))
+        claimed = store.claim("job-1", lease_s=30)
+        assert claimed.lease_expires_at == T0 + timedelta(seconds=30)
+
+        now = clock.advance(20)
+        renewed = store.record_progress("job-1", 0.25, lease_s=45.5)
+        assert renewed.lease_expires_at == now + timedelta(seconds=45.5)
+        assert renewed.progress == 0.25
+        assert renewed.updated_at == now
+        assert store.get("job-1") == renewed
+
+        later = clock.advance(10)
+        kept = store.record_progress("job-1", 0.5)
+        assert kept.lease_expires_at == now + timedelta(seconds=45.5)
+        assert kept.progress == 0.5
+        assert kept.updated_at == later
+        assert store.get("job-1") == kept
+
+    def test_record_progress_with_lease_s_on_job_not_running_writes_nothing(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A lease renewal on a job that is no longer running changes nothing."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        canceled = store.transition(
+            "job-1", expected={JobStatus.RUNNING}, target=JobStatus.CANCELED
+        )
+        clock.advance(5)
+        record = store.record_progress("job-1", 0.75, lease_s=30)
+        assert record == canceled
+        assert record.lease_expires_at is None
+        assert store.get("job-1") == canceled
+
+    # ---- claim -------------------------------------------------------------------------------
+
+    def test_claim_queued_job_starts_an_attempt_under_a_lease(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """claim moves queued → running, counts the attempt, sets started_at and the lease."""
+        job = make_job("job-1", attempts=0)
+        store.create(job)
+        now = clock.advance(3)
+
+        claimed = store.claim("job-1", lease_s=30)
+
+        assert claimed == job.with_changes(
+            status=JobStatus.RUNNING,
+            attempts=1,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=30),
+            updated_at=now,
+        )
+        assert store.get("job-1") == claimed
+
+    def test_claim_round_trips_a_fractional_lease(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A lease of a fraction of a second is stored to the microsecond."""
+        store.create(make_job("job-1"))
+        now = clock.advance(0.000001)
+        claimed = store.claim("job-1", lease_s=0.25)
+        assert claimed.lease_expires_at == now + timedelta(microseconds=250_000)
+        loaded = store.get("job-1")
+        assert loaded.lease_expires_at == now + timedelta(microseconds=250_000)
+        assert loaded.lease_expires_at is not None
+        assert loaded.lease_expires_at.utcoffset() == timedelta(0)
+
+    def test_claim_of_running_job_under_live_lease_conflicts(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A running job whose lease has not expired cannot be claimed; nothing changes."""
+        store.create(make_job("job-1"))
+        claimed = store.claim("job-1", lease_s=30)
+        clock.advance(29.999)
+        with pytest.raises(TransitionConflict) as info:
+            store.claim("job-1", lease_s=30)
+        assert info.value.job == claimed
+        assert store.get("job-1") == claimed
+
+    def test_claim_takes_over_running_job_after_its_lease_expires(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """Once the lease has passed, a claim takes the job over: a second attempt under a new
+        lease, with the first attempt's started_at kept."""
+        store.create(make_job("job-1"))
+        first = store.claim("job-1", lease_s=30)
+        now = clock.advance(30.5)
+
+        second = store.claim("job-1", lease_s=60)
+
+        assert second.status is JobStatus.RUNNING
+        assert second.attempts == 2
+        assert second.started_at == first.started_at == T0
+        assert second.lease_expires_at == now + timedelta(seconds=60)
+        assert second.updated_at == now
+        assert store.get("job-1") == second
+
+    def test_claim_after_release_keeps_started_at_and_counts_attempts(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """started_at is set by the first claim only; every claim counts an attempt."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        clock.advance(5)
+        store.release("job-1", error=JobError(code="transient", message="try again"))
+        now = clock.advance(5)
+        again = store.claim("job-1", lease_s=30)
+        assert again.attempts == 2
+        assert again.started_at == T0
+        assert again.lease_expires_at == now + timedelta(seconds=30)
+        assert store.get("job-1") == again
+
+    @pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+    def test_claim_of_finished_job_conflicts(
+        self, store: JobStore, clock: ManualClock, terminal: JobStatus
+    ) -> None:
+        """A succeeded, failed or canceled job cannot be claimed, whatever its old lease said."""
+        job = make_job(
+            "job-1",
+            status=terminal,
+            attempts=1,
+            started_at=T0,
+            finished_at=T0 + timedelta(seconds=1),
+        )
+        store.create(job)
+        clock.advance(3600)
+        with pytest.raises(TransitionConflict) as info:
+            store.claim("job-1", lease_s=30)
+        assert info.value.job == job
+        assert store.get("job-1") == job
+
+    def test_claim_of_missing_job_raises_job_not_found(self, store: JobStore) -> None:
+        """Claiming an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.claim("no-such-job", lease_s=30)
+
+    def test_concurrent_claim_calls_have_exactly_one_winner(self, store: JobStore) -> None:
+        """Of 8 threads calling claim on the same queued job at once, exactly one wins."""
+        store.create(make_job("job-1"))
+        contenders = 8
+        barrier = threading.Barrier(contenders)
+        winners: list[Job] = []
+        conflicts: list[TransitionConflict] = []
+        others: list[BaseException] = []
+        lock = threading.Lock()
+
+        def claim() -> None:
+            barrier.wait(timeout=10)
+            try:
+                job = store.claim("job-1", lease_s=30)
+            except TransitionConflict as exc:
+                with lock:
+                    conflicts.append(exc)
+            except BaseException as exc:
+                with lock:
+                    others.append(exc)
+            else:
+                with lock:
+                    winners.append(job)
+
+        threads = [threading.Thread(target=claim) for _ in range(contenders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert others == []
+        assert len(winners) == 1
+        assert len(conflicts) == contenders - 1
+        assert all(c.job.status is JobStatus.RUNNING for c in conflicts)
+        final = store.get("job-1")
+        assert final.attempts == 1
+        assert final == winners[0]
+
+    # ---- release -----------------------------------------------------------------------------
+
+    def test_release_running_job_requeues_it_with_the_error(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """release moves running → queued, keeps the error, drops the lease, keeps attempts."""
+        store.create(make_job("job-1"))
+        claimed = store.claim("job-1", lease_s=30)
+        store.record_progress("job-1", 0.5)
+        now = clock.advance(7)
+        error = JobError(code="worker_lost", message="CUDA error: device lost")
+
+        released = store.release("job-1", error=error)
+
+        assert released.status is JobStatus.QUEUED
+        assert released.error == error
+        assert released.lease_expires_at is None
+        assert released.attempts == 1
+        assert released.started_at == claimed.started_at
+        assert released.finished_at is None
+        assert released.updated_at == now
+        assert store.get("job-1") == released
+
+    @pytest.mark.parametrize(
+        "status", [JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED]
+    )
+    def test_release_of_job_not_running_conflicts(
+        self, store: JobStore, clock: ManualClock, status: JobStatus
+    ) -> None:
+        """Only a running job can be released; anything else conflicts and stays as it was."""
+        job = make_job("job-1", status=status)
+        store.create(job)
+        clock.advance(1)
+        with pytest.raises(TransitionConflict) as info:
+            store.release("job-1", error=JobError(code="transient", message="x"))
+        assert info.value.job == job
+        assert store.get("job-1") == job
+
+    def test_release_of_missing_job_raises_job_not_found(self, store: JobStore) -> None:
+        """Releasing an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.release("no-such-job", error=JobError(code="transient", message="x"))
+
+    def test_error_of_a_released_attempt_stays_until_cleared(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """The last error survives the next claim; a transition with clear_error drops it."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        error = JobError(code="transient", message="first attempt failed")
+        store.release("job-1", error=error)
+        clock.advance(1)
+        again = store.claim("job-1", lease_s=30)
+        assert again.error == error
+
+        done = store.transition(
+            "job-1",
+            expected={JobStatus.RUNNING},
+            target=JobStatus.SUCCEEDED,
+            changes=JobChanges(progress=1.0, finished_at=clock.advance(2), clear_error=True),
+        )
+        assert done.error is None
+        assert store.get("job-1").error is None
+        assert store.get("job-1") == done
+
+    def test_clear_error_loses_to_a_new_error(self, store: JobStore, clock: ManualClock) -> None:
+        """A transition that both clears and sets an error stores the new one."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        store.release("job-1", error=JobError(code="transient", message="old"))
+        new = JobError(code="publish_failed", message="new")
+        failed = store.transition(
+            "job-1",
+            expected={JobStatus.QUEUED},
+            target=JobStatus.FAILED,
+            changes=JobChanges(error=new, clear_error=True, finished_at=clock()),
+        )
+        assert failed.error == new
+        assert store.get("job-1") == failed
+
+    @pytest.mark.parametrize(
+        "target", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED]
+    )
+    def test_transition_out_of_running_clears_the_lease(
+        self, store: JobStore, clock: ManualClock, target: JobStatus
+    ) -> None:
+        """A lease only means something while running: leaving running drops it."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        clock.advance(1)
+        moved = store.transition("job-1", expected={JobStatus.RUNNING}, target=target)
+        assert moved.lease_expires_at is None
+        assert store.get("job-1").lease_expires_at is None
+
+    def test_running_job_with_lease_round_trips(self, store: JobStore) -> None:
+        """A job created running under a lease reads back equal, lease included."""
+        job = make_job(
+            "job-1",
+            status=JobStatus.RUNNING,
+            attempts=1,
+            started_at=T0,
+            lease_expires_at=T0 + timedelta(seconds=30, microseconds=123_457),
+        )
+        store.create(job)
+        assert store.get("job-1") == job
+
+    # ---- reopen_dead_lettered ----------------------------------------------------------------
+
+    def test_reopen_dead_lettered_job_requeues_it(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A job failed as dead_lettered goes back to queued: error, progress and finish time
+        cleared, attempts and started_at kept."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        store.record_progress("job-1", 0.5)
+        failed = store.transition(
+            "job-1",
+            expected={JobStatus.RUNNING},
+            target=JobStatus.FAILED,
+            changes=JobChanges(
+                error=JobError(code="dead_lettered", message="delivery attempts exhausted"),
+                finished_at=clock.advance(10),
+            ),
+        )
+        now = clock.advance(3600)
+
+        reopened = store.reopen_dead_lettered("job-1")
+
+        assert reopened == failed.with_changes(
+            status=JobStatus.QUEUED,
+            error=None,
+            progress=0.0,
+            finished_at=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        assert reopened.attempts == 1
+        assert store.get("job-1") == reopened
+        # The replayed job runs again like any queued one.
+        assert store.claim("job-1", lease_s=30).attempts == 2
+
+    @pytest.mark.parametrize(
+        "job",
+        [
+            make_job(
+                "job-1",
+                status=JobStatus.FAILED,
+                error=JobError(code="generation_failed", message="boom"),
+                finished_at=T0,
+            ),
+            make_job("job-1", status=JobStatus.FAILED, finished_at=T0),
+            make_job("job-1", status=JobStatus.SUCCEEDED, progress=1.0, finished_at=T0),
+            make_job("job-1", status=JobStatus.CANCELED, finished_at=T0),
+            make_job("job-1", status=JobStatus.QUEUED),
+            make_job(
+                "job-1",
+                status=JobStatus.QUEUED,
+                error=JobError(code="dead_lettered", message="queued with an old error"),
+            ),
+            make_job(
+                "job-1",
+                status=JobStatus.RUNNING,
+                started_at=T0,
+                lease_expires_at=T0 + timedelta(seconds=30),
+            ),
+        ],
+        ids=[
+            "failed-other-code",
+            "failed-no-error",
+            "succeeded",
+            "canceled",
+            "queued",
+            "queued-dead-lettered-error",
+            "running",
+        ],
+    )
+    def test_reopen_of_job_not_dead_lettered_conflicts(
+        self, store: JobStore, clock: ManualClock, job: Job
+    ) -> None:
+        """Only a job failed with code dead_lettered can be reopened; others stay as they were."""
+        store.create(job)
+        clock.advance(1)
+        with pytest.raises(TransitionConflict) as info:
+            store.reopen_dead_lettered("job-1")
+        assert info.value.job == job
+        assert store.get("job-1") == job
+
+    def test_reopen_of_missing_job_raises_job_not_found(self, store: JobStore) -> None:
+        """Reopening an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.reopen_dead_lettered("no-such-job")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from api.log_redaction import RedactSecretsFilter, redact
+from dal.log_redaction import RedactSecretsFilter, redact
 
 
 class TestRedaction:

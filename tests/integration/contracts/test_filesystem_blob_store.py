@@ -10,14 +10,14 @@ import pytest
 from dal.errors import BlobNotFound
 from dal.filesystem import FilesystemBlobStore
 from dal.url_signing import HmacUrlSigner
-from tests.contracts.blob_store_contract import KEY, BlobStoreContract
+from tests.contracts.blob_store_contract import KEY, BlobStoreContract, HmacSignedUrlContract
 
 
 class _NotBytes:
     """Not bytes-like: writing it fails after the temporary file exists, like a crash mid-write."""
 
 
-class TestFilesystemBlobStore(BlobStoreContract):
+class TestFilesystemBlobStore(BlobStoreContract, HmacSignedUrlContract):
     @pytest.fixture
     def root(self, tmp_path: Path) -> Path:
         return tmp_path / "blobs"

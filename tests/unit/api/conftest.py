@@ -10,7 +10,8 @@ from api.app import create_app
 from api.wiring import Services, build_services
 from dal.memory import MemoryJobQueue
 from dal.settings import Settings
-from gpu_worker.runner import JobRunner, RunnerConfig
+from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
+from gpu_worker.wiring import remember_finished_job
 from tests.fakes import PatternGenerator
 
 ALICE_KEY = "alice-test-key-0123456789"
@@ -38,7 +39,10 @@ class ApiHarness:
         )
         ids = queue.take_all()
         for job_id in ids:
-            runner.run(job_id)
+            if runner.run(job_id) == RunOutcome.SUCCEEDED:
+                remember_finished_job(
+                    self.services.cache, self.services.jobs, job_id, self.services.settings
+                )
         return ids
 
 

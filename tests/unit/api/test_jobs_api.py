@@ -178,3 +178,64 @@ class TestOwnership:
         bob_key = api.services.jobs.get(bob_job).images[0].key
         forged = bob_url.replace(bob_key, alice_key)
         assert api.client.get(forged).status_code == 403
+
+
+class TestDeduplication:
+    def test_identical_seeded_request_after_success_reuses_the_images(
+        self, api: ApiHarness
+    ) -> None:
+        """Same owner, params, seed and model as a succeeded job: its job comes back, no run."""
+        first = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()
+        api.run_pending_jobs()
+        again = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        assert again.status_code == 200
+        assert again.headers["deduplicated"] == "true"
+        assert again.json()["id"] == first["id"]
+        assert again.json()["status"] == "succeeded"
+        assert len(api.generator.calls) == 1
+        assert len(api.services.jobs.list_by_owner("alice", limit=10).items) == 1
+
+    def test_other_owner_or_unseeded_or_different_params_run_again(self, api: ApiHarness) -> None:
+        """Deduplication never crosses owners and needs an explicit seed."""
+        api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        api.run_pending_jobs()
+        bob = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers(api.bob_key))
+        other = api.client.post("/v1/jobs", json={**PROMPT, "seed": 8}, headers=api.headers())
+        unseeded = api.client.post(
+            "/v1/jobs", json={"prompt": PROMPT["prompt"]}, headers=api.headers()
+        )
+        assert [r.status_code for r in (bob, other, unseeded)] == [202, 202, 202]
+
+    def test_a_queued_identical_job_is_not_reused(self, api: ApiHarness) -> None:
+        """Only succeeded jobs are reused: a second request while the first waits is a new job."""
+        a = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()
+        b = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()
+        assert a["id"] != b["id"]
+
+
+class TestCacheOutage:
+    def test_request_cache_down_fails_open(self, api: ApiHarness) -> None:
+        """With the request cache down, submits work and idempotency still holds (job store)."""
+        inner = api.services.cache._inner  # type: ignore[attr-defined]
+        inner.available = False
+        headers = api.headers(**{"Idempotency-Key": "during-outage"})
+        first = api.client.post("/v1/jobs", json=PROMPT, headers=headers)
+        second = api.client.post("/v1/jobs", json=PROMPT, headers=headers)
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert first.json()["id"] == second.json()["id"]
+        conflict = api.client.post("/v1/jobs", json={**PROMPT, "seed": 99}, headers=headers)
+        assert conflict.status_code == 422
+
+    def test_rate_limiter_down_fails_open(self, api: ApiHarness) -> None:
+        """With the limiter's store down, requests are allowed rather than refused."""
+        from dal.errors import StoreUnavailable
+        from dal.fail_open import FailOpenRateLimiter
+        from dal.ports import RateLimitDecision
+
+        class DownLimiter:
+            def hit(self, key: str, *, cost: int = 1) -> RateLimitDecision:
+                raise StoreUnavailable("redis is down")
+
+        api.services.submit_limiter = FailOpenRateLimiter(DownLimiter(), limit=10)
+        response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        assert response.status_code == 202

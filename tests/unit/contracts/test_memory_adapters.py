@@ -7,7 +7,7 @@ import pytest
 from dal.memory import MemoryApiKeyStore, MemoryBlobStore, MemoryJobStore
 from dal.url_signing import HmacUrlSigner
 from tests.contracts.api_key_store_contract import ApiKeyStoreContract
-from tests.contracts.blob_store_contract import BlobStoreContract
+from tests.contracts.blob_store_contract import BlobStoreContract, HmacSignedUrlContract
 from tests.contracts.job_store_contract import JobStoreContract, ManualClock
 
 
@@ -23,7 +23,7 @@ class TestMemoryApiKeyStore(ApiKeyStoreContract):
         return MemoryApiKeyStore()
 
 
-class TestMemoryBlobStore(BlobStoreContract):
+class TestMemoryBlobStore(BlobStoreContract, HmacSignedUrlContract):
     @pytest.fixture
     def store(self, signer: HmacUrlSigner) -> MemoryBlobStore:
         return MemoryBlobStore(signer)

@@ -1,0 +1,128 @@
+"""Builds adapters from settings. Each process's wiring function composes these; nothing here
+runs at import, and vendor libraries are imported only for the adapters actually chosen."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dal.ports import ApiKeyStore, BlobStore, JobStore, RateLimiter, RequestCache
+from dal.settings import Settings
+from dal.url_signing import HmacUrlSigner
+
+log = logging.getLogger(__name__)
+
+Closers = list[Callable[[], None]]
+
+
+class UnsupportedAdapter(RuntimeError):
+    def __init__(self, variable: str, value: str, supported: str) -> None:
+        super().__init__(f"{variable}={value} has no adapter (supported: {supported})")
+
+
+def build_stores(settings: Settings, closers: Closers) -> tuple[JobStore, ApiKeyStore]:
+    """The job store and the API key store, which always live in the same database."""
+    if settings.job_store == "memory":
+        from dal.memory import MemoryApiKeyStore, MemoryJobStore
+
+        return MemoryJobStore(), MemoryApiKeyStore()
+    if settings.job_store == "sql":
+        from dal.sql import SqlApiKeyStore, SqlJobStore, create_sql_engine, upgrade
+
+        engine = create_sql_engine(settings.resolved_database_url)
+        closers.append(engine.dispose)
+        # Migrations are idempotent and serialised across processes; every process applies
+        # them at start so a fresh database needs no separate step.
+        upgrade(engine)
+        return SqlJobStore(engine), SqlApiKeyStore(engine)
+    if settings.job_store == "firestore":
+        from dal.firestore import FirestoreApiKeyStore, FirestoreJobStore
+        from dal.firestore.client import make_firestore_client
+
+        client = make_firestore_client(settings.gcp_project, settings.firestore_database)
+        closers.append(client.close)
+        prefix = settings.firestore_collection_prefix
+        return (
+            FirestoreJobStore(client, collection_prefix=prefix),
+            FirestoreApiKeyStore(client, collection_prefix=prefix),
+        )
+    raise UnsupportedAdapter("JOB_STORE", str(settings.job_store), "memory, sql, firestore")
+
+
+def build_url_signer(settings: Settings) -> HmacUrlSigner:
+    return HmacUrlSigner(
+        settings.url_signing_secret.get_secret_value(), base_url=settings.public_base_url
+    )
+
+
+def build_blob_store(settings: Settings, signer: HmacUrlSigner) -> BlobStore:
+    if settings.blob_store == "filesystem":
+        from dal.filesystem import FilesystemBlobStore
+
+        store = FilesystemBlobStore(settings.resolved_blob_dir, signer)
+        store.ping()
+        return store
+    if settings.blob_store == "memory":
+        from dal.memory import MemoryBlobStore
+
+        return MemoryBlobStore(signer)
+    if settings.blob_store == "gcs":
+        from dal.gcs.factory import build_gcs_blob_store
+
+        return build_gcs_blob_store(settings)
+    raise UnsupportedAdapter("BLOB_STORE", str(settings.blob_store), "memory, filesystem, gcs")
+
+
+def build_redis_client(settings: Settings, closers: Closers) -> Any | None:
+    """One Redis client (thread-safe, pooled) for everything in a process that uses Redis."""
+    if "redis" not in (settings.rate_limiter, settings.request_cache):
+        return None
+    from dal.redis.client import make_redis_client
+
+    client = make_redis_client(settings.redis_url)
+    closers.append(client.close)
+    return client
+
+
+def build_rate_limiter(
+    settings: Settings,
+    *,
+    limit: int,
+    period_s: float,
+    burst: int,
+    scope: str,
+    redis_client: Any | None = None,
+) -> RateLimiter:
+    if settings.rate_limiter == "memory":
+        from dal.memory import MemoryRateLimiter
+
+        return MemoryRateLimiter(limit=limit, period_s=period_s, burst=burst)
+    if settings.rate_limiter == "redis":
+        from dal.redis import RedisRateLimiter
+        from dal.redis.client import make_redis_client
+
+        return RedisRateLimiter(
+            redis_client or make_redis_client(settings.redis_url),
+            limit=limit,
+            period_s=period_s,
+            burst=burst,
+            prefix=f"{settings.redis_key_prefix}rl:{scope}:",
+        )
+    raise UnsupportedAdapter("RATE_LIMITER", str(settings.rate_limiter), "memory, redis")
+
+
+def build_request_cache(settings: Settings, *, redis_client: Any | None = None) -> RequestCache:
+    if settings.request_cache == "memory":
+        from dal.memory import MemoryRequestCache
+
+        return MemoryRequestCache()
+    if settings.request_cache == "redis":
+        from dal.redis import RedisRequestCache
+        from dal.redis.client import make_redis_client
+
+        return RedisRequestCache(
+            redis_client or make_redis_client(settings.redis_url),
+            prefix=f"{settings.redis_key_prefix}cache:",
+        )
+    raise UnsupportedAdapter("REQUEST_CACHE", str(settings.request_cache), "memory, redis")

@@ -1,0 +1,192 @@
+"""Building a Firestore client, and what the Firestore adapters share: error translation,
+document id rules, timestamps, retry policy."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import google.auth.exceptions
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+from google.cloud import firestore
+
+from dal.errors import DalError, StoreUnavailable
+
+# Errors that say "the service cannot answer now; the same call may work later". Aborted is a
+# transaction that lost to concurrent writers more often than its attempts allowed.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.RetryError,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,  # ResourceExhausted (quota) is a subclass
+    gexc.Aborted,
+    google.auth.exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+# Firestore's rules for a document id: not empty, no "/", not "." or "..", not __name__-like,
+# at most 1500 bytes.
+_RESERVED_ID = re.compile(r"^__.*__$", re.DOTALL)
+MAX_ID_BYTES = 1500
+
+
+def make_firestore_client(project: str, database: str = "(default)") -> firestore.Client:
+    """A client for `database` in `project`. With FIRESTORE_EMULATOR_HOST set it talks to that
+    emulator without credentials; otherwise it uses Application Default Credentials."""
+    try:
+        return firestore.Client(project=project, database=database)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise RuntimeError(
+            f"no Google credentials for Firestore (project {project!r}): set "
+            "FIRESTORE_EMULATOR_HOST=HOST:PORT to use the emulator, or configure Application "
+            "Default Credentials (`gcloud auth application-default login`, or a service "
+            f"account on Cloud Run): {exc}"
+        ) from exc
+
+
+def emulator_host() -> str | None:
+    return os.environ.get("FIRESTORE_EMULATOR_HOST") or None
+
+
+def read_retry(deadline_s: float) -> gretry.Retry:
+    """Retry transient errors of one read or idempotent write for at most `deadline_s`
+    (the library's own defaults keep trying for 60-300 s)."""
+    return gretry.Retry(
+        predicate=gretry.if_transient_error,
+        initial=0.1,
+        maximum=2.0,
+        multiplier=2.0,
+        timeout=deadline_s,
+    )
+
+
+def run_transaction(
+    client: firestore.Client,
+    function: Callable[..., Any],
+    *args: Any,
+    max_attempts: int,
+    backoff_s: float = 0.05,
+    max_backoff_s: float = 2.0,
+) -> Any:
+    """Run `function(transaction, *args)` in a Firestore transaction (firestore.transactional),
+    retrying it up to `max_attempts` times when it loses to concurrent transactions (ABORTED),
+    with jittered exponential backoff between attempts.
+
+    The library's own retry restarts at once; the emulator, which breaks lock deadlocks only by
+    timing out (~2 s), aborts every contender together and they then collide again in lock
+    step, so eight claimers of one job could all fail. A random pause lets one go first.
+    The wrapper firestore.transactional returns also keeps the ids of the transaction it runs,
+    so it is made per call: a shared one would mix up concurrent calls from several threads.
+    Exceptions raised by `function` (DalErrors, ValueError) end the transaction at once.
+    """
+    for attempt in range(1, max_attempts + 1):
+        transaction = client.transaction(max_attempts=1)
+        try:
+            return firestore.transactional(function)(transaction, *args)
+        except (gexc.Aborted, ValueError) as exc:
+            aborted = isinstance(exc, gexc.Aborted) or isinstance(exc.__cause__, gexc.Aborted)
+            if not aborted or attempt == max_attempts:
+                raise
+        pause = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
+        time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def is_valid_document_id(value: str) -> bool:
+    return (
+        bool(value)
+        and "/" not in value
+        and value not in (".", "..")
+        and _RESERVED_ID.match(value) is None
+        and len(value.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES
+    )
+
+
+def check_prefix(prefix: str) -> str:
+    if not is_valid_document_id(prefix + "x"):
+        raise ValueError(f"collection prefix {prefix!r} cannot start a Firestore collection id")
+    return prefix
+
+
+def hashed_id(*parts: str) -> str:
+    """A valid document id standing for `parts` (any strings): the hex SHA-256 of them joined
+    by NUL."""
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def to_timestamp(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetimes are not stored")
+    return value.astimezone(UTC)
+
+
+def from_timestamp(value: Any) -> datetime | None:
+    """A stored timestamp as a plain tz-aware UTC datetime (Firestore keeps microseconds; the
+    client hands back a DatetimeWithNanoseconds, which we do not let leak)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime(
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+        tzinfo=UTC,
+    )
+
+
+def required_timestamp(value: Any) -> datetime:
+    moment = from_timestamp(value)
+    if moment is None:
+        raise TypeError("a required timestamp is missing")
+    return moment
+
+
+def _transient_cause(exc: BaseException) -> BaseException | None:
+    """The first transient error in `exc`'s chain. The transaction helper wraps exhausted
+    attempts in a ValueError, and a failed begin surfaces as the ValueError of the rollback
+    that followed it, with the real error as its context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TRANSIENT_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def translate_errors(store: str, what: str) -> Iterator[None]:
+    """Turn the Firestore client's transient errors into StoreUnavailable; DalErrors and the
+    adapter's own ValueErrors pass through."""
+    try:
+        yield
+    except DalError:
+        raise
+    except Exception as exc:
+        cause = _transient_cause(exc)
+        if cause is None:
+            raise
+        target = f" at {emulator_host()} (FIRESTORE_EMULATOR_HOST)" if emulator_host() else ""
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise StoreUnavailable(
+            f"{store} unavailable: Firestore{target} did not complete {what}: {detail}"
+        ) from exc

@@ -1,0 +1,341 @@
+"""JobStore on Cloud Firestore (native mode).
+
+One document per job in `{prefix}jobs`, its id the job id. Every conditional change (transition,
+claim, release, reopen, progress) reads the job and writes it back in one Firestore
+transaction, so of several concurrent callers exactly one sees the status it expects; the
+others are retried by the client library, read the new status, and conflict.
+
+An idempotency key is made unique per owner by a side document
+`{prefix}idempotency_keys/{sha256(owner NUL key)}` created in the same transaction as the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore import DocumentReference, DocumentSnapshot, Transaction
+
+from dal.errors import IdempotencyKeyReused, InvalidCursor, JobNotFound, TransitionConflict
+from dal.firestore.client import (
+    check_prefix,
+    from_timestamp,
+    hashed_id,
+    is_valid_document_id,
+    read_retry,
+    required_timestamp,
+    run_transaction,
+    to_timestamp,
+    translate_errors,
+)
+from dal.paging import decode_cursor, encode_cursor
+from dal.records import (
+    ImageRef,
+    Job,
+    JobChanges,
+    JobError,
+    JobParams,
+    JobStatus,
+    Page,
+    can_transition,
+    is_dead_lettered,
+    utcnow,
+)
+
+STORE = "job store"
+DEFAULT_TIMEOUT_S = 10.0
+# Attempts of one transaction under contention before it gives up (StoreUnavailable), with a
+# jittered pause between them (dal.firestore.client.run_transaction).
+DEFAULT_MAX_ATTEMPTS = 10
+
+# What a conditional change does with the current record at `now`: the new record (the same
+# one when nothing is to be written), or an exception (TransitionConflict) to refuse.
+Compute = Callable[[Job, datetime], Job]
+
+
+class FirestoreJobStore:
+    """A JobStore on Firestore; see the module docstring for the document layout."""
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        *,
+        collection_prefix: str = "",
+        clock: Callable[[], datetime] = utcnow,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        prefix = check_prefix(collection_prefix)
+        self._client = client
+        self._jobs = client.collection(f"{prefix}jobs")
+        self._idempotency_keys = client.collection(f"{prefix}idempotency_keys")
+        self._clock = clock
+        self._timeout_s = timeout_s
+        # Reads and single writes give up after timeout_s; the library's defaults wait minutes.
+        self._retry = read_retry(timeout_s)
+        self._max_attempts = max_attempts
+
+    # ---- create / get ------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        if not is_valid_document_id(job.id):
+            raise ValueError(f"job id {job.id!r} cannot be a Firestore document id")
+        data = _to_doc(job)
+        ref = self._jobs.document(job.id)
+        with translate_errors(STORE, f"creating job {job.id!r}"):
+            try:
+                if job.idempotency_key is None:
+                    ref.create(data, retry=self._retry, timeout=self._timeout_s)
+                else:
+                    key_ref = self._idempotency_keys.document(
+                        hashed_id(job.owner, job.idempotency_key)
+                    )
+                    self._run(_create_with_key, ref, key_ref, job, data)
+            except gexc.Conflict as exc:
+                raise ValueError(f"job {job.id!r} already exists") from exc
+        return job
+
+    def get(self, job_id: str) -> Job:
+        if not is_valid_document_id(job_id):
+            raise JobNotFound(job_id)
+        with translate_errors(STORE, f"reading job {job_id!r}"):
+            snapshot = self._jobs.document(job_id).get(retry=self._retry, timeout=self._timeout_s)
+        if not snapshot.exists:
+            raise JobNotFound(job_id)
+        return _from_snapshot(snapshot)
+
+    # ---- listings ----------------------------------------------------------------------------
+
+    def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        # Newest first by (created_at, id): the composite index (owner ASC, created_at DESC,
+        # __name__ DESC) in firestore.indexes.json serves exactly this query.
+        query = (
+            self._jobs.where(filter=firestore.FieldFilter("owner", "==", owner))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .order_by("__name__", direction=firestore.Query.DESCENDING)
+        )
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            if not is_valid_document_id(last_id):
+                raise InvalidCursor("cursor is not one this service issued")
+            query = query.start_after(
+                {"created_at": created_at, "__name__": self._jobs.document(last_id)}
+            )
+        # One more than asked, to know whether there is a next page.
+        query = query.limit(limit + 1)
+        with translate_errors(STORE, f"listing the jobs of {owner!r}"):
+            snapshots = query.get(retry=self._retry, timeout=self._timeout_s)
+        found = [_from_snapshot(s) for s in snapshots]
+        items = tuple(found[:limit])
+        return Page(
+            items=items, next_cursor=encode_cursor(items[-1]) if len(found) > limit else None
+        )
+
+    def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
+        if limit < 1:
+            return []
+        # Oldest first; ties by id, which the index (status ASC, created_at ASC) carries as
+        # its implicit last field.
+        query = (
+            self._jobs.where(filter=firestore.FieldFilter("status", "==", status.value))
+            .order_by("created_at", direction=firestore.Query.ASCENDING)
+            .order_by("__name__", direction=firestore.Query.ASCENDING)
+            .limit(limit)
+        )
+        with translate_errors(STORE, f"listing {status.value} jobs"):
+            snapshots = query.get(retry=self._retry, timeout=self._timeout_s)
+        return [_from_snapshot(s) for s in snapshots]
+
+    # ---- conditional changes -----------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expected: Collection[JobStatus],
+        target: JobStatus,
+        changes: JobChanges | None = None,
+    ) -> Job:
+        expected_set = frozenset(expected)
+        for status in expected_set:
+            if not can_transition(status, target):
+                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        apply = changes or JobChanges()
+
+        def compute(job: Job, now: datetime) -> Job:
+            if job.status not in expected_set:
+                raise TransitionConflict(job, expected_set)
+            return apply.apply(job, target, now)
+
+        return self._update(job_id, compute, f"moving job {job_id!r} to {target.value}")
+
+    def claim(self, job_id: str, *, lease_s: float) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            takeover = (
+                job.status == JobStatus.RUNNING
+                and job.lease_expires_at is not None
+                and job.lease_expires_at <= now
+            )
+            if job.status != JobStatus.QUEUED and not takeover:
+                raise TransitionConflict(job, frozenset({JobStatus.QUEUED}))
+            return job.with_changes(
+                status=JobStatus.RUNNING,
+                attempts=job.attempts + 1,
+                started_at=job.started_at or now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+
+        return self._update(job_id, compute, f"claiming job {job_id!r}")
+
+    def release(self, job_id: str, *, error: JobError) -> Job:
+        return self.transition(
+            job_id,
+            expected={JobStatus.RUNNING},
+            target=JobStatus.QUEUED,
+            changes=JobChanges(error=error),
+        )
+
+    def reopen_dead_lettered(self, job_id: str) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            if not is_dead_lettered(job):
+                raise TransitionConflict(job, frozenset({JobStatus.FAILED}))
+            return job.with_changes(
+                status=JobStatus.QUEUED,
+                error=None,
+                progress=0.0,
+                finished_at=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+
+        return self._update(job_id, compute, f"reopening job {job_id!r}")
+
+    def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            if job.status != JobStatus.RUNNING:
+                return job
+            lease = job.lease_expires_at if lease_s is None else now + timedelta(seconds=lease_s)
+            return job.with_changes(progress=progress, updated_at=now, lease_expires_at=lease)
+
+        return self._update(job_id, compute, f"recording progress of job {job_id!r}")
+
+    def ping(self) -> None:
+        with translate_errors(STORE, "a ping"):
+            # No retry: a health check should answer now.
+            self._jobs.limit(1).get(retry=None, timeout=self._timeout_s)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _update(self, job_id: str, compute: Compute, what: str) -> Job:
+        if not is_valid_document_id(job_id):
+            raise JobNotFound(job_id)
+        ref = self._jobs.document(job_id)
+        with translate_errors(STORE, what):
+            job: Job = self._run(_update_job, ref, compute, self._clock)
+        return job
+
+    def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        return run_transaction(self._client, function, *args, max_attempts=self._max_attempts)
+
+
+# ---- transaction bodies (re-run from the top on each retry; no side effects but writes) -----
+
+
+def _create_with_key(
+    transaction: Transaction,
+    ref: DocumentReference,
+    key_ref: DocumentReference,
+    job: Job,
+    data: dict[str, Any],
+) -> None:
+    if ref.get(transaction=transaction).exists:
+        # A duplicate id wins over a reused key, as in the other stores.
+        raise ValueError(f"job {job.id!r} already exists")
+    key = key_ref.get(transaction=transaction)
+    if key.exists:
+        existing_id = (key.to_dict() or {}).get("job_id")
+        if isinstance(existing_id, str) and is_valid_document_id(existing_id):
+            existing = ref.parent.document(existing_id).get(transaction=transaction)
+            if existing.exists:
+                raise IdempotencyKeyReused(_from_snapshot(existing))
+        # The job it named is gone: the key is free again.
+    transaction.create(ref, data)
+    transaction.set(
+        key_ref,
+        {
+            "owner": job.owner,
+            "idempotency_key": job.idempotency_key,
+            "job_id": job.id,
+            "created_at": to_timestamp(job.created_at),
+        },
+    )
+
+
+def _update_job(
+    transaction: Transaction,
+    ref: DocumentReference,
+    compute: Compute,
+    clock: Callable[[], datetime],
+) -> Job:
+    snapshot = ref.get(transaction=transaction)
+    if not snapshot.exists:
+        raise JobNotFound(ref.id)
+    current = _from_snapshot(snapshot)
+    updated = compute(current, clock())
+    before = _to_doc(current)
+    changed = {name: value for name, value in _to_doc(updated).items() if before[name] != value}
+    if changed:
+        transaction.update(ref, changed)
+    return updated
+
+
+# ---- documents ---------------------------------------------------------------------------------
+
+
+def _to_doc(job: Job) -> dict[str, Any]:
+    return {
+        "owner": job.owner,
+        "model": job.model,
+        "status": job.status.value,
+        "progress": float(job.progress),
+        "attempts": int(job.attempts),
+        "params": job.params.to_dict(),
+        "error": job.error.to_dict() if job.error is not None else None,
+        "images": [image.to_dict() for image in job.images],
+        "idempotency_key": job.idempotency_key,
+        "request_fingerprint": job.request_fingerprint,
+        "created_at": to_timestamp(job.created_at),
+        "updated_at": to_timestamp(job.updated_at),
+        "started_at": to_timestamp(job.started_at),
+        "finished_at": to_timestamp(job.finished_at),
+        "lease_expires_at": to_timestamp(job.lease_expires_at),
+    }
+
+
+def _from_snapshot(snapshot: DocumentSnapshot) -> Job:
+    data = snapshot.to_dict() or {}
+    error = data.get("error")
+    return Job(
+        id=snapshot.id,
+        owner=data["owner"],
+        model=data["model"],
+        status=JobStatus(data["status"]),
+        progress=float(data.get("progress") or 0.0),
+        attempts=int(data.get("attempts") or 0),
+        params=JobParams.from_dict(data["params"]),
+        error=JobError.from_dict(error) if error else None,
+        images=tuple(ImageRef.from_dict(i) for i in data.get("images") or ()),
+        idempotency_key=data.get("idempotency_key"),
+        request_fingerprint=data.get("request_fingerprint"),
+        created_at=required_timestamp(data["created_at"]),
+        updated_at=required_timestamp(data["updated_at"]),
+        started_at=from_timestamp(data.get("started_at")),
+        finished_at=from_timestamp(data.get("finished_at")),
+        lease_expires_at=from_timestamp(data.get("lease_expires_at")),
+    )

@@ -1,0 +1,11 @@
+"""Redis adapters: one rate limit and one request cache shared by every API instance.
+
+Needs the `redis` package (the `cloud` extra). Build the client with
+`dal.redis.client.make_redis_client`, which fails fast when Redis is down.
+"""
+
+from dal.redis.client import make_redis_client
+from dal.redis.rate_limiter import RedisRateLimiter
+from dal.redis.request_cache import RedisRequestCache
+
+__all__ = ["RedisRateLimiter", "RedisRequestCache", "make_redis_client"]

@@ -1,0 +1,37 @@
+"""`python -m gpu_worker`: serve the push endpoint on WORKER_HOST:WORKER_PORT (Cloud Run: PORT)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+
+from dal.log_redaction import install_log_redaction
+from dal.settings import Settings
+from gpu_worker.app import create_worker_app
+
+
+def main() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Cloud Run tells every container its port in PORT; locally the worker has its own.
+    port = int(os.environ["PORT"]) if os.environ.get("K_SERVICE") else settings.worker_port
+    config = uvicorn.Config(
+        create_worker_app(settings),
+        host=settings.worker_host,
+        port=port,
+        log_level=settings.log_level,
+        # One generation at a time runs on the GPU; concurrent deliveries queue in threads.
+        timeout_keep_alive=75,
+    )
+    install_log_redaction()
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

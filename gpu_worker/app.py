@@ -1,0 +1,128 @@
+"""The worker's HTTP face: the Pub/Sub push endpoints and health probes. Never public."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from dal.errors import StoreUnavailable
+from dal.settings import Settings
+from dal.trace_context import set_traceparent
+from gpu_worker.generation import ImageGenerator
+from gpu_worker.push_auth import PushUnauthorized
+from gpu_worker.push_envelope import MalformedEnvelope, PushMessage, parse_push_body
+from gpu_worker.wiring import WorkerServices, build_worker_services
+
+log = logging.getLogger(__name__)
+
+# Pub/Sub acknowledges on 102, 200, 201, 202 and 204; anything else is redelivered later.
+ACK = 204
+RETRY_LATER = 503
+
+
+def create_worker_app(
+    settings: Settings | None = None,
+    *,
+    services: WorkerServices | None = None,
+    generator: ImageGenerator | None = None,
+) -> FastAPI:
+    settings = settings or (services.settings if services else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        # Loads and warms the model before the first request: /readyz is true only after.
+        built = await run_in_threadpool(build_worker_services, settings, generator=generator)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            await run_in_threadpool(built.close)
+
+    app = FastAPI(title="txt2img worker", version="1.0.0", lifespan=lifespan, docs_url=None)
+
+    @app.post("/pubsub/push", status_code=ACK)
+    async def push(request: Request) -> Response:
+        worker: WorkerServices = request.app.state.services
+        message = await _authenticated_message(request, worker)
+        if isinstance(message, Response):
+            return message
+        if message.job_id is None:
+            # Poison: retrying cannot make it readable. Acknowledge so it never loops.
+            log.error("push message %s names no job; acknowledged and dropped", message.message_id)
+            return Response(status_code=ACK)
+        set_traceparent(message.attributes.get("traceparent"))
+        outcome = await run_in_threadpool(worker.run_job, message.job_id)
+        log.info(
+            "push message %s for job %s (delivery %s): %s",
+            message.message_id,
+            message.job_id,
+            message.delivery_attempt or "?",
+            outcome.value,
+        )
+        return Response(status_code=ACK if outcome.acknowledge else RETRY_LATER)
+
+    @app.post("/pubsub/dead-letter", status_code=ACK)
+    async def dead_letter(request: Request) -> Response:
+        """Pushed from the dead-letter topic: the jobs topic gave up on this message."""
+        worker: WorkerServices = request.app.state.services
+        message = await _authenticated_message(request, worker)
+        if isinstance(message, Response):
+            return message
+        if message.job_id is None:
+            return Response(status_code=ACK)
+        count = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
+        detail = f"the queue gave up after {count} delivery attempts"
+        try:
+            job = await run_in_threadpool(
+                worker.runner.record_dead_letter, message.job_id, detail=detail
+            )
+        except StoreUnavailable:
+            return Response(status_code=RETRY_LATER)
+        log.warning("job %s dead-lettered (%s): %s", message.job_id, detail, bool(job))
+        return Response(status_code=ACK)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(request: Request) -> Any:
+        worker: WorkerServices = request.app.state.services
+        checks: dict[str, str] = {"model": "ok"}
+        for name, check in worker.readiness_checks.items():
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"failing: {type(exc).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "failing", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    return app
+
+
+async def _authenticated_message(
+    request: Request, worker: WorkerServices
+) -> PushMessage | Response:
+    try:
+        worker.push_auth.verify(request.headers.get("authorization"))
+    except PushUnauthorized as exc:
+        log.warning("push request refused: %s", exc)
+        return JSONResponse({"detail": "unauthorized"}, status_code=401)
+    try:
+        return parse_push_body(await request.body())
+    except MalformedEnvelope as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
