@@ -97,10 +97,6 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
             close()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from api.dead_letter_replay import DeadLetterReplay, select
     from dal.pubsub import DeadLetterBox, PubSubJobQueue
@@ -147,3 +143,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         publisher.stop()
         for close in closers:
             close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

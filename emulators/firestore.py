@@ -102,6 +102,11 @@ def reset(host_port: str, project: str = DEFAULT_PROJECT, *, timeout: float = 10
         raise ServiceUnavailable(f"could not reset the Firestore emulator at {url}: {exc}") from exc
 
 
-def stop(service: Service) -> None:
-    """Stop the emulator if `start` started it; one that was already running is left alone."""
+def stop(service: Service, *, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Stop the emulator if `start` started it (and forget its pid file, so that a later
+    `stop_recorded` cannot signal a recycled pid); one that was already running is left
+    alone."""
+    if not service.started_here:
+        return
     stop_service(service)
+    (state_dir / f"{NAME}-{service.port}.pid").unlink(missing_ok=True)

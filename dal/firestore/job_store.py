@@ -3,7 +3,12 @@
 One document per job in `{prefix}jobs`, its id the job id. Every conditional change (transition,
 claim, release, reopen, progress) reads the job and writes it back in one Firestore
 transaction, so of several concurrent callers exactly one sees the status it expects; the
-others are retried by the client library, read the new status, and conflict.
+others are aborted, retried after a jittered pause (dal.firestore.client.run_transaction),
+read the new status, and conflict.
+
+Reads and plain creates give up after `timeout_s` (StoreUnavailable). Transactions begin and
+commit with the client library's own retry policy, which keeps retrying an unreachable
+Firestore for up to 60 s before the StoreUnavailable.
 
 An idempotency key is made unique per owner by a side document
 `{prefix}idempotency_keys/{sha256(owner NUL key)}` created in the same transaction as the job.

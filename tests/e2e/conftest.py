@@ -123,6 +123,9 @@ def stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         extra_env={
             "PROGRESS_WRITE_INTERVAL_S": "0.1",
             "JOB_LEASE_S": "30",
+            # Storage outages are part of the tests: give up on them quickly.
+            "GCS_TIMEOUT_S": "3",
+            "GCS_RETRY_TIMEOUT_S": "1",
             "RATE_LIMIT_SUBMIT_BURST": "500",
             "RATE_LIMIT_SUBMIT_PER_MINUTE": "600",
         },

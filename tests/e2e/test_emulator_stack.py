@@ -47,8 +47,8 @@ def admin(stack: Stack, *args: str) -> str:
         capture_output=True,
         text=True,
         timeout=120,
-        check=True,
     )
+    assert done.returncode == 0, f"admin {args} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
 

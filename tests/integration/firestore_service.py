@@ -33,8 +33,9 @@ INSTALL_HINT = (
 
 
 @pytest.fixture(scope="session")
-def firestore_emulator() -> Iterator[Service]:
-    """A running emulator, with FIRESTORE_EMULATOR_HOST pointing at it for the session."""
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A running emulator, with FIRESTORE_EMULATOR_HOST pointing at it for the session. One
+    started here logs (and keeps its pid file) in a temporary folder, not in .data/."""
     preset = os.environ.get("FIRESTORE_EMULATOR_HOST")
     if preset:
         host, _, port = preset.rpartition(":")
@@ -47,8 +48,9 @@ def firestore_emulator() -> Iterator[Service]:
         return
     if shutil.which("gcloud") is None or shutil.which("java") is None:
         missing(WHAT, INSTALL_HINT)
+    state_dir = tmp_path_factory.mktemp("firestore-emulator")
     try:
-        service = firestore_emulator_process.start(project=PROJECT)
+        service = firestore_emulator_process.start(project=PROJECT, state_dir=state_dir)
     except ServiceUnavailable as exc:
         missing(WHAT, f"{INSTALL_HINT} ({exc})")
     with pytest.MonkeyPatch.context() as patch:
@@ -56,7 +58,7 @@ def firestore_emulator() -> Iterator[Service]:
         try:
             yield service
         finally:
-            firestore_emulator_process.stop(service)
+            firestore_emulator_process.stop(service, state_dir=state_dir)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def request(
         "request": {
             "method": method,
             "header": header,
-            "url": path if path.startswith("{{") and "/" not in path[2:] else "{{baseUrl}}" + path,
+            "url": path if path.startswith("{{") else "{{baseUrl}}" + path,
         },
         "event": [
             {

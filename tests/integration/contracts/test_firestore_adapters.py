@@ -6,6 +6,7 @@ emulator (which may be a shared one named by FIRESTORE_EMULATOR_HOST)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -18,7 +19,8 @@ from dal.errors import InvalidCursor, JobNotFound, NotFound, StoreUnavailable
 from dal.firestore import FirestoreApiKeyStore, FirestoreJobStore, make_firestore_client
 from dal.paging import encode_cursor
 from dal.records import ImageRef, JobError, JobStatus
-from emulators.process import free_port
+from emulators import firestore as emulators_firestore
+from emulators.process import Service, ServiceUnavailable, free_port
 from tests.contracts.api_key_store_contract import ApiKeyStoreContract, make_key
 from tests.contracts.job_store_contract import T0, JobStoreContract, ManualClock, make_job
 from tests.integration import firestore_service
@@ -225,3 +227,38 @@ def test_indexes_file_declares_the_listing_indexes() -> None:
     ) in declared
     for override in data.get("fieldOverrides", []):
         assert {"collectionGroup", "fieldPath", "indexes"} <= override.keys()
+
+
+# ---- the emulator helpers ----------------------------------------------------------------------
+
+
+def test_start_reuses_the_emulator_already_on_the_port(firestore_emulator: Service) -> None:
+    """start() on a port where the emulator answers starts nothing and owns nothing."""
+    again = emulators_firestore.start(firestore_emulator.port, host=firestore_emulator.host)
+    assert again.address == firestore_emulator.address
+    assert not again.started_here
+    emulators_firestore.stop(again)  # a no-op for one it did not start
+    assert emulators_firestore.answers(firestore_emulator.host, firestore_emulator.port)
+
+
+def test_start_refuses_a_port_taken_by_something_else() -> None:
+    """A port held by something that is not the emulator is not mistaken for one."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(ServiceUnavailable, match="not a Firestore emulator"):
+            emulators_firestore.start(port, timeout=2)
+
+
+def test_reset_wipes_the_emulator(
+    firestore_emulator: Service, firestore_client: firestore.Client, prefix: str
+) -> None:
+    """reset() deletes every document; run only on an emulator this session started."""
+    if not firestore_emulator.started_here:
+        pytest.skip("the emulator is shared (FIRESTORE_EMULATOR_HOST): not wiping it")
+    store = FirestoreJobStore(firestore_client, collection_prefix=prefix)
+    store.create(make_job("job-1"))
+    emulators_firestore.reset(firestore_emulator.address, firestore_service.PROJECT)
+    with pytest.raises(JobNotFound):
+        store.get("job-1")
