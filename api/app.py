@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.body_guard import BodyGuardMiddleware
 from api.problems import install_problem_handlers
 from api.routes import blobs, health, jobs
+from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.settings import Settings
 from gpu_worker.generation import ImageGenerator
@@ -58,6 +59,7 @@ def create_app(
         responses={},
     )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
     app.include_router(jobs.router)
     app.include_router(blobs.router)

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     pubsub_topic: str = "jobs"
     pubsub_dead_letter_topic: str = "jobs-dead-letter"
     pubsub_dead_letter_subscription: str = "jobs-dead-letter"
+    pubsub_jobs_subscription: str = Field(
+        default="jobs-worker", description="The jobs subscription (pushes, or pull mode)."
+    )
+    pubsub_dead_letter_recorder_subscription: str = Field(
+        default="jobs-dead-letter-recorder",
+        description="Marks dead-lettered jobs failed (pushes, or pull mode).",
+    )
+    pull_max_in_flight: int = Field(default=2, ge=1, le=64)
     max_delivery_attempts: int = Field(default=5, ge=5, le=100)
 
     # --- Redis ---

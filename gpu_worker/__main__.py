@@ -1,7 +1,12 @@
-"""`python -m gpu_worker`: serve the push endpoint on WORKER_HOST:WORKER_PORT (Cloud Run: PORT)."""
+"""`python -m gpu_worker`: serve the push endpoint on WORKER_HOST:WORKER_PORT (Cloud Run: PORT).
+
+`python -m gpu_worker --pull`: pull jobs from PUBSUB_JOBS_SUBSCRIPTION instead (GKE, VMs), with
+/healthz and /readyz still served on the port for the orchestrator's probes.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
@@ -12,7 +17,10 @@ from dal.settings import Settings
 from gpu_worker.app import create_worker_app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gpu_worker", description=__doc__)
+    parser.add_argument("--pull", action="store_true", help="pull from Pub/Sub instead of push")
+    args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     settings = Settings()
     logging.basicConfig(
@@ -21,8 +29,9 @@ def main() -> None:
     )
     # Cloud Run tells every container its port in PORT; locally the worker has its own.
     port = int(os.environ["PORT"]) if os.environ.get("K_SERVICE") else settings.worker_port
+    app = create_worker_app(settings, pull=args.pull)
     config = uvicorn.Config(
-        create_worker_app(settings),
+        app,
         host=settings.worker_host,
         port=port,
         log_level=settings.log_level,

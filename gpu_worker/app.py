@@ -31,7 +31,9 @@ def create_worker_app(
     *,
     services: WorkerServices | None = None,
     generator: ImageGenerator | None = None,
+    pull: bool = False,
 ) -> FastAPI:
+    """`pull=True` also starts a Pub/Sub pull loop on the jobs subscription (GKE, VMs)."""
     settings = settings or (services.settings if services else Settings())
 
     @asynccontextmanager
@@ -43,9 +45,12 @@ def create_worker_app(
         # Loads and warms the model before the first request: /readyz is true only after.
         built = await run_in_threadpool(build_worker_services, settings, generator=generator)
         app.state.services = built
+        puller = _start_pull_worker(built) if pull else None
         try:
             yield
         finally:
+            if puller is not None:
+                await run_in_threadpool(puller.stop)
             await run_in_threadpool(built.close)
 
     app = FastAPI(title="txt2img worker", version="1.0.0", lifespan=lifespan, docs_url=None)
@@ -126,3 +131,22 @@ async def _authenticated_message(
         return parse_push_body(await request.body())
     except MalformedEnvelope as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+def _start_pull_worker(services: WorkerServices) -> Any:
+    from dal.pubsub.client import make_subscriber, subscription_path
+    from gpu_worker.pull import PullWorker
+
+    settings = services.settings
+    project = settings.gcp_project
+    puller = PullWorker(
+        services,
+        subscriber=make_subscriber(),
+        jobs_subscription=subscription_path(project, settings.pubsub_jobs_subscription),
+        dead_letter_subscription=subscription_path(
+            project, settings.pubsub_dead_letter_recorder_subscription
+        ),
+        max_in_flight=settings.pull_max_in_flight,
+    )
+    puller.start()
+    return puller

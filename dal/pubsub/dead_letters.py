@@ -8,6 +8,7 @@ that topic keeps those messages until someone acknowledges them.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,12 +72,16 @@ class DeadLetterBox:
         seen: set[str] = set()
         while len(letters) < limit:
             try:
-                response = self._subscriber.pull(
-                    subscription=self._subscription,
-                    max_messages=min(100, limit - len(letters)),
-                    return_immediately=True,
-                    timeout=self._timeout_s,
-                )
+                with warnings.catch_warnings():
+                    # Deprecated for consumers that wait for work; an operator listing a
+                    # backlog wants exactly "what is there now".
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    response = self._subscriber.pull(
+                        subscription=self._subscription,
+                        max_messages=min(100, limit - len(letters)),
+                        return_immediately=True,
+                        timeout=self._timeout_s,
+                    )
             except gexc.DeadlineExceeded:
                 break
             except (gexc.GoogleAPICallError, gexc.RetryError, OSError) as exc:

@@ -7,13 +7,13 @@ import base64
 import concurrent.futures
 import io
 import json
-import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from emulators.process import free_port
@@ -53,7 +53,9 @@ def admin(stack: Stack, *args: str) -> str:
 
 
 class TestPushFlow:
-    def test_job_goes_through_pubsub_to_gcs_and_firestore(self, stack: Stack) -> None:
+    def test_job_goes_through_pubsub_to_gcs_and_firestore(
+        self, stack: Stack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """POST → push to the worker → PNG in the GCS emulator, record in Firestore → download."""
         from google.cloud import firestore, storage
 
@@ -68,8 +70,8 @@ class TestPushFlow:
         assert Image.open(io.BytesIO(png.content)).size == (64, 64)
 
         env = stack.env
-        os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
-        os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", env["FIRESTORE_EMULATOR_HOST"])
         bucket = storage.Client(project=env["GCP_PROJECT"]).bucket(env["GCS_BUCKET"])
         names = [b.name for b in bucket.list_blobs(prefix="images/")]
         assert any(name.endswith(f"/{job_id}/0.png") for name in names)
