@@ -77,7 +77,7 @@ def worker() -> Iterator[WorkerServices]:
     services.close()
 
 
-def wait_until(check, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+def wait_until(check, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
