@@ -13,10 +13,10 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-AppEnv = Literal["local", "test", "emulator", "staging", "prod"]
+AppEnv = Literal["local", "test", "emulator", "selfhosted", "staging", "prod"]
 JobStoreKind = Literal["memory", "sql", "firestore"]
 BlobStoreKind = Literal["memory", "filesystem", "gcs"]
-JobQueueKind = Literal["memory", "inline", "pubsub"]
+JobQueueKind = Literal["memory", "inline", "pubsub", "celery"]
 RateLimiterKind = Literal["memory", "redis"]
 RequestCacheKind = Literal["memory", "redis"]
 PushAuthKind = Literal["oidc", "none"]
@@ -53,6 +53,15 @@ PROFILES: dict[str, dict[str, str]] = {
     },
     # The emulators send no OIDC token with push requests.
     "emulator": {**_CLOUD, "push_auth": "none"},
+    # A GPU VM or cluster without Pub/Sub: Celery on Redis, PostgreSQL, files (or GCS).
+    "selfhosted": {
+        "job_store": "sql",
+        "blob_store": "filesystem",
+        "job_queue": "celery",
+        "rate_limiter": "redis",
+        "request_cache": "redis",
+        "push_auth": "none",
+    },
     "staging": {**_CLOUD, "push_auth": "oidc"},
     "prod": {**_CLOUD, "push_auth": "oidc"},
 }
@@ -118,6 +127,22 @@ class Settings(BaseSettings):
     pull_max_in_flight: int = Field(default=2, ge=1, le=64)
     max_delivery_attempts: int = Field(default=5, ge=5, le=100)
 
+    # --- Celery (JOB_QUEUE=celery) ---
+    celery_broker_url: str | None = Field(
+        default=None, description="Default: REDIS_URL. The broker Celery publishes tasks to."
+    )
+    celery_queue: str = "txt2img-jobs"
+    celery_visibility_timeout_s: int = Field(
+        default=3600, ge=60, description="Above the longest generation, or tasks run twice."
+    )
+    celery_worker_concurrency: int = Field(default=2, ge=1, le=64)
+    celery_retry_backoff_s: float = Field(default=10.0, ge=0)
+    celery_retry_backoff_max_s: float = Field(default=600.0, ge=0)
+    celery_dead_letter_key: str = Field(
+        default="txt2img:celery:dead-letters",
+        description="Redis list holding tasks that ran out of attempts (MAX_DELIVERY_ATTEMPTS).",
+    )
+
     # --- Redis ---
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "txt2img:"
@@ -155,6 +180,14 @@ class Settings(BaseSettings):
     rate_limit_submit_burst: int = Field(default=10, ge=1)
     rate_limit_read_per_minute: int = Field(default=600, ge=1)
     rate_limit_read_burst: int = Field(default=120, ge=1)
+
+    # --- batching and the model on the GPU ---
+    max_batch_size: int = Field(default=8, ge=1, le=64)
+    max_batch_wait_ms: float = Field(default=20.0, ge=0, le=5000)
+    torch_compile: bool = False
+    vae_slicing_min_batch: int = Field(
+        default=4, ge=1, description="Decode latents one image at a time from this batch size."
+    )
 
     # --- worker ---
     worker_host: str = "127.0.0.1"
