@@ -55,15 +55,28 @@ def ensure_model_folder(settings: Settings) -> Path:
 
 
 def build_engine(settings: Settings) -> ImageGenerator:
+    """The model, loaded and warmed up, behind a dynamic batcher (MAX_BATCH_SIZE images,
+    MAX_BATCH_WAIT_MS). Called once per process, before it reports ready."""
+    from gpu_worker.batching import BatchingGenerator
     from gpu_worker.engine import DiffusionEngine
 
     folder = ensure_model_folder(settings)
-    engine = DiffusionEngine(folder, model_id=settings.model_id)
+    engine = DiffusionEngine(
+        folder,
+        model_id=settings.model_id,
+        compile_unet=settings.torch_compile,
+        vae_slicing_min_batch=settings.vae_slicing_min_batch,
+    )
     engine.load()
-    log.info("model %s loaded in %.2f s", engine.model_id, engine.load_seconds)
+    log.info("model %s loaded on %s in %.2f s", engine.model_id, engine.device, engine.load_seconds)
     if settings.warm_up:
         engine.warm_up()
-    return engine
+        log.info("warm-up generation took %.2f s", engine.warm_up_seconds)
+    return BatchingGenerator(
+        engine,
+        max_batch_images=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
+    )
 
 
 def build_runner(

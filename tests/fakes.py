@@ -31,6 +31,9 @@ class PatternGenerator:
         # Set to make generate() wait between steps until released (to cancel mid-run).
         self.step_gate: threading.Event | None = None
         self.started = threading.Event()
+        self.batches: list[list[GenerationRequest]] = []
+        # Prompts that make a whole batch fail (as a pipeline ValueError would).
+        self.poison_prompts: set[str] = set()
 
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None
@@ -45,6 +48,25 @@ class PatternGenerator:
         if self.fail_with is not None:
             raise self.fail_with
         return [self._image(request, seed) for seed in request.seeds]
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], on_step: StepCallback | None = None
+    ) -> list[list[GeneratedImage]]:
+        """The BatchEngine surface: one call, shared steps, images per request."""
+        self.batches.append(list(requests))
+        self.started.set()
+        steps = requests[0].num_inference_steps
+        for step in range(1, steps + 1):
+            if self.step_gate is not None:
+                self.step_gate.wait(timeout=10)
+            if on_step is not None:
+                on_step(step, steps)
+        if self.fail_with is not None:
+            raise self.fail_with
+        bad = [r for r in requests if r.prompt in self.poison_prompts]
+        if bad:
+            raise GenerationError("invalid_parameters", "poisoned prompt", retryable=False)
+        return [[self._image(r, seed) for seed in r.seeds] for r in requests]
 
     @staticmethod
     def _image(request: GenerationRequest, seed: int) -> GeneratedImage:

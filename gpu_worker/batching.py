@@ -1,0 +1,237 @@
+"""Dynamic batching: concurrent generations that can share a pipeline call run as one.
+
+Callers (push requests on threads, inline worker threads, Celery threads) call `generate()` as
+if they were alone. A dispatcher thread gathers requests with the same shape (size, steps,
+guidance) until the batch holds `max_batch_images` images or the first request has waited
+`max_wait_s`, runs them in one call, and hands each caller its own images.
+
+Per job, as if unbatched:
+- progress: each caller's step callback is called with the batch's steps;
+- cancel: a callback that raises releases its caller at once with that exception; the batch
+  goes on for the others (and stops early if nobody is left);
+- failure: a request the engine rejects up front fails alone; if a whole batch fails (invalid
+  input, out of memory), each request is retried on its own, so one bad job does not fail its
+  batch mates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gpu_worker.generation import (
+    GeneratedImage,
+    GenerationError,
+    GenerationRequest,
+    StepCallback,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BatchEngine(Protocol):
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def default_size(self) -> tuple[int, int]: ...
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
+    ) -> list[list[GeneratedImage]]: ...
+
+
+def batch_key(request: GenerationRequest) -> tuple[int, int, int, float]:
+    return (request.width, request.height, request.num_inference_steps, request.guidance_scale)
+
+
+class _EveryoneLeft(Exception):
+    """Every request of the running batch was canceled: stop the pipeline."""
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    on_step: StepCallback | None
+    enqueued_at: float
+    future: Future[list[GeneratedImage]] = field(default_factory=Future)
+    dropped: bool = False
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the last batches looked like (for metrics and benchmarks)."""
+
+    batches: int
+    images: int
+    largest: int
+
+
+class BatchingGenerator:
+    def __init__(
+        self,
+        engine: BatchEngine,
+        *,
+        max_batch_images: int = 8,
+        max_wait_s: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch_images < 1:
+            raise ValueError("max_batch_images must be at least 1")
+        self._engine = engine
+        self._max_images = max_batch_images
+        self._max_wait_s = max_wait_s
+        self._clock = clock
+        self._pending: deque[_Pending] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._batches = 0
+        self._images = 0
+        self._largest = 0
+        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self._thread.start()
+
+    # The ImageGenerator surface ------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        return self._engine.default_size
+
+    @property
+    def engine(self) -> BatchEngine:
+        return self._engine
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[GeneratedImage]:
+        pending = _Pending(request=request, on_step=on_step, enqueued_at=self._clock())
+        with self._cond:
+            if self._closed:
+                raise GenerationError("shutting_down", "the worker is stopping", retryable=True)
+            self._pending.append(pending)
+            self._cond.notify_all()
+        return pending.future.result()
+
+    @property
+    def stats(self) -> BatchStats:
+        with self._cond:
+            return BatchStats(self._batches, self._images, self._largest)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for pending in waiting:
+            pending.future.set_exception(
+                GenerationError("shutting_down", "the worker is stopping", retryable=True)
+            )
+        self._thread.join(timeout=60)
+
+    # Dispatcher ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _next_batch(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._pending[0]
+            key = batch_key(first.request)
+            deadline = first.enqueued_at + self._max_wait_s
+            # Wait for batch mates until the batch is full or the first request's wait is over.
+            while self._images_for(key) < self._max_images and not self._closed:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(timeout=remaining)
+            batch: list[_Pending] = []
+            images = 0
+            for pending in list(self._pending):
+                if batch_key(pending.request) != key:
+                    continue
+                size = len(pending.request.seeds)
+                # A request larger than the limit still runs, alone.
+                if batch and images + size > self._max_images:
+                    break
+                batch.append(pending)
+                images += size
+                self._pending.remove(pending)
+            return batch
+
+    def _images_for(self, key: tuple[int, int, int, float]) -> int:
+        return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            results = self._engine.generate_batch(
+                [p.request for p in batch], on_step=self._dispatch_step(batch)
+            )
+        except _EveryoneLeft:
+            return
+        except GenerationError as exc:
+            if len(batch) > 1:
+                log.warning("batch of %d failed (%s); retrying each alone", len(batch), exc.code)
+                for pending in batch:
+                    if not pending.dropped:
+                        self._run([pending])
+                return
+            self._fail(batch, exc)
+            return
+        except BaseException as exc:
+            self._fail(batch, exc)
+            return
+        with self._cond:
+            self._batches += 1
+            images = sum(len(p.request.seeds) for p in batch)
+            self._images += images
+            self._largest = max(self._largest, images)
+        for pending, images_of_one in zip(batch, results, strict=True):
+            if not pending.dropped:
+                pending.future.set_result(images_of_one)
+
+    def _dispatch_step(self, batch: list[_Pending]) -> StepCallback:
+        def on_step(step: int, total: int) -> None:
+            for pending in batch:
+                if pending.dropped or pending.on_step is None:
+                    continue
+                try:
+                    pending.on_step(step, total)
+                except BaseException as exc:
+                    # This job stops (canceled, or its store is down); its mates go on.
+                    pending.dropped = True
+                    pending.future.set_exception(exc)
+            if all(p.dropped for p in batch):
+                raise _EveryoneLeft
+
+        return on_step
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            if not pending.dropped:
+                pending.dropped = True
+                pending.future.set_exception(exc)
+
+
+def unwrap_engine(generator: Any) -> Any:
+    """The engine behind a batching generator (or the generator itself)."""
+    return generator.engine if isinstance(generator, BatchingGenerator) else generator

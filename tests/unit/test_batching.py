@@ -1,0 +1,166 @@
+"""Dynamic batching: concurrent compatible requests share one engine call, each keeping its
+own images, progress, cancel and failure."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from gpu_worker.batching import BatchingGenerator
+from gpu_worker.generation import GeneratedImage, GenerationError, GenerationRequest
+from tests.fakes import PatternGenerator
+
+
+def request(prompt: str, *, seeds: tuple[int, ...] = (1,), width: int = 64, steps: int = 3):
+    return GenerationRequest(
+        prompt=prompt,
+        negative_prompt=None,
+        width=width,
+        height=64,
+        num_inference_steps=steps,
+        guidance_scale=1.0,
+        seeds=seeds,
+    )
+
+
+@pytest.fixture
+def engine() -> PatternGenerator:
+    return PatternGenerator()
+
+
+@pytest.fixture
+def batcher(engine: PatternGenerator) -> Iterator[BatchingGenerator]:
+    generator = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.2)
+    yield generator
+    generator.close()
+
+
+def concurrently(calls: list[Callable[[], object]]) -> list[object]:
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> object:
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:  # returned so the test can look at it
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+class TestBatching:
+    def test_concurrent_compatible_requests_share_one_call(self, batcher, engine) -> None:
+        """Four single-image requests arriving together run as one batch of four."""
+        results = concurrently([lambda i=i: batcher.generate(request(f"p{i}")) for i in range(4)])
+        assert [len(r) for r in results] == [1, 1, 1, 1]  # type: ignore[arg-type]
+        assert [len(b) for b in engine.batches] == [4]
+        assert batcher.stats.largest == 4
+
+    def test_each_caller_gets_its_own_images(self, batcher, engine) -> None:
+        """Images come back to the request they belong to, in seed order."""
+        results = concurrently(
+            [
+                lambda: batcher.generate(request("a", seeds=(10, 11))),
+                lambda: batcher.generate(request("b", seeds=(20,))),
+            ]
+        )
+        a, b = results
+        assert [img.seed for img in a] == [10, 11]  # type: ignore[union-attr]
+        assert [img.seed for img in b] == [20]  # type: ignore[union-attr]
+        assert a == PatternGenerator().generate(request("a", seeds=(10, 11)))
+
+    def test_batches_never_exceed_the_image_limit(self, batcher, engine) -> None:
+        """Six images' worth of requests are split across batches of at most four images."""
+        concurrently(
+            [lambda i=i: batcher.generate(request(f"p{i}", seeds=(i, i + 100))) for i in range(3)]
+        )
+        assert all(sum(len(r.seeds) for r in b) <= 4 for b in engine.batches)
+        assert sum(len(b) for b in engine.batches) == 3
+
+    def test_incompatible_requests_run_in_separate_batches(self, batcher, engine) -> None:
+        """Different sizes or step counts never share a pipeline call."""
+        concurrently(
+            [
+                lambda: batcher.generate(request("a", width=64)),
+                lambda: batcher.generate(request("b", width=128)),
+                lambda: batcher.generate(request("c", steps=5)),
+            ]
+        )
+        assert len(engine.batches) == 3
+        for batch in engine.batches:
+            assert len({(r.width, r.num_inference_steps) for r in batch}) == 1
+
+    def test_a_lone_request_waits_at_most_max_wait(self, engine) -> None:
+        """With nobody to batch with, a request starts after the wait, not later."""
+        import time
+
+        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=0.05)
+        started = time.monotonic()
+        batcher.generate(request("alone"))
+        assert time.monotonic() - started < 1.0
+        batcher.close()
+
+    def test_progress_is_reported_to_every_job(self, batcher) -> None:
+        """Each job's step callback sees every step of the shared batch."""
+        seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+        concurrently(
+            [
+                lambda: batcher.generate(request("a"), lambda s, t: seen["a"].append((s, t))),
+                lambda: batcher.generate(request("b"), lambda s, t: seen["b"].append((s, t))),
+            ]
+        )
+        assert seen["a"] == seen["b"] == [(1, 3), (2, 3), (3, 3)]
+
+    def test_a_canceled_job_leaves_and_its_mates_finish(self, batcher, engine) -> None:
+        """A step callback that raises releases only its own caller."""
+
+        class Canceled(Exception):
+            pass
+
+        def cancel_at_two(step: int, total: int) -> None:
+            if step == 2:
+                raise Canceled
+
+        results = concurrently(
+            [
+                lambda: batcher.generate(request("stays")),
+                lambda: batcher.generate(request("goes"), cancel_at_two),
+            ]
+        )
+        assert isinstance(results[1], Canceled)
+        assert isinstance(results[0], list) and len(results[0]) == 1
+        assert len(engine.batches) == 1
+
+    def test_a_bad_request_does_not_fail_its_batch_mates(self, batcher, engine) -> None:
+        """When a batch fails, each request is retried alone; only the bad one fails."""
+        engine.poison_prompts = {"poison"}
+        results = concurrently(
+            [
+                lambda: batcher.generate(request("good-1")),
+                lambda: batcher.generate(request("poison")),
+                lambda: batcher.generate(request("good-2")),
+            ]
+        )
+        errors = [r for r in results if isinstance(r, GenerationError)]
+        images = [r for r in results if isinstance(r, list)]
+        assert len(errors) == 1 and errors[0].code == "invalid_parameters"
+        assert len(images) == 2
+        assert all(isinstance(i[0], GeneratedImage) for i in images)
+
+    def test_a_transient_failure_reaches_every_caller(self, batcher, engine) -> None:
+        """An error that is not about one request (out of memory alone) fails each request."""
+        engine.fail_with = GenerationError("out_of_memory", "OOM", retryable=True)
+        results = concurrently([lambda: batcher.generate(request("x")) for _ in range(2)])
+        assert all(isinstance(r, GenerationError) and r.retryable for r in results)
+
+    def test_close_refuses_new_work(self, engine) -> None:
+        """After close, generate raises a retryable error instead of hanging."""
+        batcher = BatchingGenerator(engine)
+        batcher.close()
+        with pytest.raises(GenerationError) as raised:
+            batcher.generate(request("late"))
+        assert raised.value.retryable
