@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -50,7 +51,7 @@ class PatternGenerator:
         return [self._image(request, seed) for seed in request.seeds]
 
     def generate_batch(
-        self, requests: list[GenerationRequest], on_step: StepCallback | None = None
+        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
     ) -> list[list[GeneratedImage]]:
         """The BatchEngine surface: one call, shared steps, images per request."""
         self.batches.append(list(requests))

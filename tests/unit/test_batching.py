@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -38,10 +40,10 @@ def batcher(engine: PatternGenerator) -> Iterator[BatchingGenerator]:
     generator.close()
 
 
-def concurrently(calls: list[Callable[[], object]]) -> list[object]:
+def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
     barrier = threading.Barrier(len(calls))
 
-    def run(call: Callable[[], object]) -> object:
+    def run(call: Callable[[], Any]) -> Any:
         barrier.wait()
         try:
             return call()
@@ -55,8 +57,8 @@ def concurrently(calls: list[Callable[[], object]]) -> list[object]:
 class TestBatching:
     def test_concurrent_compatible_requests_share_one_call(self, batcher, engine) -> None:
         """Four single-image requests arriving together run as one batch of four."""
-        results = concurrently([lambda i=i: batcher.generate(request(f"p{i}")) for i in range(4)])
-        assert [len(r) for r in results] == [1, 1, 1, 1]  # type: ignore[arg-type]
+        results = concurrently([partial(batcher.generate, request(f"p{i}")) for i in range(4)])
+        assert [len(r) for r in results] == [1, 1, 1, 1]
         assert [len(b) for b in engine.batches] == [4]
         assert batcher.stats.largest == 4
 
@@ -69,14 +71,14 @@ class TestBatching:
             ]
         )
         a, b = results
-        assert [img.seed for img in a] == [10, 11]  # type: ignore[union-attr]
-        assert [img.seed for img in b] == [20]  # type: ignore[union-attr]
+        assert [img.seed for img in a] == [10, 11]
+        assert [img.seed for img in b] == [20]
         assert a == PatternGenerator().generate(request("a", seeds=(10, 11)))
 
     def test_batches_never_exceed_the_image_limit(self, batcher, engine) -> None:
         """Six images' worth of requests are split across batches of at most four images."""
         concurrently(
-            [lambda i=i: batcher.generate(request(f"p{i}", seeds=(i, i + 100))) for i in range(3)]
+            [partial(batcher.generate, request(f"p{i}", seeds=(i, i + 100))) for i in range(3)]
         )
         assert all(sum(len(r.seeds) for r in b) <= 4 for b in engine.batches)
         assert sum(len(b) for b in engine.batches) == 3
