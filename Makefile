@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run dev dev-down services model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup run dev dev-down services bench model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ dev-down: $(STAMP) ## Stop whatever a previous `make dev` left running
 
 services: $(STAMP) ## Make sure Redis and PostgreSQL are up (started if not)
 	$(BIN)/python -m emulators services
+
+bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
+	$(BIN)/python -m bench
 
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from api.api_keys import ApiKeyService
 from api.job_service import GenerationDefaults, JobService
+from api.job_waits import JobWaits
 from dal.factory import (
     UnsupportedAdapter,
     build_blob_store,
@@ -50,6 +51,7 @@ class Services:
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
     generator: ImageGenerator | None = None
+    job_waits: JobWaits = field(default_factory=JobWaits)
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -81,13 +83,16 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
             secret=settings.bootstrap_api_key.get_secret_value(),
         )
 
+    job_waits = JobWaits()
     queue: JobQueue
     if settings.job_queue == "inline":
         if generator is None:
             from gpu_worker.wiring import build_engine
 
             generator = build_engine(settings)
-        queue = _start_inline_queue(settings, jobs, blobs, cache, generator, closers)
+        queue = _start_inline_queue(
+            settings, jobs, blobs, cache, generator, closers, on_done=job_waits.notify
+        )
     elif settings.job_queue == "memory":
         from dal.memory import MemoryJobQueue
 
@@ -144,6 +149,7 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
             limit=settings.rate_limit_read_burst,
         ),
         generator=generator,
+        job_waits=job_waits,
         readiness_checks=checks,
         _closers=closers,
     )
@@ -156,6 +162,7 @@ def _start_inline_queue(
     cache: RequestCache,
     generator: ImageGenerator,
     closers: list[Callable[[], None]],
+    on_done: Callable[[str], None],
 ) -> JobQueue:
     from dal.inline import InlineJobQueue
     from gpu_worker.runner import RunOutcome
@@ -167,6 +174,7 @@ def _start_inline_queue(
         outcome = runner.run(job_id)
         if outcome == RunOutcome.SUCCEEDED:
             remember_finished_job(cache, jobs, job_id, settings)
+        on_done(job_id)
         return outcome
 
     queue = InlineJobQueue(run_job, workers=settings.inline_workers)

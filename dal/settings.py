@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     # --- limits ---
     max_body_bytes: int = Field(default=16_384, ge=1024)
     signed_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    prefer_wait_max_s: float = Field(
+        default=30.0, ge=0, le=300, description="Longest `Prefer: wait=N` a GET may hold."
+    )
+    prefer_wait_poll_s: float = Field(
+        default=0.5, gt=0, description="How often a held GET re-reads the job store."
+    )
     list_max_limit: int = Field(default=100, ge=1, le=1000)
     rate_limit_submit_per_minute: int = Field(default=30, ge=1)
     rate_limit_submit_burst: int = Field(default=10, ge=1)

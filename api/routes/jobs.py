@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import re
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
 from api.job_service import JobRequest
@@ -115,11 +118,45 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
     responses=_problems(401, 404, 429, 503),
     summary="Get a job: status, progress and signed image URLs",
 )
-def get_job(
-    job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
+async def get_job(
+    job_id: JobId,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N`: hold the response up to N seconds (at most "
+            "PREFER_WAIT_MAX_S) until the job has finished (RFC 7240).",
+        ),
+    ] = None,
 ) -> JobOut:
-    job = services.job_service.get(owner=principal.owner, job_id=job_id)
-    return job_view(job, services, str(request.base_url))
+    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+    wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
+    if wait_s is not None:
+        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+        deadline = time.monotonic() + wait_s
+        poll = services.settings.prefer_wait_poll_s
+        while not job.status.is_terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await services.job_waits.wait(job_id, min(remaining, poll))
+            job = await run_in_threadpool(
+                services.job_service.get, owner=principal.owner, job_id=job_id
+            )
+    return await run_in_threadpool(job_view, job, services, str(request.base_url))
+
+
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def _preferred_wait(prefer: str | None, cap: float) -> float | None:
+    match = _WAIT.search(prefer or "")
+    if match is None:
+        return None
+    return min(float(match.group(1)), cap)
 
 
 @router.delete(
@@ -133,4 +170,5 @@ def cancel_job(
     job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JobOut:
     job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
+    services.job_waits.notify(job.id)
     return job_view(job, services, str(request.base_url))

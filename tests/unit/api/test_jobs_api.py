@@ -239,3 +239,39 @@ class TestCacheOutage:
         api.services.submit_limiter = FailOpenRateLimiter(DownLimiter(), limit=10)
         response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
         assert response.status_code == 202
+
+
+class TestLongPoll:
+    def test_prefer_wait_returns_as_soon_as_the_job_finishes(self, api: ApiHarness) -> None:
+        """A held GET answers when the job ends, not when the wait runs out."""
+        import threading
+        import time
+
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+
+        def finish_soon() -> None:
+            time.sleep(0.3)
+            api.run_pending_jobs()
+            api.services.job_waits.notify(job_id)
+
+        threading.Thread(target=finish_soon).start()
+        started = time.monotonic()
+        response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=10"))
+        elapsed = time.monotonic() - started
+        assert response.json()["status"] == "succeeded"
+        assert response.headers["preference-applied"] == "wait=10"
+        assert 0.2 < elapsed < 3
+
+    def test_prefer_wait_gives_up_after_the_wait(self, api: ApiHarness) -> None:
+        """A job that does not finish is returned as it is once the wait is over."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=1"))
+        assert response.status_code == 200
+        assert response.json()["status"] == "queued"
+
+    def test_wait_is_capped(self, api: ApiHarness) -> None:
+        """A wait above PREFER_WAIT_MAX_S is cut to it, and says so."""
+        api.services.settings.prefer_wait_max_s = 0.2
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=999"))
+        assert response.headers["preference-applied"] == "wait=0.2"

@@ -1,0 +1,348 @@
+"""`make bench` / `python -m bench`: the limit, end-to-end throughput and added latency on the
+embedded profile and the emulator stack, API submit rate, and worker cold start, as one JSON
+document (printed, and written to --out).
+
+Every ratio is taken within this run: the limit is measured on the same machine, minutes
+before the end-to-end figures it is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.clients import run_clients, submit_rate
+from bench.stats import ms, percentile
+from emulators.process import ServiceUnavailable, free_port, start_process, stop_service
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "bench-key-0123456789abcdef"
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)  # noqa: T201
+
+
+def run_json(module: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    done = subprocess.run(  # noqa: S603 - our own modules, fixed arguments
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ensure_tiny_model(path: Path) -> Path:
+    if not (path / "model_index.json").is_file():
+        run = [sys.executable, "-m", "gpu_worker.tiny_model", "--output", str(path)]
+        subprocess.run(run, cwd=REPO, check=True, capture_output=True)  # noqa: S603
+    return path
+
+
+def wait_ready(url: str, timeout: float = 180) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.05)
+    raise ServiceUnavailable(f"{url} not ready after {timeout} s")
+
+
+def service_env(data_dir: Path, model: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "MODEL_PATH": str(model),
+        "BOOTSTRAP_API_KEY": KEY,
+        "RATE_LIMIT_SUBMIT_PER_MINUTE": "1000000",
+        "RATE_LIMIT_SUBMIT_BURST": "1000000",
+        "RATE_LIMIT_READ_PER_MINUTE": "1000000",
+        "RATE_LIMIT_READ_BURST": "1000000",
+        "DEDUPE_SEEDED_REQUESTS": "false",
+        "LOG_LEVEL": "warning",
+        "TRANSFORMERS_VERBOSITY": "error",
+        **extra,
+    }
+
+
+def end_to_end(
+    base_url: str,
+    key: str,
+    *,
+    body: dict[str, Any],
+    seconds: float,
+    limit: dict[str, Any],
+    max_batch: int,
+    client_counts: list[int],
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for clients in client_counts:
+        log(f"{clients} client(s) for {seconds:.0f} s at {base_url}")
+        measured = run_clients(
+            base_url, key, clients=clients, seconds=seconds, warm_up_s=3, body=body
+        )
+        # The pipeline time of one job is the call it ran in: alone, or in a full batch.
+        batch = min(clients * body.get("num_images", 1), max_batch)
+        reference = limit.get(f"batch_{batch}") or limit[f"batch_{max_batch}"]
+        pipeline_s = reference["seconds_per_call"]
+        added = [latency - pipeline_s for latency in measured.pop("latencies_s")]
+        limit_ips = limit[f"batch_{max_batch}"]["images_per_s"]
+        results[f"clients_{clients}"] = {
+            **measured,
+            "pipeline_ms_per_job": ms(pipeline_s),
+            "added_latency_ms": {
+                "p50": ms(percentile(added, 50)),
+                "p95": ms(percentile(added, 95)),
+            },
+            "ratio_to_limit_at_max_batch": round(measured["images_per_s"] / limit_ips, 3),
+        }
+    return results
+
+
+def embedded(
+    model: Path,
+    work: Path,
+    *,
+    body: dict[str, Any],
+    seconds: float,
+    limit: dict[str, Any],
+    max_batch: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = service_env(
+        work / f"embedded-b{batch_size}",
+        model,
+        APP_ENV="local",
+        PORT=str(port),
+        MAX_BATCH_SIZE=str(batch_size),
+        INLINE_WORKERS=str(max(batch_size, 1) * 2),
+    )
+    log(f"starting the embedded service (MAX_BATCH_SIZE={batch_size})")
+    service = start_process(
+        "bench-api",
+        [sys.executable, "-m", "api"],
+        host="127.0.0.1",
+        port=port,
+        state_dir=work / "logs",
+        env=env,
+        timeout=180,
+        ready=lambda: _ready(url),
+    )
+    try:
+        counts = [1, 16] if batch_size > 1 else [16]
+        result = end_to_end(
+            url,
+            KEY,
+            body=body,
+            seconds=seconds,
+            limit=limit,
+            max_batch=max_batch,
+            client_counts=counts,
+        )
+        if batch_size > 1:
+            log("API submit rate, 32 clients")
+            result["submit"] = submit_rate(url, KEY, clients=32, requests_per_client=25, body=body)
+        return result
+    finally:
+        stop_service(service)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def emulator_stack(
+    model: Path,
+    work: Path,
+    *,
+    body: dict[str, Any],
+    seconds: float,
+    limit: dict[str, Any],
+    max_batch: int,
+) -> dict[str, Any]:
+    from emulators.stack import StackConfig, start_stack
+
+    log("starting the emulator stack")
+    stack = start_stack(
+        StackConfig(
+            state_dir=work / "stack-logs",
+            data_dir=work / "stack-data",
+            model_path=model,
+            api_key=KEY,
+            redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+            log_level="warning",
+            extra_env={
+                k: v
+                for k, v in service_env(work, model).items()
+                if k.startswith(("RATE_LIMIT_", "DEDUPE_"))
+            },
+        )
+    )
+    try:
+        return end_to_end(
+            stack.api_url,
+            stack.api_key,
+            body=body,
+            seconds=seconds,
+            limit=limit,
+            max_batch=max_batch,
+            client_counts=[1, 16],
+        )
+    finally:
+        stack.stop()
+
+
+def cold_start(model: Path, work: Path) -> dict[str, Any]:
+    log("cold start (fresh processes)")
+    started = time.perf_counter()
+    split: dict[str, Any] = run_json("bench.cold_start", "--model", str(model))
+    split["process_s"] = round(time.perf_counter() - started, 3)
+    port = free_port()
+    env = service_env(
+        work / "cold", model, APP_ENV="test", JOB_QUEUE="pubsub", WORKER_PORT=str(port)
+    )
+    began = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gpu_worker"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+        split["worker_start_to_ready_s"] = round(time.perf_counter() - began, 3)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    return split
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--model", type=Path, help="a diffusers folder (default: the tiny model)")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
+    parser.add_argument("--skip-emulator", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / ".data" / "bench" / "results.json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="txt2img-bench-"))
+    model = args.model or ensure_tiny_model(REPO / ".data" / "bench" / "tiny-sd")
+    body = {
+        "prompt": "a lighthouse on a cliff at dawn",
+        "width": args.width,
+        "height": args.height,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+    }
+    started = time.perf_counter()
+    log("the limit: pipeline calls in process")
+    limit = run_json(
+        "bench.limit",
+        "--model",
+        str(model),
+        "--width",
+        str(args.width),
+        "--height",
+        str(args.height),
+        "--steps",
+        str(args.steps),
+        "--guidance",
+        str(args.guidance),
+        "--batches",
+        "1",
+        str(args.max_batch),
+        "--seconds",
+        "5",
+    )
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "model": str(model),
+        "params": body,
+        "max_batch_size": args.max_batch,
+        "limit": limit,
+        "cold_start": cold_start(model, work),
+    }
+    embedded_batched = embedded(
+        model,
+        work,
+        body=body,
+        seconds=args.seconds,
+        limit=limit,
+        max_batch=args.max_batch,
+        batch_size=args.max_batch,
+    )
+    embedded_unbatched = embedded(
+        model,
+        work,
+        body=body,
+        seconds=args.seconds,
+        limit=limit,
+        max_batch=args.max_batch,
+        batch_size=1,
+    )
+    report["api_submit"] = embedded_batched.pop("submit")
+    report["embedded"] = {
+        **embedded_batched,
+        "unbatched_clients_16": embedded_unbatched["clients_16"],
+        "batching_speedup_clients_16": round(
+            embedded_batched["clients_16"]["images_per_s"]
+            / max(embedded_unbatched["clients_16"]["images_per_s"], 1e-9),
+            2,
+        ),
+    }
+    if args.skip_emulator:
+        report["emulator"] = {"skipped": "--skip-emulator"}
+    else:
+        try:
+            report["emulator"] = emulator_stack(
+                model,
+                work,
+                body=body,
+                seconds=args.seconds,
+                limit=limit,
+                max_batch=args.max_batch,
+            )
+        except ServiceUnavailable as exc:
+            report["emulator"] = {"skipped": str(exc)}
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    document = json.dumps(report, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(document + "\n")
+    print(document)  # noqa: T201 - the output is the point
+    log(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

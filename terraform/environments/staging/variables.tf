@@ -1,0 +1,239 @@
+variable "project_id" {
+  description = "Google Cloud project of this environment (one project per environment)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of every regional resource; it must offer Cloud Run GPUs (NVIDIA L4)."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "environment" {
+  description = "APP_ENV of the services: staging or prod."
+  type        = string
+  default     = "staging"
+
+  validation {
+    condition     = contains(["staging", "prod"], var.environment)
+    error_message = "environment must be staging or prod."
+  }
+}
+
+variable "api_image" {
+  description = "API image, REGION-docker.pkg.dev/PROJECT/txt2img/api:TAG (Cloud Build sets it with $SHORT_SHA)."
+  type        = string
+}
+
+variable "worker_image" {
+  description = "GPU worker image, REGION-docker.pkg.dev/PROJECT/txt2img/gpu-worker:TAG (Cloud Build sets it with $SHORT_SHA)."
+  type        = string
+}
+
+variable "worker_platform" {
+  description = "Where the GPU worker runs: cloud_run (push) or gke (pull subscriptions for terraform/gke; no Cloud Run worker)."
+  type        = string
+  default     = "cloud_run"
+
+  validation {
+    condition     = contains(["cloud_run", "gke"], var.worker_platform)
+    error_message = "worker_platform must be cloud_run or gke."
+  }
+}
+
+variable "use_cloud_sql" {
+  description = "Keep jobs in Cloud SQL for PostgreSQL (JOB_STORE=sql) instead of Firestore."
+  type        = bool
+  default     = false
+}
+
+variable "allow_unauthenticated" {
+  description = "Let anyone reach the API (it authenticates API keys itself); false puts it behind Cloud Run IAM."
+  type        = bool
+  default     = true
+}
+
+variable "api_min_instances" {
+  description = "API instances kept warm (0: scale to zero)."
+  type        = number
+  default     = 0
+}
+
+variable "api_max_instances" {
+  description = "Most API instances."
+  type        = number
+  default     = 5
+}
+
+variable "worker_max_instances" {
+  description = "Most GPU worker instances (within the project's Cloud Run L4 quota)."
+  type        = number
+  default     = 1
+}
+
+variable "worker_cpu" {
+  description = "CPUs per GPU worker instance (at least 4)."
+  type        = string
+  default     = "8"
+}
+
+variable "worker_memory" {
+  description = "Memory per GPU worker instance (at least 16Gi)."
+  type        = string
+  default     = "32Gi"
+}
+
+variable "batch_size" {
+  description = "Jobs a GPU instance runs together: the worker's request concurrency and MAX_BATCH_SIZE."
+  type        = number
+  default     = 8
+}
+
+variable "worker_request_timeout_seconds" {
+  description = "GPU worker request timeout; at least ack_deadline_seconds."
+  type        = number
+  default     = 900
+}
+
+variable "ack_deadline_seconds" {
+  description = "Ack deadline of the jobs subscriptions (the push request timeout)."
+  type        = number
+  default     = 600
+}
+
+variable "gpu_zonal_redundancy_disabled" {
+  description = "Turn GPU zonal redundancy off (cheaper, separate quota, best-effort failover)."
+  type        = bool
+  default     = true
+}
+
+variable "push_audience" {
+  description = "Audience of the push OIDC tokens (PUSH_AUDIENCE), set on the subscriptions and the services."
+  type        = string
+  default     = "txt2img-worker-push"
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries before a job's message is dead-lettered (MAX_DELIVERY_ATTEMPTS, 5-100)."
+  type        = number
+  default     = 5
+}
+
+variable "image_retention_days" {
+  description = "Generated images are deleted after this many days."
+  type        = number
+  default     = 7
+}
+
+variable "cors_origins" {
+  description = "Origins allowed to fetch images from signed URLs with JavaScript."
+  type        = list(string)
+  default     = []
+}
+
+variable "mount_models_bucket" {
+  description = "Mount the models bucket at /models in the GPU worker; false: weights baked into the image at model_path."
+  type        = bool
+  default     = true
+}
+
+variable "model_name" {
+  description = "Folder of the diffusers model in the models bucket (MODEL_PATH=/models/MODEL_NAME)."
+  type        = string
+  default     = "stable-diffusion"
+}
+
+variable "model_path" {
+  description = "MODEL_PATH inside the image when mount_models_bucket is false."
+  type        = string
+  default     = null
+}
+
+variable "model_id" {
+  description = "MODEL_ID recorded on jobs (default: the model folder's name)."
+  type        = string
+  default     = null
+}
+
+variable "firestore_location" {
+  description = "Firestore location (region or multi-region such as nam5); null: the region. Immutable."
+  type        = string
+  default     = null
+}
+
+variable "firestore_collection_prefix" {
+  description = "FIRESTORE_COLLECTION_PREFIX: prefix of the collection names."
+  type        = string
+  default     = ""
+}
+
+variable "redis_tier" {
+  description = "Memorystore tier: BASIC or STANDARD_HA."
+  type        = string
+  default     = "BASIC"
+}
+
+variable "redis_memory_size_gb" {
+  description = "Memorystore size in GiB."
+  type        = number
+  default     = 1
+}
+
+variable "cloud_sql_tier" {
+  description = "Cloud SQL machine tier (with use_cloud_sql)."
+  type        = string
+  default     = "db-custom-1-3840"
+}
+
+variable "cloud_sql_availability_type" {
+  description = "Cloud SQL availability: ZONAL or REGIONAL (with use_cloud_sql)."
+  type        = string
+  default     = "ZONAL"
+}
+
+variable "bootstrap_api_key_enabled" {
+  description = "Mount the txt2img-bootstrap-api-key secret as BOOTSTRAP_API_KEY (add a version first)."
+  type        = bool
+  default     = false
+}
+
+variable "subnet_cidr" {
+  description = "Range of the Direct VPC egress subnet."
+  type        = string
+  default     = "10.10.0.0/24"
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the services: debug, info, warning or error."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = contains(["debug", "info", "warning", "error"], var.log_level)
+    error_message = "log_level must be debug, info, warning or error."
+  }
+}
+
+variable "grant_build_deploy_roles" {
+  description = "Give the build service account the project roles it needs to run terraform apply from Cloud Build."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Protect the services and the databases from deletion; set false only to tear down."
+  type        = bool
+  default     = true
+}
+
+variable "force_destroy_buckets" {
+  description = "Let terraform destroy delete non-empty buckets; set true only to tear down."
+  type        = bool
+  default     = false
+}
+
+variable "labels" {
+  description = "Extra labels put on every labelled resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,125 @@
+# Optional PostgreSQL job store (JOB_STORE=sql). Private IP only, TLS required, automated
+# backups with point-in-time recovery, deletion protection. The application user and its
+# password are created out of band and the connection string is stored in the secret below, so
+# no password passes through Terraform (see README.md).
+resource "google_sql_database_instance" "this" {
+  # checkov:skip=CKV2_GCP_20: the database holds no customer-supplied files; Google-managed encryption is used for backups, and CMEK is out of scope for this stack.
+  project             = var.project_id
+  name                = var.name
+  region              = var.region
+  database_version    = "POSTGRES_15"
+  deletion_protection = var.deletion_protection
+
+  settings {
+    tier                        = var.tier
+    edition                     = "ENTERPRISE"
+    availability_type           = var.availability_type
+    disk_type                   = "PD_SSD"
+    disk_size                   = var.disk_size_gb
+    disk_autoresize             = true
+    deletion_protection_enabled = var.deletion_protection
+    user_labels                 = var.labels
+
+    ip_configuration {
+      ipv4_enabled                                  = false
+      private_network                               = var.network_id
+      ssl_mode                                      = "ENCRYPTED_ONLY"
+      enable_private_path_for_google_cloud_services = true
+    }
+
+    backup_configuration {
+      enabled                        = true
+      point_in_time_recovery_enabled = true
+      start_time                     = "03:00"
+      transaction_log_retention_days = 7
+
+      backup_retention_settings {
+        retained_backups = var.retained_backups
+      }
+    }
+
+    maintenance_window {
+      day          = 7
+      hour         = 4
+      update_track = "stable"
+    }
+
+    insights_config {
+      query_insights_enabled  = true
+      record_application_tags = false
+      record_client_address   = false
+    }
+
+    database_flags {
+      name  = "log_checkpoints"
+      value = "on"
+    }
+    database_flags {
+      name  = "log_connections"
+      value = "on"
+    }
+    database_flags {
+      name  = "log_disconnections"
+      value = "on"
+    }
+    database_flags {
+      name  = "log_lock_waits"
+      value = "on"
+    }
+    database_flags {
+      name  = "log_min_messages"
+      value = "error"
+    }
+    database_flags {
+      name  = "log_min_error_statement"
+      value = "error"
+    }
+    database_flags {
+      name  = "log_temp_files"
+      value = "0"
+    }
+    database_flags {
+      name  = "log_min_duration_statement"
+      value = "-1"
+    }
+    database_flags {
+      name  = "log_statement"
+      value = "ddl"
+    }
+    database_flags {
+      name  = "log_hostname"
+      value = "on"
+    }
+    database_flags {
+      name  = "cloudsql.enable_pgaudit"
+      value = "on"
+    }
+  }
+}
+
+resource "google_sql_database" "this" {
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
+  name     = var.database_name
+}
+
+# DATABASE_URL (postgresql+psycopg://USER:PASSWORD@PRIVATE_IP:5432/DB?sslmode=require) is added
+# as a version of this secret by the operator after creating the user.
+resource "google_secret_manager_secret" "database_url" {
+  project   = var.project_id
+  secret_id = var.url_secret_id
+  labels    = var.labels
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "database_url_accessors" {
+  for_each = var.url_accessor_members
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.database_url.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}

@@ -1,0 +1,42 @@
+variable "project_id" {
+  description = "Project of the secrets."
+  type        = string
+}
+
+variable "secrets" {
+  description = "Secrets by key: the Secret Manager id, and which accessor_members (by key) may read it."
+  type = map(object({
+    secret_id = string
+    accessors = list(string)
+  }))
+  default = {
+    api_key_pepper = {
+      secret_id = "txt2img-api-key-pepper"
+      accessors = ["api", "worker"]
+    }
+    url_signing_secret = {
+      secret_id = "txt2img-url-signing-secret"
+      accessors = ["api", "worker"]
+    }
+    bootstrap_api_key = {
+      secret_id = "txt2img-bootstrap-api-key"
+      accessors = ["api"]
+    }
+  }
+}
+
+variable "accessor_members" {
+  description = "IAM members that may be named as accessors, keyed by a static label (e.g. { api = \"serviceAccount:...\" })."
+  type        = map(string)
+
+  validation {
+    condition     = alltrue([for member in values(var.accessor_members) : !contains(["allUsers", "allAuthenticatedUsers"], member)])
+    error_message = "Secrets cannot be readable by allUsers or allAuthenticatedUsers."
+  }
+}
+
+variable "labels" {
+  description = "Labels put on the secrets."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,63 @@
+# One identity per process, each with only what it needs. Resource-level grants (a bucket, a
+# topic, a secret, the worker service) live in the module that owns the resource; this module
+# grants the few project-level roles that have no narrower scope.
+locals {
+  accounts = {
+    api          = "txt2img API (Cloud Run)"
+    worker       = "txt2img GPU worker (Cloud Run or GKE)"
+    push_invoker = "Pub/Sub push identity: invokes the GPU worker"
+    build        = "Cloud Build: builds, pushes and deploys txt2img"
+  }
+
+  # Writing logs, metrics and traces; Firestore data access has no per-collection IAM, so
+  # roles/datastore.user is granted on the project (the narrowest scope Firestore offers).
+  runtime_roles = concat(
+    [
+      "roles/cloudtrace.agent",
+      "roles/datastore.user",
+      "roles/logging.logWriter",
+      "roles/monitoring.metricWriter",
+    ],
+    var.cloud_sql_client ? ["roles/cloudsql.client"] : [],
+  )
+
+  project_grants = merge(
+    { for pair in setproduct(["api", "worker"], local.runtime_roles) : "${pair[0]}/${pair[1]}" => { account = pair[0], role = pair[1] } },
+    { for role in var.build_project_roles : "build/${role}" => { account = "build", role = role } },
+  )
+}
+
+resource "google_service_account" "this" {
+  for_each = local.accounts
+
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-${replace(each.key, "_", "-")}"
+  display_name = each.value
+  description  = "${each.value}. Managed by Terraform."
+}
+
+resource "google_project_iam_member" "this" {
+  for_each = local.project_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.this[each.value.account].email}"
+}
+
+# The API signs V4 URLs through IAM signBlob as itself (GCS_SIGNING_SERVICE_ACCOUNT): it needs
+# iam.serviceAccounts.signBlob on its own account, and on no other.
+resource "google_service_account_iam_member" "api_signs_as_itself" {
+  service_account_id = google_service_account.this["api"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.this["api"].email}"
+}
+
+# The build identity deploys revisions and subscriptions that run as these accounts
+# (iam.serviceAccounts.actAs), granted per account rather than project-wide.
+resource "google_service_account_iam_member" "build_acts_as" {
+  for_each = toset(["api", "worker", "push_invoker"])
+
+  service_account_id = google_service_account.this[each.value].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.this["build"].email}"
+}

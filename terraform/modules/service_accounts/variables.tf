@@ -1,0 +1,48 @@
+variable "project_id" {
+  description = "Project that holds the service accounts."
+  type        = string
+}
+
+variable "name_prefix" {
+  description = "Prefix of the account ids: PREFIX-api, PREFIX-worker, PREFIX-push-invoker, PREFIX-build (ids are 6-30 characters)."
+  type        = string
+  default     = "txt2img"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,16}$", var.name_prefix))
+    error_message = "name_prefix must be 3-17 characters of lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "cloud_sql_client" {
+  description = "Grant roles/cloudsql.client to the api and worker accounts (only with use_cloud_sql)."
+  type        = bool
+  default     = false
+}
+
+variable "build_project_roles" {
+  description = "Project roles of the build account, which runs `terraform apply` from Cloud Build. Predefined roles only; trim them if another identity deploys."
+  type        = list(string)
+  nullable    = false
+  default = [
+    "roles/artifactregistry.admin",
+    "roles/cloudsql.admin",
+    "roles/compute.networkAdmin",
+    "roles/datastore.owner",
+    "roles/iam.serviceAccountAdmin",
+    "roles/logging.logWriter",
+    "roles/pubsub.admin",
+    "roles/redis.admin",
+    "roles/resourcemanager.projectIamAdmin",
+    "roles/run.admin",
+    "roles/secretmanager.admin",
+    "roles/servicenetworking.networksAdmin",
+    "roles/serviceusage.serviceUsageAdmin",
+    "roles/storage.admin",
+  ]
+
+  validation {
+    condition     = length(setintersection(toset(var.build_project_roles), toset(["roles/owner", "roles/editor", "roles/viewer"]))) == 0
+    error_message = "Basic roles (roles/owner, roles/editor, roles/viewer) are not allowed; use predefined roles."
+  }
+}
