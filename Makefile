@@ -57,10 +57,13 @@ test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, th
 test-e2e: $(STAMP) services ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff, mypy, hadolint, shellcheck and the infrastructure tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
+	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh
+	$(BIN)/python -m pytest -q tests/unit/infra
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

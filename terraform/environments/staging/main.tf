@@ -17,11 +17,12 @@ provider "google-beta" {
 }
 
 locals {
-  labels = merge({
+  # The stack's own labels win over extra ones.
+  labels = merge(var.labels, {
     app         = "txt2img"
     environment = var.environment
     managed-by  = "terraform"
-  }, var.labels)
+  })
 
   worker_on_cloud_run = var.worker_platform == "cloud_run"
 
@@ -48,12 +49,13 @@ locals {
   }
 
   # Settings read from Secret Manager (value_source.secret_key_ref, version "latest").
+  secret_env_always = {
+    API_KEY_PEPPER     = { secret = module.secrets.secret_ids["api_key_pepper"] }
+    URL_SIGNING_SECRET = { secret = module.secrets.secret_ids["url_signing_secret"] }
+    REDIS_URL          = { secret = module.memorystore.url_secret_id }
+  }
   shared_secret_env = merge(
-    {
-      API_KEY_PEPPER     = { secret = module.secrets.secret_ids["api_key_pepper"] }
-      URL_SIGNING_SECRET = { secret = module.secrets.secret_ids["url_signing_secret"] }
-      REDIS_URL          = { secret = module.memorystore.url_secret_id }
-    },
+    local.secret_env_always,
     var.use_cloud_sql ? { DATABASE_URL = { secret = module.cloud_sql[0].url_secret_id } } : {},
   )
 
@@ -79,6 +81,8 @@ module "service_accounts" {
   cloud_sql_client    = var.use_cloud_sql
   build_project_roles = var.grant_build_deploy_roles ? null : []
 
+  additional_deployer_members = var.additional_deployers
+
   depends_on = [module.project_services]
 }
 
@@ -88,6 +92,7 @@ module "artifact_registry" {
   region         = var.region
   labels         = local.labels
   writer_members = { build = module.service_accounts.members.build }
+  reader_members = var.artifact_registry_readers
 
   depends_on = [module.project_services]
 }

@@ -53,6 +53,16 @@ output "dead_letter_subscription" {
   value       = module.pubsub.dead_letter_subscription
 }
 
+output "max_delivery_attempts" {
+  description = "MAX_DELIVERY_ATTEMPTS (set on the subscriptions)."
+  value       = var.max_delivery_attempts
+}
+
+output "log_level" {
+  description = "LOG_LEVEL of the services."
+  value       = var.log_level
+}
+
 output "push_audience" {
   description = "PUSH_AUDIENCE."
   value       = var.push_audience

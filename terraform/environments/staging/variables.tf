@@ -220,6 +220,18 @@ variable "grant_build_deploy_roles" {
   default     = true
 }
 
+variable "additional_deployers" {
+  description = "Other identities allowed to run terraform apply here, keyed by a static label, e.g. { staging_build = \"serviceAccount:txt2img-build@STAGING_PROJECT.iam.gserviceaccount.com\" } when staging's Cloud Build deploys prod."
+  type        = map(string)
+  default     = {}
+}
+
+variable "artifact_registry_readers" {
+  description = "Members that may pull this project's images, keyed by a static label, e.g. prod's Cloud Run service agent { prod_run = \"serviceAccount:service-PROD_NUMBER@serverless-robot-prod.iam.gserviceaccount.com\" }."
+  type        = map(string)
+  default     = {}
+}
+
 variable "deletion_protection" {
   description = "Protect the services and the databases from deletion; set false only to tear down."
   type        = bool

@@ -1,13 +1,14 @@
 # The public HTTPS API (python -m api): CPU only, scales on requests, reaches Memorystore (and
 # Cloud SQL) through Direct VPC egress. HTTPS comes with the run.app URL.
 locals {
-  env = {
-    for name, value in merge(var.env, {
-      HOST = "0.0.0.0"
-      # V4 signed URLs are signed through IAM signBlob as the service's own account.
-      GCS_SIGNING_SERVICE_ACCOUNT = var.service_account_email
-    }) : name => value if value != null && value != ""
+  # Settings the module owns; var.env brings the rest (names from dal/settings.py).
+  module_env = {
+    HOST = "0.0.0.0"
+    # V4 signed URLs are signed through IAM signBlob as the service's own account.
+    GCS_SIGNING_SERVICE_ACCOUNT = var.service_account_email
   }
+
+  env = { for name, value in merge(var.env, local.module_env) : name => value if value != null && value != "" }
 }
 
 resource "google_cloud_run_v2_service" "api" {

@@ -3,14 +3,15 @@
 locals {
   models_mount_path = "/models"
 
-  env = {
-    for name, value in merge(var.env, {
-      WORKER_HOST    = "0.0.0.0"
-      MAX_BATCH_SIZE = tostring(var.batch_size)
-      MODEL_PATH     = var.mount_models_bucket ? "${local.models_mount_path}/${var.model_name}" : var.model_path
-      MODEL_ID       = var.model_id
-    }) : name => value if value != null && value != ""
+  # Settings the module owns; var.env brings the rest (names from dal/settings.py).
+  module_env = {
+    WORKER_HOST    = "0.0.0.0"
+    MAX_BATCH_SIZE = tostring(var.batch_size)
+    MODEL_PATH     = var.mount_models_bucket ? "${local.models_mount_path}/${var.model_name}" : var.model_path
+    MODEL_ID       = var.model_id
   }
+
+  env = { for name, value in merge(var.env, local.module_env) : name => value if value != null && value != "" }
 }
 
 resource "google_cloud_run_v2_service" "worker" {

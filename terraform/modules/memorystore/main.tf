@@ -18,6 +18,7 @@ resource "google_redis_instance" "this" {
   redis_version           = var.redis_version
   authorized_network      = var.network_id
   connect_mode            = "DIRECT_PEERING"
+  reserved_ip_range       = var.reserved_ip_range
   auth_enabled            = true
   transit_encryption_mode = "DISABLED"
   labels                  = var.labels

@@ -19,6 +19,12 @@ variable "network_id" {
   type        = string
 }
 
+variable "reserved_ip_range" {
+  description = "/29 range the instance takes in the peered network (fixed, so that later subnets, e.g. GKE's, cannot collide with it)."
+  type        = string
+  default     = "10.9.0.0/29"
+}
+
 variable "tier" {
   description = "BASIC (one node, no SLA: staging) or STANDARD_HA (replica with automatic failover: prod)."
   type        = string

@@ -21,6 +21,26 @@ resource "google_compute_subnetwork" "run" {
   }
 }
 
+# Nothing in this VPC accepts connections from outside it: state the implied deny-all ingress
+# explicitly, with logging, so that a rule added later has to out-rank it on purpose.
+resource "google_compute_firewall" "deny_all_ingress" {
+  project   = var.project_id
+  name      = "${var.name}-deny-all-ingress"
+  network   = google_compute_network.this.id
+  direction = "INGRESS"
+  priority  = 65534
+
+  deny {
+    protocol = "all"
+  }
+
+  source_ranges = ["0.0.0.0/0"]
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 # Private services access: the peering Cloud SQL's private IP lives behind.
 resource "google_compute_global_address" "private_services" {
   count = var.private_services_access ? 1 : 0
@@ -29,6 +49,7 @@ resource "google_compute_global_address" "private_services" {
   name          = "${var.name}-private-services"
   purpose       = "VPC_PEERING"
   address_type  = "INTERNAL"
+  address       = var.private_services_address
   prefix_length = var.private_services_prefix_length
   network       = google_compute_network.this.id
 }

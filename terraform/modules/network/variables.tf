@@ -42,6 +42,12 @@ variable "private_services_access" {
   default     = false
 }
 
+variable "private_services_address" {
+  description = "First address of the range reserved for private services access (fixed, so that later subnets cannot collide with it)."
+  type        = string
+  default     = "10.16.0.0"
+}
+
 variable "private_services_prefix_length" {
   description = "Size of the range reserved for private services access."
   type        = number

@@ -21,9 +21,22 @@ locals {
     var.cloud_sql_client ? ["roles/cloudsql.client"] : [],
   )
 
+  # Identities that run `terraform apply` for this project: its own build account, plus e.g.
+  # the staging project's build account when one pipeline deploys both environments.
+  deployers = merge(
+    { build = "serviceAccount:${google_service_account.this["build"].email}" },
+    var.additional_deployer_members,
+  )
+
   project_grants = merge(
-    { for pair in setproduct(["api", "worker"], local.runtime_roles) : "${pair[0]}/${pair[1]}" => { account = pair[0], role = pair[1] } },
-    { for role in var.build_project_roles : "build/${role}" => { account = "build", role = role } },
+    {
+      for pair in setproduct(["api", "worker"], local.runtime_roles) :
+      "${pair[0]}/${pair[1]}" => { role = pair[1], member = "serviceAccount:${google_service_account.this[pair[0]].email}" }
+    },
+    {
+      for pair in setproduct(keys(local.deployers), var.build_project_roles) :
+      "deployer/${pair[0]}/${pair[1]}" => { role = pair[1], member = local.deployers[pair[0]] }
+    },
   )
 }
 
@@ -41,7 +54,7 @@ resource "google_project_iam_member" "this" {
 
   project = var.project_id
   role    = each.value.role
-  member  = "serviceAccount:${google_service_account.this[each.value.account].email}"
+  member  = each.value.member
 }
 
 # The API signs V4 URLs through IAM signBlob as itself (GCS_SIGNING_SERVICE_ACCOUNT): it needs
@@ -52,12 +65,15 @@ resource "google_service_account_iam_member" "api_signs_as_itself" {
   member             = "serviceAccount:${google_service_account.this["api"].email}"
 }
 
-# The build identity deploys revisions and subscriptions that run as these accounts
+# Deployers create revisions and subscriptions that run as these accounts
 # (iam.serviceAccounts.actAs), granted per account rather than project-wide.
-resource "google_service_account_iam_member" "build_acts_as" {
-  for_each = toset(["api", "worker", "push_invoker"])
+resource "google_service_account_iam_member" "deployers_act_as" {
+  for_each = {
+    for pair in setproduct(keys(local.deployers), ["api", "worker", "push_invoker"]) :
+    "${pair[0]}/${pair[1]}" => { deployer = pair[0], account = pair[1] }
+  }
 
-  service_account_id = google_service_account.this[each.value].name
+  service_account_id = google_service_account.this[each.value.account].name
   role               = "roles/iam.serviceAccountUser"
-  member             = "serviceAccount:${google_service_account.this["build"].email}"
+  member             = local.deployers[each.value.deployer]
 }

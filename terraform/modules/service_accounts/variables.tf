@@ -46,3 +46,9 @@ variable "build_project_roles" {
     error_message = "Basic roles (roles/owner, roles/editor, roles/viewer) are not allowed; use predefined roles."
   }
 }
+
+variable "additional_deployer_members" {
+  description = "Other identities that deploy this project with build_project_roles, keyed by a static label (e.g. the staging project's txt2img-build account deploying prod)."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,15 @@
+terraform {
+  required_version = ">= 1.6"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = "~> 6.40"
+    }
+    # The cluster uses secret_manager_config (the GKE Secret Manager add-on).
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "~> 6.40"
+    }
+  }
+}

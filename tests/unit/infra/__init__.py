@@ -1,0 +1,1 @@
+"""Tests that parse the deployment files: Dockerfiles, Compose, Cloud Build, Terraform."""
