@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 # Re-install when the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-checkov.txt | cut -c1-12)
+
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
@@ -23,6 +26,14 @@ $(STAMP): pyproject.toml
 	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
 	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,dev]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# checkov in its own venv: it breaks when python-hcl2 (in .venv) shares its environment.
+$(CHECKOV_STAMP): tools/requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/requirements-checkov.txt
+	rm -f $(CHECKOV_VENV)/.installed-*
 	touch $@
 
 setup: $(STAMP) ## Create .venv with the API, worker and dev dependencies
@@ -57,12 +68,16 @@ test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, th
 test-e2e: $(STAMP) services ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
-lint: $(STAMP) ## ruff, mypy, hadolint, shellcheck and the infrastructure tests
+lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
 	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh
+	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \
+	elif [ "$$CI" = true ]; then echo "terraform is required in CI" >&2; exit 1; \
+	else echo "terraform not installed: skipping terraform fmt"; fi
+	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
 	$(BIN)/python -m pytest -q tests/unit/infra
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
@@ -70,4 +85,4 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 clean: ## Remove the virtualenv, caches and local data
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -802,6 +802,85 @@ def test_gke_autoscaling_reaches_zero_on_the_backlog() -> None:
     assert "resource.labels.subscription_id: ${pull_subscription}" in hpa
 
 
+# --- runbooks name only what exists ----------------------------------------------------------
+
+RUNBOOKS = (ROOT / "docs/deploy-cloud-run.md", GKE / "README.md")
+
+
+def commands(path: Path) -> str:
+    """The shell blocks of a Markdown file, comments dropped and continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", path.read_text(), flags=re.DOTALL)
+    script = "\n".join(blocks).replace("\\\n", " ")
+    return re.sub(r"(^|\s)#.*", "", script)
+
+
+def runbook_root(chdir: str) -> Path:
+    directory = ROOT / chdir
+    assert directory.is_dir(), f"terraform -chdir={chdir} names no directory"
+    return directory
+
+
+@pytest.mark.parametrize("runbook", RUNBOOKS, ids=lambda p: p.name)
+def test_runbook_terraform_commands_name_real_outputs_variables_and_modules(runbook: Path) -> None:
+    """Every `terraform -chdir=DIR output|apply|destroy` names outputs, variables and targets
+    that DIR declares."""
+    script = commands(runbook)
+    invocations = re.findall(r"terraform -chdir=(\S+) (\w+)([^\n|;&)]*)", script)
+    assert invocations
+    for chdir, verb, rest in invocations:
+        directory = runbook_root(chdir)
+        if verb == "output":
+            for name in re.findall(r"-raw (\w+)", rest):
+                assert name in merged(directory, "output"), f"{chdir} has no output {name}"
+        for name in re.findall(r"-var[= ]\"?(\w+)=", rest):
+            assert name in merged(directory, "variable"), f"{chdir} has no variable {name}"
+        for name in re.findall(r"-target=module\.(\w+)", rest):
+            assert name in merged(directory, "module"), f"{chdir} has no module {name}"
+
+
+def test_runbook_secrets_are_the_ones_terraform_creates() -> None:
+    """`gcloud secrets versions add|access` name secrets that Terraform declares."""
+    script = commands(ROOT / "docs/deploy-cloud-run.md")
+    named = set(re.findall(r"gcloud secrets versions add (\S+)", script))
+    named |= set(re.findall(r"--secret=(\S+)", script))
+    declared = {s["secret_id"] for s in variable_default(MODULES / "secrets", "secrets").values()}
+    assert named
+    assert named - declared == set()
+
+
+def test_runbook_admin_commands_parse() -> None:
+    """Every `txt2img-admin ...` line is accepted by the admin command's parser."""
+    from api.admin_cli import _parser
+
+    script = commands(ROOT / "docs/deploy-cloud-run.md")
+    lines = re.findall(r"txt2img-admin ([^\n|#)]+)", script)
+    assert len(lines) >= 5
+    for line in lines:
+        _parser().parse_args(line.split())
+
+
+def test_runbook_paths_and_make_targets_exist() -> None:
+    """Paths in backticks and `make` targets the runbook names exist in the repository."""
+    text = (ROOT / "docs/deploy-cloud-run.md").read_text()
+    paths = set(re.findall(r"`((?:terraform|docs|api|gpu_worker|dal)/[\w./-]*)`", text))
+    missing_paths = [p for p in paths if "*" not in p and not (ROOT / p).exists()]
+    assert missing_paths == []
+    targets = set(
+        re.findall(r"^make (\w[\w-]*)", commands(ROOT / "docs/deploy-cloud-run.md"), re.M)
+    )
+    makefile = (ROOT / "Makefile").read_text()
+    assert [t for t in targets if not re.search(rf"^{t}:", makefile, re.M)] == []
+
+
+def test_runbook_cloud_build_substitutions_exist() -> None:
+    """Substitutions the runbook passes to Cloud Build are declared by cloudbuild.yaml."""
+    script = commands(ROOT / "docs/deploy-cloud-run.md")
+    passed = set(re.findall(r"\b(_[A-Z_]+)=", script))
+    cloudbuild = (ROOT / "cloudbuild.yaml").read_text()
+    assert passed
+    assert [s for s in passed if not re.search(rf"^  {s}:", cloudbuild, re.M)] == []
+
+
 # --- formatting ----------------------------------------------------------------------------
 
 
