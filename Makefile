@@ -56,7 +56,7 @@ bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.da
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
 
-test: $(STAMP) services ## Run every test suite (unit, integration, e2e)
+test: $(STAMP) lint services ## make lint, then every test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest tests
 
 test-unit: $(STAMP) ## Unit tests only (no network, no model)
