@@ -33,7 +33,8 @@ class ClientRun:
 
 def _one_job(client: httpx.Client, body: dict[str, Any]) -> JobTiming:
     submitted = time.perf_counter()
-    created = client.post("/v1/jobs", json=body)
+    # One round trip: the API holds the answer until the job has finished (RFC 7240 wait).
+    created = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=30"})
     created.raise_for_status()
     job = created.json()
     while job["status"] not in ("succeeded", "failed", "canceled"):

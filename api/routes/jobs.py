@@ -12,6 +12,8 @@ from api.job_service import JobRequest
 from api.job_views import job_view
 from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from api.schemas import JobCreate, JobListOut, JobOut, Problem
+from api.wiring import Services
+from dal.records import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -45,13 +47,14 @@ def _check_idempotency_key(value: str | None) -> str | None:
     responses={
         200: {
             "model": JobOut,
-            "description": "An identical seeded request already succeeded; its job is returned.",
+            "description": "The job has already finished: an identical seeded request had "
+            "succeeded, or it finished within `Prefer: wait=N`.",
         },
         **_problems(400, 401, 413, 415, 422, 429, 503),
     },
     summary="Submit a text-to-image job",
 )
-def submit_job(
+async def submit_job(
     body: Annotated[JobCreate, Body()],
     request: Request,
     response: Response,
@@ -64,20 +67,34 @@ def submit_job(
             description="Retry-safe submission: the same key and body return the same job.",
         ),
     ] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N`: answer once the job has finished, or after N seconds at "
+            "most (RFC 7240); 200 if it finished, 202 if not yet.",
+        ),
+    ] = None,
 ) -> JobOut:
-    submitted = services.job_service.submit(
+    submitted = await run_in_threadpool(
+        services.job_service.submit,
         owner=principal.owner,
         request=JobRequest(**body.model_dump()),
         idempotency_key=_check_idempotency_key(idempotency_key),
     )
-    response.headers["Location"] = str(request.url_for("get_job", job_id=submitted.job.id))
+    job = submitted.job
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     if submitted.deduplicated:
         # An identical seeded request already succeeded: its images are the answer, now.
-        response.status_code = status.HTTP_200_OK
         response.headers["Deduplicated"] = "true"
     elif not submitted.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return job_view(submitted.job, services, str(request.base_url))
+    wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
+    if wait_s is not None:
+        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+        job = await _wait_until_finished(services, principal.owner, job, wait_s)
+    if job.status.is_terminal:
+        response.status_code = status.HTTP_200_OK
+    return await run_in_threadpool(job_view, job, services, str(request.base_url))
 
 
 @router.get(
@@ -136,17 +153,21 @@ async def get_job(
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        deadline = time.monotonic() + wait_s
-        poll = services.settings.prefer_wait_poll_s
-        while not job.status.is_terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await services.job_waits.wait(job_id, min(remaining, poll))
-            job = await run_in_threadpool(
-                services.job_service.get, owner=principal.owner, job_id=job_id
-            )
+        job = await _wait_until_finished(services, principal.owner, job, wait_s)
     return await run_in_threadpool(job_view, job, services, str(request.base_url))
+
+
+async def _wait_until_finished(services: Services, owner: str, job: Job, wait_s: float) -> Job:
+    """Re-read the job when the local runner says it ended, or every PREFER_WAIT_POLL_S."""
+    deadline = time.monotonic() + wait_s
+    poll = services.settings.prefer_wait_poll_s
+    while not job.status.is_terminal:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await services.job_waits.wait(job.id, min(remaining, poll))
+        job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
+    return job
 
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

@@ -275,3 +275,24 @@ class TestLongPoll:
         job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
         response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=999"))
         assert response.headers["preference-applied"] == "wait=0.2"
+
+    def test_submit_can_wait_for_the_result(self, api: ApiHarness) -> None:
+        """POST with Prefer: wait answers 200 with the finished job in one round trip."""
+        import threading
+        import time
+
+        def finish_soon() -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                ids = api.run_pending_jobs()
+                for job_id in ids:
+                    api.services.job_waits.notify(job_id)
+                if ids:
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=finish_soon).start()
+        response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers(Prefer="wait=10"))
+        assert response.status_code == 200
+        assert response.json()["status"] == "succeeded"
+        assert response.headers["preference-applied"] == "wait=10"
