@@ -14,7 +14,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-c
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run dev dev-down services bench model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup run run-selfhosted dev dev-down services bench model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ dev-down: $(STAMP) ## Stop whatever a previous `make dev` left running
 
 services: $(STAMP) ## Make sure Redis and PostgreSQL are up (started if not)
 	$(BIN)/python -m emulators services
+
+run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if down), Celery GPU worker, API (Ctrl-C stops)
+	$(BIN)/python -m emulators selfhosted
 
 bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
 	$(BIN)/python -m bench

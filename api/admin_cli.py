@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     letter_commands = letters.add_subparsers(dest="command", required=True)
     letter_commands.add_parser("list", help="list dead letters (they stay in the box)")
     for name, text in (
-        ("replay", "put jobs back on the jobs topic; they run again from queued"),
+        ("replay", "put jobs back on the jobs queue; they run again from queued"),
         ("purge", "drop dead letters for good; their jobs stay failed"),
     ):
         action = letter_commands.add_parser(name, help=text)
@@ -98,30 +98,19 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from api.dead_letter_replay import DeadLetterReplay, select
-    from dal.pubsub import DeadLetterBox, PubSubJobQueue
-    from dal.pubsub.client import make_publisher, make_subscriber, subscription_path, topic_path
+    from api.dead_letter_replay import build_replay, select
 
-    if settings.job_queue != "pubsub":
+    if settings.job_queue not in ("pubsub", "celery"):
         print(
-            f"error: dead letters exist with JOB_QUEUE=pubsub, not {settings.job_queue}",
+            f"error: dead letters exist with JOB_QUEUE=pubsub or celery, not {settings.job_queue}",
             file=sys.stderr,
         )
         return 2
     closers: list[Callable[[], None]] = []
-    jobs, _ = build_stores(settings, closers)
-    subscriber = make_subscriber()
-    publisher = make_publisher()
-    replay = DeadLetterReplay(
-        box=DeadLetterBox(
-            subscriber,
-            subscription_path(settings.gcp_project, settings.pubsub_dead_letter_subscription),
-        ),
-        jobs=jobs,
-        queue=PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic)),
-    )
     out = sys.stdout
     try:
+        jobs, _ = build_stores(settings, closers)
+        replay = build_replay(settings, jobs, closers)
         if args.command == "list":
             out.write("job_id\tdeliveries\tsource\tage_s\tstatus\tlast_error\n")
             for row in replay.rows():
@@ -139,9 +128,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         out.write(f"{len(results)} dead letter(s) selected\n")
         return 0
     finally:
-        subscriber.close()
-        publisher.stop()
-        for close in closers:
+        for close in reversed(closers):
             close()
 
 

@@ -1,19 +1,70 @@
-"""Operator view of dead letters: list them, replay them onto the jobs topic once the cause is
-fixed, or purge them. Every action has a dry run, and messages not acted on stay in the box."""
+"""Operator view of dead letters: list them, replay them onto the jobs queue once the cause is
+fixed, or purge them. Every action has a dry run, and messages not acted on stay in the box.
+
+The same replay serves every queue that dead-letters: Pub/Sub (the dead-letter subscription)
+and Celery (a Redis list). Each brings a box of letters and a way to requeue a reopened job;
+`build_replay` picks them from the settings.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from dal.errors import JobNotFound, TransitionConflict
 from dal.ports import JobStore
-from dal.pubsub import DeadLetter, DeadLetterBox, PubSubJobQueue, job_message
 from dal.records import Job, JobStatus, is_dead_lettered, utcnow
+from dal.settings import Settings
+
+if TYPE_CHECKING:
+    from dal.celery import CeleryDeadLetter
+    from dal.pubsub import DeadLetter
 
 log = logging.getLogger(__name__)
+
+
+class Letter(Protocol):
+    """One dead letter, whichever queue it came from."""
+
+    @property
+    def job_id(self) -> str | None: ...
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def delivery_count(self) -> int | None: ...
+
+    @property
+    def source_subscription(self) -> str | None:
+        """Where it came from: a Pub/Sub subscription, a Celery queue."""
+        ...
+
+    def age_s(self, now: datetime) -> float | None: ...
+
+
+L = TypeVar("L", bound=Letter)
+
+
+class LetterBox(Protocol[L]):
+    def take_all(self) -> Sequence[L]:
+        """Every letter waiting; each must then be acknowledged or released."""
+        ...
+
+    def acknowledge(self, letters: Iterable[L]) -> None:
+        """Done with these: remove them from the box."""
+        ...
+
+    def release(self, letters: Iterable[L]) -> None:
+        """Leave these in the box."""
+        ...
+
+
+# Put a job (reopened, queued) back on the jobs queue; the letter says how it travelled.
+Requeue = Callable[[Job, L], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +75,7 @@ class Selection:
     all: bool = False
     older_than_s: float | None = None
 
-    def matches(self, letter: DeadLetter, now: datetime) -> bool:
+    def matches(self, letter: Letter, now: datetime) -> bool:
         if not (self.all or (letter.job_id is not None and letter.job_id in self.job_ids)):
             return False
         if self.older_than_s is not None:
@@ -51,22 +102,22 @@ class ActionResult:
     detail: str
 
 
-class DeadLetterReplay:
+class DeadLetterReplay(Generic[L]):
     def __init__(
         self,
         *,
-        box: DeadLetterBox,
+        box: LetterBox[L],
         jobs: JobStore,
-        queue: PubSubJobQueue,
+        requeue: Requeue[L],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._box = box
         self._jobs = jobs
-        self._queue = queue
+        self._requeue = requeue
         self._clock = clock
 
     def rows(self) -> list[DeadLetterRow]:
-        letters = self._box.take_all()
+        letters = list(self._box.take_all())
         try:
             now = self._clock()
             return [self._row(letter, now) for letter in letters]
@@ -80,12 +131,12 @@ class DeadLetterReplay:
         return self._act(selection, dry_run=dry_run, replay=False)
 
     def _act(self, selection: Selection, *, dry_run: bool, replay: bool) -> list[ActionResult]:
-        letters = self._box.take_all()
+        letters = list(self._box.take_all())
         now = self._clock()
         chosen = [letter for letter in letters if selection.matches(letter, now)]
         untouched = [letter for letter in letters if letter not in chosen]
         results: list[ActionResult] = []
-        done: list[DeadLetter] = []
+        done: list[L] = []
         try:
             for letter in chosen:
                 if dry_run:
@@ -101,7 +152,7 @@ class DeadLetterReplay:
             self._box.release(untouched + [letter for letter in chosen if letter not in done])
         return results
 
-    def _replay_one(self, letter: DeadLetter) -> ActionResult:
+    def _replay_one(self, letter: L) -> ActionResult:
         if letter.job_id is None:
             return ActionResult(None, "skipped", "message names no job; purge it instead")
         try:
@@ -118,18 +169,17 @@ class DeadLetterReplay:
                 return ActionResult(
                     letter.job_id, "skipped", f"job changed meanwhile: {conflict.job.status}"
                 )
-        data, attributes = job_message(job)
-        self._queue.publish(data, {**letter.attributes_for_replay(), **attributes})
+        self._requeue(job, letter)
         log.info("replayed dead-lettered job %s", job.id)
         return ActionResult(job.id, "replayed", f"requeued after {job.attempts} attempts")
 
-    def _purge_one(self, letter: DeadLetter) -> ActionResult:
+    def _purge_one(self, letter: L) -> ActionResult:
         return ActionResult(letter.job_id, "purged", self._describe(letter))
 
-    def _describe(self, letter: DeadLetter) -> str:
+    def _describe(self, letter: L) -> str:
         return self._row(letter, self._clock()).last_error or "-"
 
-    def _row(self, letter: DeadLetter, now: datetime) -> DeadLetterRow:
+    def _row(self, letter: L, now: datetime) -> DeadLetterRow:
         job: Job | None = None
         if letter.job_id is not None:
             try:
@@ -153,3 +203,73 @@ class DeadLetterReplay:
 
 def select(job_ids: Collection[str], *, all_: bool, older_than_s: float | None) -> Selection:
     return Selection(job_ids=frozenset(job_ids), all=all_, older_than_s=older_than_s)
+
+
+class Replay(Protocol):
+    """What the admin command uses, whichever queue's letters it is about."""
+
+    def rows(self) -> list[DeadLetterRow]: ...
+
+    def replay(self, selection: Selection, *, dry_run: bool = False) -> list[ActionResult]: ...
+
+    def purge(self, selection: Selection, *, dry_run: bool = False) -> list[ActionResult]: ...
+
+
+def build_replay(settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]) -> Replay:
+    """The replay for the configured queue: JOB_QUEUE=pubsub (the dead-letter subscription,
+    republished to the jobs topic with the original attributes) or celery (the dead-letter
+    list, sent again as a task). Raises ValueError for a queue that keeps no dead letters."""
+    if settings.job_queue == "pubsub":
+        return _pubsub_replay(settings, jobs, closers)
+    if settings.job_queue == "celery":
+        return _celery_replay(settings, jobs, closers)
+    raise ValueError(
+        f"dead letters exist with JOB_QUEUE=pubsub or celery, not {settings.job_queue}"
+    )
+
+
+def _pubsub_replay(
+    settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]
+) -> DeadLetterReplay[DeadLetter]:
+    from dal.pubsub import DeadLetterBox, PubSubJobQueue, job_message
+    from dal.pubsub.client import make_publisher, make_subscriber, subscription_path, topic_path
+
+    subscriber = make_subscriber()
+    closers.append(subscriber.close)
+    publisher = make_publisher()
+    closers.append(publisher.stop)
+    queue = PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic))
+
+    def requeue(job: Job, letter: DeadLetter) -> None:
+        data, attributes = job_message(job)
+        queue.publish(data, {**letter.attributes_for_replay(), **attributes})
+
+    box = DeadLetterBox(
+        subscriber,
+        subscription_path(settings.gcp_project, settings.pubsub_dead_letter_subscription),
+    )
+    return DeadLetterReplay(box=box, jobs=jobs, requeue=requeue)
+
+
+def _celery_replay(
+    settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]
+) -> DeadLetterReplay[CeleryDeadLetter]:
+    from dal.celery import (
+        CeleryDeadLetterBox,
+        CeleryJobQueue,
+        dead_letter_redis_url,
+        make_celery_app,
+    )
+    from dal.redis.client import make_redis_client
+
+    client = make_redis_client(dead_letter_redis_url(settings))
+    closers.append(client.close)
+    app = make_celery_app(settings)
+    closers.append(app.close)
+    queue = CeleryJobQueue(app, queue=settings.celery_queue)
+
+    def requeue(job: Job, letter: CeleryDeadLetter) -> None:
+        queue.publish(job.id, traceparent=letter.traceparent)
+
+    box = CeleryDeadLetterBox(client, settings.celery_dead_letter_key)
+    return DeadLetterReplay(box=box, jobs=jobs, requeue=requeue)

@@ -104,8 +104,17 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         publisher = make_publisher()
         closers.append(lambda: publisher.stop())
         queue = PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic))
+    elif settings.job_queue == "celery":
+        # Sends tasks by name: the API imports neither the worker's task module nor torch.
+        from dal.celery import CeleryJobQueue, make_celery_app
+
+        celery_app = make_celery_app(settings)
+        closers.append(celery_app.close)
+        queue = CeleryJobQueue(celery_app, queue=settings.celery_queue)
     else:
-        raise UnsupportedAdapter("JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub")
+        raise UnsupportedAdapter(
+            "JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub, celery"
+        )
 
     job_service = JobService(
         jobs=jobs,
