@@ -213,8 +213,9 @@ class Settings(BaseSettings):
     )
     job_lease_s: float = Field(default=120.0, ge=5)
     duplicate_wait_s: float = Field(default=30.0, ge=0)
-    # Threads that take jobs off the inline queue; several let jobs share a batch.
-    inline_workers: int = Field(default=8, ge=1, le=64)
+    # Threads that take jobs off the inline queue: twice MAX_BATCH_SIZE lets one batch fill
+    # while the previous one runs.
+    inline_workers: int = Field(default=16, ge=1, le=64)
     progress_write_interval_s: float = Field(default=0.5, ge=0)
     cancel_check_interval_s: float = Field(default=0.25, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)

@@ -181,6 +181,7 @@ class BatchingGenerator:
         return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
 
     def _run(self, batch: list[_Pending]) -> None:
+        started = self._clock()
         try:
             results = self._engine.generate_batch(
                 [p.request for p in batch], on_step=self._dispatch_step(batch)
@@ -204,6 +205,12 @@ class BatchingGenerator:
             images = sum(len(p.request.seeds) for p in batch)
             self._images += images
             self._largest = max(self._largest, images)
+        log.debug(
+            "batch of %d image(s) in %.1f ms after waiting %.1f ms",
+            images,
+            (self._clock() - started) * 1000,
+            (started - batch[0].enqueued_at) * 1000,
+        )
         for pending, images_of_one in zip(batch, results, strict=True):
             if not pending.dropped:
                 pending.future.set_result(images_of_one)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +41,19 @@ def create_sql_engine(url: str, *, echo: bool = False, connect_timeout_s: int = 
     in_memory = not parsed.database or parsed.database == ":memory:"
     if not in_memory:
         Path(str(parsed.database)).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    pool: dict[str, Any] = (
+        # An in-memory database lives in one connection: share it, or every checkout is empty.
+        {"poolclass": StaticPool}
+        if in_memory
+        # The API's threadpool (40 threads), held long polls and the inline workers all share
+        # this engine; a pool smaller than that makes them queue for connections, not SQLite.
+        else {"pool_size": 48, "max_overflow": 16, "pool_timeout": 30}
+    )
     engine = create_engine(
         url,
         echo=echo,
-        # The API's threadpool and the inline worker share the engine.
         connect_args={"check_same_thread": False, "timeout": 30},
-        # An in-memory database lives in one connection: share it, or every checkout is empty.
-        poolclass=StaticPool if in_memory else None,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")
@@ -72,10 +81,31 @@ def _postgres_engine(url: URL, *, echo: bool, connect_timeout_s: int) -> Engine:
         pool_pre_ping=True,
         # Per process: the API's threadpool plus a worker's progress writes. Keep
         # (pool_size + max_overflow) x processes under the server's max_connections.
-        pool_size=5,
-        max_overflow=5,
+        pool_size=10,
+        max_overflow=30,
         # Waiting longer for a free connection than a client waits for an answer helps nobody.
         pool_timeout=10,
         # Cloud SQL and proxies drop idle connections; recycle before they do.
         pool_recycle=1800,
     )
+
+
+_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """Serialises this process's write transactions on SQLite.
+
+    SQLite admits one writer at a time; a second one waits in SQLite's busy handler, which
+    sleeps in growing steps (up to 100 ms) instead of waking when the lock frees. Queuing
+    writers on a Python lock instead keeps the embedded profile's latency flat under load.
+    Other databases handle concurrent writers themselves.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _write_locks_guard:
+        lock = _write_locks.get(engine)
+        if lock is None:
+            lock = _write_locks[engine] = threading.Lock()
+    return lock

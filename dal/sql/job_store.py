@@ -24,6 +24,7 @@ from dal.records import (
     is_dead_lettered,
     utcnow,
 )
+from dal.sql.engine import write_lock
 from dal.sql.schema import jobs
 
 
@@ -239,7 +240,7 @@ class SqlJobStore:
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         try:
-            with self._engine.begin() as conn:
+            with write_lock(self._engine), self._engine.begin() as conn:
                 yield conn
         except (OperationalError, SaInterfaceError) as exc:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dal.errors import NotFound, StoreUnavailable
 from dal.records import ApiKey
+from dal.sql.engine import write_lock
 from dal.sql.schema import api_keys
 
 
@@ -28,7 +29,7 @@ class SqlApiKeyStore:
             "revoked_at": key.revoked_at,
         }
         try:
-            with self._begin() as conn:
+            with self._begin(write=True) as conn:
                 conn.execute(insert(api_keys).values(**row))
         except IntegrityError as exc:
             raise ValueError("an API key with this id or hash already exists") from exc
@@ -51,7 +52,7 @@ class SqlApiKeyStore:
             return [_from_row(r) for r in conn.execute(query).mappings().all()]
 
     def revoke(self, key_id: str, *, at: datetime) -> ApiKey:
-        with self._begin() as conn:
+        with self._begin(write=True) as conn:
             conn.execute(
                 update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -63,9 +64,10 @@ class SqlApiKeyStore:
         return _from_row(row)
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        lock = write_lock(self._engine) if write else nullcontext()
         try:
-            with self._engine.begin() as conn:
+            with lock, self._engine.begin() as conn:
                 yield conn
         except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(f"key store unavailable: {exc.orig}") from exc

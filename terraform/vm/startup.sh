@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Startup script of the txt2img staging VM (Compute Engine, Ubuntu 22.04 LTS, one NVIDIA L4
 # or T4). It runs as root on every boot and is idempotent: it installs what is missing, then
-# (re)starts the compose stack with the images named in the instance metadata.
+# (re)starts the compose stack with the images named in the instance metadata, in one of two
+# modes (MODE, from the metadata txt2img-mode):
+#
+#   pubsub      the API publishes to Pub/Sub, the GPU worker pulls (`python -m gpu_worker
+#               --pull`); images in Cloud Storage. Compose profile `gpu`. The default.
+#   selfhosted  no Pub/Sub: the API publishes Celery tasks on Redis, the Celery GPU worker
+#               (`python -m gpu_worker.celery_worker`) runs them; PostgreSQL; images in the
+#               volume txt2img-blobs (BLOB_DIR). Compose profile `selfhosted`.
 #
 #   1. NVIDIA driver 535 (the branch Cloud Run's L4s run), Ubuntu's signed server build;
 #      reboots once if the kernel module cannot be loaded into the running kernel.
@@ -10,13 +17,17 @@
 #   4. Artifact Registry credentials (gcloud auth configure-docker).
 #   5. /etc/txt2img/app.env: the settings from metadata plus the secrets from Secret Manager.
 #   6. The model, when metadata names one in Cloud Storage (gcloud storage rsync).
-#   7. docker compose pull && up, with docker-compose.yml + compose.vm.yml from metadata.
+#   7. docker compose pull && up, with docker-compose.yml + compose.vm.yml from metadata;
+#      the other mode's worker is removed first (switching modes leaves no second worker on
+#      the GPU).
 #
 # Instance metadata it reads (docs/deploy-vm.md creates the VM with all of them):
 #   txt2img-api-image, txt2img-worker-image  image references (required)
 #   txt2img-compose, txt2img-compose-vm      docker-compose.yml and compose.vm.yml (required)
 #   txt2img-env                              KEY=VALUE settings of both processes (required)
-#   txt2img-profiles                         COMPOSE_PROFILES (default gpu,local-redis,local-postgres)
+#   txt2img-mode                             pubsub (default) or selfhosted
+#   txt2img-profiles                         COMPOSE_PROFILES (default gpu,local-redis,local-postgres;
+#                                            selfhosted,local-redis,local-postgres in selfhosted mode)
 #   txt2img-model-uri                        gs://BUCKET/FOLDER of a diffusers model (optional)
 #   txt2img-secret-prefix                    Secret Manager ids prefix (default txt2img)
 #
@@ -27,6 +38,8 @@ set -euo pipefail
 readonly ETC_DIR=/etc/txt2img
 readonly STACK_DIR=/opt/txt2img
 readonly DATA_DIR=/var/lib/txt2img
+# Where compose.vm.yml mounts the images volume in the self-hosted mode.
+readonly SELFHOSTED_BLOB_DIR=/var/lib/txt2img-blobs
 readonly DRIVER_BRANCH=535-server
 readonly DOCKER_KEY_FINGERPRINT=9DC858229FC7DD38854AE2D88D81803C0EBFCD88
 readonly NVIDIA_KEY_FINGERPRINT=C95B321B61E88C1809C4F759DDCAE044F796ECB0
@@ -162,13 +175,58 @@ env_value() {
   sed -n "s/^$1=//p" | tail -n 1 | sed -e "s/^'\(.*\)'$/\1/" -e 's/^"\(.*\)"$/\1/'
 }
 
+# read_mode: MODE from the metadata txt2img-mode, pubsub when unset.
+read_mode() {
+  local mode
+  mode="$(attribute txt2img-mode)"
+  mode="${mode:-pubsub}"
+  if [[ "${mode}" != pubsub && "${mode}" != selfhosted ]]; then
+    log "instance metadata txt2img-mode must be pubsub or selfhosted, not ${mode}" >&2
+    exit 1
+  fi
+  printf '%s' "${mode}"
+}
+
+# check_mode PROFILES SETTINGS: refuse Compose profiles or settings that belong to the other
+# mode (its worker would take the GPU, or the API would publish where no worker listens).
+check_mode() {
+  local profiles="$1" settings="$2" queue app_profile
+  if [[ "${MODE}" == selfhosted && ",${profiles}," != *",selfhosted,"* ]]; then
+    log "txt2img-mode=selfhosted needs the Compose profile selfhosted in txt2img-profiles" >&2
+    exit 1
+  fi
+  if [[ "${MODE}" == selfhosted && ",${profiles}," == *",gpu,"* ]] \
+    || [[ "${MODE}" == pubsub && ",${profiles}," == *",selfhosted,"* ]]; then
+    log "txt2img-profiles ${profiles} would start the other mode's worker (txt2img-mode=${MODE})" >&2
+    exit 1
+  fi
+  # JOB_QUEUE, else the one APP_ENV=selfhosted implies.
+  queue="$(env_value JOB_QUEUE <<<"${settings}")"
+  app_profile="$(env_value APP_ENV <<<"${settings}")"
+  if [[ -z "${queue}" && "${app_profile}" == selfhosted ]]; then
+    queue=celery
+  fi
+  if [[ "${MODE}" == selfhosted && "${queue}" != celery ]]; then
+    log "txt2img-mode=selfhosted needs JOB_QUEUE=celery in txt2img-env" >&2
+    exit 1
+  fi
+  if [[ "${MODE}" == pubsub && "${queue}" == celery ]]; then
+    log "JOB_QUEUE=celery in txt2img-env needs txt2img-mode=selfhosted" >&2
+    exit 1
+  fi
+}
+
 write_configuration() {
   local api_image worker_image profiles prefix model_uri app_env compose_env postgres_password
-  local settings pepper signing redis_url database_url model_path
+  local settings pepper signing redis_url database_url model_path blob_dir
   api_image="$(required_attribute txt2img-api-image)"
   worker_image="$(required_attribute txt2img-worker-image)"
   profiles="$(attribute txt2img-profiles)"
-  profiles="${profiles:-gpu,local-redis,local-postgres}"
+  if [[ "${MODE}" == selfhosted ]]; then
+    profiles="${profiles:-selfhosted,local-redis,local-postgres}"
+  else
+    profiles="${profiles:-gpu,local-redis,local-postgres}"
+  fi
   prefix="$(attribute txt2img-secret-prefix)"
   prefix="${prefix:-txt2img}"
   model_uri="$(attribute txt2img-model-uri)"
@@ -186,13 +244,16 @@ write_configuration() {
 
   # The operator's settings, then the secrets, then what the settings leave out: REDIS_URL
   # and DATABASE_URL of the local containers when their profiles are on, else from Secret
-  # Manager (PREFIX-redis-url, PREFIX-database-url); MODEL_PATH of the synced model.
+  # Manager (PREFIX-redis-url, PREFIX-database-url); MODEL_PATH of the synced model; in the
+  # self-hosted mode BLOB_DIR, the images volume.
   settings="$(required_attribute txt2img-env)"
+  check_mode "${profiles}" "${settings}"
   pepper="$(secret "${prefix}-api-key-pepper")"
   signing="$(secret "${prefix}-url-signing-secret")"
   redis_url="$(env_value REDIS_URL <<<"${settings}")"
   database_url="$(env_value DATABASE_URL <<<"${settings}")"
   model_path="$(env_value MODEL_PATH <<<"${settings}")"
+  blob_dir="$(env_value BLOB_DIR <<<"${settings}")"
   if [[ -z "${redis_url}" && ",${profiles}," == *",local-redis,"* ]]; then
     redis_url="redis://redis:6379/0"
   elif [[ -z "${redis_url}" ]]; then
@@ -206,6 +267,9 @@ write_configuration() {
   if [[ -z "${model_path}" && -n "${model_uri}" ]]; then
     model_path=/mnt/models/current
   fi
+  if [[ -z "${blob_dir}" && "${MODE}" == selfhosted ]]; then
+    blob_dir="${SELFHOSTED_BLOB_DIR}"
+  fi
 
   app_env="${ETC_DIR}/app.env"
   (
@@ -218,6 +282,9 @@ write_configuration() {
       env_line DATABASE_URL "${database_url}"
       if [[ -n "${model_path}" ]]; then
         env_line MODEL_PATH "${model_path}"
+      fi
+      if [[ -n "${blob_dir}" ]]; then
+        env_line BLOB_DIR "${blob_dir}"
       fi
     } >"${app_env}.new"
   )
@@ -257,6 +324,14 @@ start_stack() {
   export COMPOSE_PROFILES="${profiles}"
   local compose=(docker compose --env-file "${ETC_DIR}/compose.env"
     --file "${STACK_DIR}/docker-compose.yml" --file "${STACK_DIR}/compose.vm.yml")
+  # After a change of mode the other mode's worker would keep running (up leaves containers of
+  # services whose profile is off) and hold the GPU: remove it. Nothing to do when it is absent.
+  local other_worker=celery-worker
+  if [[ "${MODE}" == selfhosted ]]; then
+    other_worker=worker
+  fi
+  log "removing the ${other_worker} container, if any (txt2img-mode=${MODE})"
+  "${compose[@]}" rm --stop --force "${other_worker}"
   log "pulling images"
   "${compose[@]}" pull --quiet
   log "starting the stack"
@@ -268,6 +343,9 @@ main() {
   install_base_packages
   PROJECT_ID="$(metadata project/project-id)"
   readonly PROJECT_ID
+  MODE="$(read_mode)"
+  readonly MODE
+  log "mode: ${MODE}"
   install_nvidia_driver
   install_docker
   install_nvidia_container_toolkit

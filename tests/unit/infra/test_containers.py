@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -31,6 +32,7 @@ VM_DIR = ROOT / "terraform" / "vm"
 VM_COMPOSE = VM_DIR / "compose.vm.yml"
 STARTUP = VM_DIR / "startup.sh"
 DEPLOY_VM_DOC = ROOT / "docs" / "deploy-vm.md"
+CELERY_WORKER_MODULE = ROOT / "gpu_worker" / "celery_worker.py"
 SOURCE_DIRS = ("api", "dal", "gpu_worker", "emulators")
 PINNED_TAG = re.compile(r":(?!latest\b)[^:/@]*\d[^:/@]*(@sha256:[0-9a-f]{64})?$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -462,7 +464,7 @@ class TestCompose:
         assert "/readyz" in " ".join(compose["services"][name]["healthcheck"]["test"])
 
     def test_app_containers_are_hardened(self, compose: dict[str, Any]) -> None:
-        for name in ("api", "worker", "worker-cpu"):
+        for name in ("api", "worker", "worker-cpu", *SELFHOSTED_APPS):
             service = compose["services"][name]
             assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
             assert "no-new-privileges:true" in service["security_opt"], name
@@ -505,7 +507,293 @@ def _defines(module: str, name: str) -> bool:
     )
 
 
+# --- profiles and the self-hosted mode ---------------------------------------------------
+
+# The services of each mode, and those both use (no profile: always started).
+EMULATED_MODE = {"pubsub", "firestore", "gcs", "seed", "api"}
+SELFHOSTED_MODE = {"selfhosted-init", "api-selfhosted", "celery-worker"}
+SHARED = {"redis", "postgres"}
+SELFHOSTED_APPS = ("api-selfhosted", "celery-worker", "celery-worker-cpu")
+CELERY_WORKERS = ("celery-worker", "celery-worker-cpu")
+CELERY_WORKER_COMMAND = ["python", "-m", "gpu_worker.celery_worker"]
+BLOB_DIR = "/var/lib/txt2img-blobs"
+BLOB_VOLUME = "txt2img-blobs"
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def enabled(services: dict[str, Any], profiles: set[str]) -> set[str]:
+    """The services Compose starts with these profiles active (a service without any: always)."""
+    return {
+        name
+        for name, service in services.items()
+        if not service.get("profiles") or set(service["profiles"]) & profiles
+    }
+
+
+def with_defaults(value: str) -> str:
+    """A Compose value with every `${VAR:-default}` replaced by its default."""
+    return _DEFAULTED.sub(lambda m: m.group(2), value)
+
+
+def duration_s(value: str) -> float:
+    """A Compose duration (`300s`, `10m`, `1m30s`) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, value
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """A module-level constant, read without importing the module (no celery, no torch)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.name} defines no {name}")
+
+
+def image_uid(dockerfile: Path) -> int:
+    """The user id the image's processes run as (its last USER instruction)."""
+    users = [
+        i.args for i in parse_dockerfile(dockerfile).final_instructions() if i.keyword == "USER"
+    ]
+    return int(users[-1].split(":")[0])
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings read from exactly these variables (none leaks in from the test's environment)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def mounts(service: dict[str, Any]) -> list[str]:
+    return [str(volume) for volume in service.get("volumes", [])]
+
+
+class TestComposeProfiles:
+    @pytest.mark.parametrize(
+        ("profiles", "expected"),
+        [
+            ({"gpu"}, EMULATED_MODE | SHARED | {"worker"}),
+            ({"cpu"}, EMULATED_MODE | SHARED | {"worker-cpu"}),
+            ({"emulators"}, EMULATED_MODE | SHARED),
+            ({"selfhosted"}, SELFHOSTED_MODE | SHARED),
+            (
+                {"selfhosted-cpu"},
+                {"selfhosted-init", "api-selfhosted", "celery-worker-cpu"} | SHARED,
+            ),
+            (set(), SHARED),
+        ],
+        ids=["gpu", "cpu", "emulators", "selfhosted", "selfhosted-cpu", "none"],
+    )
+    def test_each_profile_starts_one_mode(
+        self, compose: dict[str, Any], profiles: set[str], expected: set[str]
+    ) -> None:
+        """`--profile selfhosted` starts no emulator; gpu and cpu start no Celery worker."""
+        assert enabled(compose["services"], profiles) == expected
+
+    @pytest.mark.parametrize(
+        "profiles", [{"gpu"}, {"cpu"}, {"emulators"}, {"selfhosted"}, {"selfhosted-cpu"}]
+    )
+    def test_every_dependency_is_started_too(
+        self, compose: dict[str, Any], profiles: set[str]
+    ) -> None:
+        services = compose["services"]
+        running = enabled(services, profiles)
+        for name in running:
+            depends = services[name].get("depends_on", {})
+            assert set(depends) <= running, (name, set(depends) - running)
+
+
+class TestSelfhostedCompose:
+    def test_the_celery_worker_runs_its_entry_point_without_a_port(
+        self, compose: dict[str, Any]
+    ) -> None:
+        for name in CELERY_WORKERS:
+            worker = compose["services"][name]
+            assert worker["command"] == CELERY_WORKER_COMMAND, name
+            assert "ports" not in worker and "WORKER_PORT" not in worker["environment"], name
+
+    def test_the_celery_worker_reserves_one_nvidia_gpu(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        gpu, cpu = services["celery-worker"], services["celery-worker-cpu"]
+        devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert gpu["profiles"] == ["selfhosted"]
+        assert "deploy" not in cpu and cpu["profiles"] == ["selfhosted-cpu"]
+        for key in ("image", "command", "environment", "volumes", "depends_on", "healthcheck"):
+            assert cpu[key] == gpu[key], key
+        assert gpu["image"] == services["worker"]["image"]
+
+    def test_api_and_worker_share_the_selfhosted_settings(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        api = dict(services["api-selfhosted"]["environment"])
+        assert api.pop("PORT") == "8080"
+        for name in CELERY_WORKERS:
+            assert services[name]["environment"] == api, name
+        known = {name.upper() for name in Settings.model_fields}
+        assert set(api) <= known
+        assert api["APP_ENV"] == "selfhosted"
+        assert api["REDIS_URL"] == "redis://redis:6379/0"
+        assert api["BLOB_DIR"] == BLOB_DIR
+        assert "MODEL_PATH" in api and "BOOTSTRAP_API_KEY" in api
+        assert with_defaults(api["CELERY_WORKER_CONCURRENCY"]) == "2"
+        assert not {key for key in api if key.endswith("_EMULATOR_HOST")}
+
+    def test_database_url_names_the_postgres_service(self, compose: dict[str, Any]) -> None:
+        """Same user, password (the same variable and default) and database as `postgres`."""
+        services = compose["services"]
+        raw = services["api-selfhosted"]["environment"]["DATABASE_URL"]
+        postgres = services["postgres"]["environment"]
+        url = urlsplit(with_defaults(raw))
+        assert url.scheme == "postgresql+psycopg"
+        assert (url.hostname, url.port) == ("postgres", 5432)
+        assert url.username == postgres["POSTGRES_USER"]
+        assert url.password == with_defaults(postgres["POSTGRES_PASSWORD"])
+        assert url.path == "/" + postgres["POSTGRES_DB"]
+        assert (
+            "${POSTGRES_PASSWORD" in raw and "${POSTGRES_PASSWORD" in postgres["POSTGRES_PASSWORD"]
+        )
+
+    def test_the_settings_pick_the_selfhosted_adapters(
+        self, compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        env = compose["services"]["celery-worker"]["environment"]
+        settings = settings_from({k: with_defaults(v) for k, v in env.items()}, monkeypatch)
+        assert (settings.job_queue, settings.job_store, settings.blob_store) == (
+            "celery",
+            "sql",
+            "filesystem",
+        )
+        assert (settings.rate_limiter, settings.request_cache) == ("redis", "redis")
+        assert settings.resolved_database_url.startswith("postgresql+psycopg://")
+        assert str(settings.resolved_blob_dir) == BLOB_DIR
+        assert settings.celery_visibility_timeout_s == 600
+        assert settings.job_lease_s < settings.celery_visibility_timeout_s
+
+    def test_the_stop_grace_period_covers_the_longest_generation(
+        self, compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The visibility timeout must exceed the longest generation plus the longest retry
+        countdown (capped at half the timeout): what is left is the longest generation, and
+        a warm shutdown must be allowed that long."""
+        worker = compose["services"]["celery-worker"]
+        env = worker["environment"]
+        settings = settings_from({k: with_defaults(v) for k, v in env.items()}, monkeypatch)
+        timeout = settings.celery_visibility_timeout_s
+        longest_generation = timeout - min(settings.celery_retry_backoff_max_s, timeout / 2)
+        assert duration_s(worker["stop_grace_period"]) >= longest_generation
+
+    def test_the_health_check_pings_the_workers_own_node(self, compose: dict[str, Any]) -> None:
+        check = compose["services"]["celery-worker"]["healthcheck"]
+        node = module_constant(CELERY_WORKER_MODULE, "DEFAULT_NODE_NAME")
+        assert node == "txt2img@%h"
+        # `$$` is Compose's escape: the shell in the container expands $HOSTNAME (Celery's %h).
+        destination = node.replace("%h", "$$HOSTNAME")
+        assert check["test"] == [
+            "CMD-SHELL",
+            f"celery -A gpu_worker.celery_worker:app inspect ping -d {destination} --timeout 5",
+        ]
+        assert duration_s(check["timeout"]) > 5
+        # Loading and warming the model comes first.
+        assert duration_s(check["start_period"]) >= 300
+
+    def test_api_and_worker_mount_one_blob_volume_read_write(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        assert BLOB_VOLUME in compose["volumes"]
+        for name in (*SELFHOSTED_APPS, "selfhosted-init"):
+            assert f"{BLOB_VOLUME}:{BLOB_DIR}" in mounts(services[name]), name
+        for name in ("api", "worker", "worker-cpu", "seed"):
+            assert not [m for m in mounts(services[name]) if m.startswith(BLOB_VOLUME)], name
+
+    def test_redis_keeps_the_broker_data(self, compose: dict[str, Any]) -> None:
+        """Append-only file in a volume, and no eviction: no queued task is lost or dropped."""
+        redis = compose["services"]["redis"]
+        command = redis["command"]
+        assert command[0] == "redis-server"
+        options = dict(zip(command[1::2], command[2::2], strict=True))
+        assert options["--appendonly"] == "yes"
+        assert options["--maxmemory-policy"] == "noeviction"
+        data = [m for m in mounts(redis) if m.endswith(":/data")]
+        assert data and data[0].split(":")[0] in compose["volumes"]
+        assert "redis" in enabled(compose["services"], {"selfhosted"})
+
+    @pytest.mark.parametrize("name", SELFHOSTED_APPS)
+    def test_services_wait_for_the_init_and_healthy_stores(
+        self, compose: dict[str, Any], name: str
+    ) -> None:
+        depends = compose["services"][name]["depends_on"]
+        assert depends == {
+            "selfhosted-init": {"condition": "service_completed_successfully"},
+            "redis": {"condition": "service_healthy"},
+            "postgres": {"condition": "service_healthy"},
+        }
+
+    def test_the_api_is_checked_and_published_like_the_emulated_one(
+        self, compose: dict[str, Any]
+    ) -> None:
+        services = compose["services"]
+        api, emulated = services["api-selfhosted"], services["api"]
+        assert api["healthcheck"] == emulated["healthcheck"]
+        assert api["ports"] == emulated["ports"]
+        assert "txt2img-data:/var/lib/txt2img:ro" in mounts(api)
+
+    def test_the_init_hands_the_blob_volume_to_the_images_user(
+        self, compose: dict[str, Any]
+    ) -> None:
+        """Root with CHOWN/SETUID/SETGID only, then the uid both images run as."""
+        init = compose["services"]["selfhosted-init"]
+        assert init["user"] == "0:0" and init["cap_drop"] == ["ALL"]
+        assert set(init["cap_add"]) == {"CHOWN", "SETGID", "SETUID"}
+        assert "no-new-privileges:true" in init["security_opt"]
+        assert init["environment"]["BLOB_DIR"] == BLOB_DIR
+        assert init["restart"] == "no"
+        script = init["command"][2]
+        tree = ast.parse(script)
+        uid = image_uid(API_DOCKERFILE)
+        assert uid == image_uid(WORKER_DOCKERFILE)
+        assert f"app_uid = app_gid = {uid}" in script
+        assert script.index("os.chown(") < script.index("os.setuid(")
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] in SOURCE_DIRS
+            ):
+                for alias in node.names:
+                    assert _defines(node.module, alias.name), f"{node.module}.{alias.name}"
+
+
 # --- the staging VM ---------------------------------------------------------------------
+
+
+def vm_services(compose: dict[str, Any]) -> dict[str, Any]:
+    """The services of docker-compose.yml + compose.vm.yml, as far as profiles go: every
+    `profiles` of the override is `!override` or `!reset` (TestStagingVm checks), so it
+    replaces the base's."""
+    vm = load_compose(VM_COMPOSE)["services"]
+    return {
+        name: {
+            **service,
+            **({"profiles": vm[name]["profiles"]} if "profiles" in vm.get(name, {}) else {}),
+        }
+        for name, service in compose["services"].items()
+    }
+
+
+def runbook_env_blocks() -> dict[str, str]:
+    """The `cat > NAME.env <<EOF ... EOF` blocks of the runbook, by file name."""
+    doc = DEPLOY_VM_DOC.read_text()
+    return dict(re.findall(r"cat > (\S+\.env) <<EOF\n(.*?)\nEOF", doc, flags=re.S))
+
+
+def selfhosted_section() -> str:
+    doc = DEPLOY_VM_DOC.read_text()
+    return doc.split("\n## Self-hosted mode (no Pub/Sub)\n", 1)[1].split("\n## ", 1)[0]
 
 
 class TestStagingVm:
@@ -516,11 +804,71 @@ class TestStagingVm:
         assert vm["redis"]["profiles"] == ["local-redis"]
         assert vm["postgres"]["profiles"] == ["local-postgres"]
         assert vm["worker"]["command"] == ["python", "-m", "gpu_worker", "--pull"]
-        for name in ("api", "worker"):
+        for name in ("api-selfhosted", "celery-worker-cpu"):
+            assert vm[name]["profiles"] == ["local-only"], name
+        for name in ("api", "worker", "celery-worker"):
             assert vm[name]["env_file"] == ["/etc/txt2img/app.env"], name
             assert vm[name]["environment"] == {}, name
             assert set(vm[name]["depends_on"]) <= set(compose["services"]), name
         assert set(vm) <= set(compose["services"])
+
+    def test_override_profiles_replace_the_base_ones(self) -> None:
+        """Compose appends a list from an override file to the base's unless `!override`
+        (or `!reset`, which leaves none: always started, as `api` on the VM in both modes)."""
+        lines = [line for line in VM_COMPOSE.read_text().splitlines() if "profiles:" in line]
+        assert lines
+        assert [line for line in lines if "!override" not in line and "!reset" not in line] == []
+        assert load_compose(VM_COMPOSE)["services"]["api"]["profiles"] == []
+
+    @pytest.mark.parametrize(
+        ("profiles", "expected"),
+        [
+            ({"gpu", "local-redis", "local-postgres"}, {"api", "worker"} | SHARED),
+            (
+                {"selfhosted", "local-redis", "local-postgres"},
+                {"api", "celery-worker", "selfhosted-init"} | SHARED,
+            ),
+            ({"gpu"}, {"api", "worker"}),
+            ({"selfhosted"}, {"api", "celery-worker", "selfhosted-init"}),
+        ],
+        ids=["pubsub", "selfhosted", "pubsub-managed", "selfhosted-managed"],
+    )
+    def test_each_mode_starts_its_own_worker_on_the_vm(
+        self, compose: dict[str, Any], profiles: set[str], expected: set[str]
+    ) -> None:
+        assert enabled(vm_services(compose), profiles) == expected
+
+    def test_the_celery_worker_reads_the_vm_settings_and_shares_the_blobs(
+        self, compose: dict[str, Any]
+    ) -> None:
+        vm = load_compose(VM_COMPOSE)["services"]
+        worker, api, init = vm["celery-worker"], vm["api"], vm["selfhosted-init"]
+        assert "command" not in worker  # docker-compose.yml's: python -m gpu_worker.celery_worker
+        assert compose["services"]["celery-worker"]["command"] == CELERY_WORKER_COMMAND
+        blob_mount = f"{BLOB_VOLUME}:{BLOB_DIR}"
+        assert mounts(worker) == ["/var/lib/txt2img/models:/mnt/models:ro", blob_mount]
+        assert mounts(api) == [blob_mount] and mounts(init) == [blob_mount]
+        assert init["environment"]["BLOB_DIR"] == BLOB_DIR
+        for service in (worker, api):
+            assert service["depends_on"]["selfhosted-init"] == {
+                "condition": "service_completed_successfully",
+                "required": False,
+            }
+            for store in ("redis", "postgres"):
+                assert service["depends_on"][store]["required"] is False, store
+        # The pull worker of the Pub/Sub mode does not wait for the self-hosted init.
+        assert "selfhosted-init" not in vm["worker"]["depends_on"]
+
+    def test_startup_script_has_a_mode_switch(self) -> None:
+        script = STARTUP.read_text()
+        assert "attribute txt2img-mode" in script and 'mode="${mode:-pubsub}"' in script
+        assert 'profiles="${profiles:-selfhosted,local-redis,local-postgres}"' in script
+        assert 'profiles="${profiles:-gpu,local-redis,local-postgres}"' in script
+        assert f"readonly SELFHOSTED_BLOB_DIR={BLOB_DIR}" in script
+        assert 'env_line BLOB_DIR "${blob_dir}"' in script
+        # Switching modes removes the other mode's worker: one worker per GPU.
+        assert 'rm --stop --force "${other_worker}"' in script
+        assert "other_worker=celery-worker" in script and "other_worker=worker" in script
 
     def test_startup_script_writes_what_the_override_reads(self) -> None:
         script = STARTUP.read_text()
@@ -537,11 +885,45 @@ class TestStagingVm:
         assert [key for key in sorted(keys) if key not in doc] == []
 
     def test_the_runbook_settings_are_settings(self) -> None:
-        """Every KEY in the runbook's vm.env is a field of dal/settings.py."""
-        doc = DEPLOY_VM_DOC.read_text()
-        block = doc.split("cat > vm.env <<EOF", 1)[1].split("\nEOF", 1)[0]
-        names = {line.split("=", 1)[0] for line in block.strip().splitlines()}
-        assert names and names <= {name.upper() for name in Settings.model_fields}
+        """Every KEY in the runbook's env files is a field of dal/settings.py."""
+        blocks = runbook_env_blocks()
+        assert set(blocks) == {"vm.env", "vm-selfhosted.env"}
+        for file, block in blocks.items():
+            names = {line.split("=", 1)[0] for line in block.strip().splitlines()}
+            assert names and names <= {name.upper() for name in Settings.model_fields}, file
+
+    def test_the_runbook_has_a_selfhosted_section(self) -> None:
+        section = selfhosted_section()
+        assert "txt2img-mode=selfhosted" in section
+        assert "txt2img-env=vm-selfhosted.env" in section
+        assert "export PROFILES=selfhosted,local-redis,local-postgres" in section
+        assert "celery -A gpu_worker.celery_worker:app inspect" in section
+        assert "gcloud pubsub" not in section and "gs://${BUCKET}" not in section
+        assert "(#self-hosted-mode-no-pubsub)" in DEPLOY_VM_DOC.read_text()
+
+    def test_the_selfhosted_runbook_settings_pass_the_production_checks(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """vm-selfhosted.env plus what startup.sh appends is a valid staging configuration
+        with the self-hosted adapters."""
+        block = runbook_env_blocks()["vm-selfhosted.env"]
+        block = block.replace("${SA}", "txt2img-vm@project.iam.gserviceaccount.com")
+        env = dict(line.split("=", 1) for line in block.strip().splitlines())
+        env |= {
+            "API_KEY_PEPPER": "a" * 64,
+            "URL_SIGNING_SECRET": "b" * 64,
+            "REDIS_URL": "redis://redis:6379/0",
+            "DATABASE_URL": "postgresql+psycopg://txt2img:pw@postgres:5432/txt2img",
+            "BLOB_DIR": BLOB_DIR,
+        }
+        settings = settings_from(env, monkeypatch)
+        assert settings.is_production
+        assert (settings.job_queue, settings.job_store, settings.blob_store) == (
+            "celery",
+            "sql",
+            "filesystem",
+        )
+        assert (settings.rate_limiter, settings.request_cache) == ("redis", "redis")
 
     def test_startup_script_is_shellcheck_clean(self) -> None:
         binary = tool("shellcheck")
