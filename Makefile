@@ -22,7 +22,6 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
 	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,dev]'
 	rm -f $(VENV)/.installed-*
@@ -31,7 +30,6 @@ $(STAMP): pyproject.toml
 # checkov in its own venv: it breaks when python-hcl2 (in .venv) shares its environment.
 $(CHECKOV_STAMP): tools/requirements-checkov.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/requirements-checkov.txt
 	rm -f $(CHECKOV_VENV)/.installed-*
 	touch $@
