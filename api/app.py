@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
 from api.problems import install_problem_handlers
-from api.routes import blobs, health, jobs
+from api.routes import blobs, events, health, jobs
 from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.settings import Settings
@@ -62,6 +62,7 @@ def create_app(
     app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(blobs.router)
     app.include_router(health.router)
 

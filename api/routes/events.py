@@ -1,0 +1,140 @@
+"""Server-Sent Events for one job: status and step progress until it ends.
+
+The stream re-reads the job store (never process memory), so it is right on every profile and
+behind any number of API instances. Where jobs run in this process, `JobWaits` wakes it the
+moment a job ends; progress is picked up by polling.
+
+Event ids grow with the job's state (`rank * 100000 + int(progress * 10000)`, rank queued 0,
+running 1, finished 2), so a client that reconnects with `Last-Event-ID: N` gets only newer
+events, and always the terminal one once the job has finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import PrincipalDep, ServicesDep, read_rate_limit
+from api.job_views import job_view
+from api.problems import PROBLEM_MEDIA_TYPE
+from api.routes.jobs import JobId
+from api.schemas import Problem
+from api.wiring import Services
+from dal.errors import NotFound
+from dal.records import Job, JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+EVENT_STREAM = "text/event-stream"
+HEARTBEAT_S = 15.0
+RETRY_MS = 2000
+MAX_POLL_S = 0.25
+_RANK = {JobStatus.QUEUED: 0, JobStatus.RUNNING: 1}
+
+
+class ProgressEvent(BaseModel):
+    id: str
+    status: JobStatus
+    progress: float
+    updated_at: datetime
+
+
+def event_id(job: Job) -> int:
+    rank = 2 if job.status.is_terminal else _RANK.get(job.status, 0)
+    progress = min(max(job.progress, 0.0), 1.0)
+    return rank * 100_000 + int(progress * 10_000)
+
+
+def _frame(event: str, eid: int, data: str) -> str:
+    return f"id: {eid}\nevent: {event}\ndata: {data}\n\n"
+
+
+def _last_event_id(value: str | None) -> int:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        return -1
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
+
+
+@router.get(
+    "/{job_id}/events",
+    dependencies=[Depends(read_rate_limit)],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `progress` while the job is queued or running "
+            "(data: id, status, progress, updated_at), then one `status` event with the "
+            "finished job, and the stream ends. Reconnect with `Last-Event-ID`.",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        },
+        **_problems(401, 404, 429, 503),
+    },
+    summary="Follow a job's progress as Server-Sent Events",
+)
+async def job_events(
+    job_id: JobId,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Resume: only events with a larger id are sent (the terminal one "
+            "always is).",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    # Unknown job or another owner's: a 404 problem, before any byte of the stream.
+    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+    headers = dict(response.headers)  # the rate-limit headers set by the dependency
+    headers.pop("content-length", None)
+    headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    stream = _events(request, services, principal.owner, job, _last_event_id(last_event_id))
+    return StreamingResponse(stream, media_type=EVENT_STREAM, headers=headers)
+
+
+async def _events(
+    request: Request, services: Services, owner: str, job: Job, last_id: int
+) -> AsyncIterator[str]:
+    settings = services.settings
+    poll = min(settings.prefer_wait_poll_s, MAX_POLL_S)
+    deadline = time.monotonic() + settings.prefer_wait_max_s * 10
+    yield f"retry: {RETRY_MS}\n\n"
+    last_write = time.monotonic()
+    while True:
+        eid = event_id(job)
+        if job.status.is_terminal:
+            view = await run_in_threadpool(job_view, job, services, str(request.base_url))
+            yield _frame("status", eid, view.model_dump_json())
+            return
+        if eid > last_id:
+            last_id = eid
+            data = ProgressEvent(
+                id=job.id, status=job.status, progress=job.progress, updated_at=job.updated_at
+            )
+            yield _frame("progress", eid, data.model_dump_json())
+            last_write = time.monotonic()
+        now = time.monotonic()
+        if now >= deadline or await request.is_disconnected():
+            return  # the client reconnects with Last-Event-ID
+        if now - last_write >= HEARTBEAT_S:
+            yield ": keep-alive\n\n"
+            last_write = now
+        await services.job_waits.wait(job.id, min(poll, max(deadline - now, 0.0)))
+        try:
+            job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
+        except NotFound:
+            return  # deleted meanwhile: a reconnect gets the 404
