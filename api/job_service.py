@@ -176,30 +176,31 @@ class JobService:
 
     def _idempotent_replay(self, owner: str, key: str, fingerprint: str) -> Submitted | None:
         """Fast path through the cache; the job store's unique key remains the guarantee."""
-        job_id = self._cache.get(idempotency_cache_key(owner, key))
-        if job_id is None:
-            return None
-        try:
-            existing = self._jobs.get(job_id)
-        except JobNotFound:
-            return None
-        if existing.owner != owner:
+        existing = self._cached_job(idempotency_cache_key(owner, key), owner)
+        if existing is None:
             return None
         if existing.request_fingerprint != fingerprint:
             raise IdempotencyConflict(key, existing)
         return Submitted(job=existing, created=False)
 
-    def _finished_identical(self, job: Job) -> Job | None:
-        """A succeeded job of this owner with exactly these parameters, seed and model."""
-        job_id = self._cache.get(finished_request_key(job.owner, job.model, job.params))
+    def _cached_job(self, cache_key: str, owner: str) -> Job | None:
+        """The owner's job the request cache names under `cache_key`, if it still exists."""
+        job_id = self._cache.get(cache_key)
         if job_id is None:
             return None
         try:
             existing = self._jobs.get(job_id)
         except JobNotFound:
             return None
+        return existing if existing.owner == owner else None
+
+    def _finished_identical(self, job: Job) -> Job | None:
+        """A succeeded job of this owner with exactly these parameters, seed and model."""
+        existing = self._cached_job(
+            finished_request_key(job.owner, job.model, job.params), job.owner
+        )
         if (
-            existing.owner != job.owner
+            existing is None
             or existing.status != JobStatus.SUCCEEDED
             or existing.params != job.params
             or existing.model != job.model

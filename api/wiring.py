@@ -22,6 +22,7 @@ from dal.factory import (
     build_request_cache,
     build_stores,
     build_url_signer,
+    close_all,
 )
 from dal.fail_open import FailOpenRateLimiter, FailOpenRequestCache
 from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
@@ -60,12 +61,7 @@ class Services:
         return timedelta(seconds=self.settings.signed_url_ttl_s)
 
     def close(self) -> None:
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception:
-                log.warning("error while shutting down", exc_info=True)
-        self._closers.clear()
+        close_all(self._closers)
 
 
 def build_services(settings: Settings, *, generator: ImageGenerator | None = None) -> Services:

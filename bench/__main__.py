@@ -16,13 +16,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench.clients import run_clients, submit_rate
 from bench.stats import ms, percentile
-from emulators.process import ServiceUnavailable, free_port, start_process, stop_service
+from emulators.process import (
+    ServiceUnavailable,
+    free_port,
+    http_ready,
+    start_process,
+    stop_service,
+    wait_until,
+)
+from emulators.stack import ensure_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789abcdef"
@@ -42,25 +49,6 @@ def run_json(module: str, *args: str, env: dict[str, str] | None = None) -> Any:
         env=env,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def ensure_tiny_model(path: Path) -> Path:
-    if not (path / "model_index.json").is_file():
-        run = [sys.executable, "-m", "gpu_worker.tiny_model", "--output", str(path)]
-        subprocess.run(run, cwd=REPO, check=True, capture_output=True)  # noqa: S603
-    return path
-
-
-def wait_ready(url: str, timeout: float = 180) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.05)
-    raise ServiceUnavailable(f"{url} not ready after {timeout} s")
 
 
 def service_env(data_dir: Path, model: Path, **extra: str) -> dict[str, str]:
@@ -143,7 +131,7 @@ def embedded(
         state_dir=work / "logs",
         env=env,
         timeout=180,
-        ready=lambda: _ready(url),
+        ready=lambda: http_ready(url),
     )
     try:
         counts = [1, 16] if batch_size > 1 else [16]
@@ -162,14 +150,6 @@ def embedded(
         return result
     finally:
         stop_service(service)
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def emulator_stack(
@@ -231,7 +211,8 @@ def cold_start(model: Path, work: Path) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ready(url), timeout=180, what="the worker", interval=0.05)
         split["worker_start_to_ready_s"] = round(time.perf_counter() - began, 3)
     finally:
         worker.terminate()

@@ -16,6 +16,16 @@ log = logging.getLogger(__name__)
 Closers = list[Callable[[], None]]
 
 
+def close_all(closers: Closers) -> None:
+    """Run shutdown hooks newest first, logging (not raising) their failures; empties the list."""
+    for closer in reversed(closers):
+        try:
+            closer()
+        except Exception:
+            log.warning("error while shutting down", exc_info=True)
+    closers.clear()
+
+
 class UnsupportedAdapter(RuntimeError):
     def __init__(self, variable: str, value: str, supported: str) -> None:
         super().__init__(f"{variable}={value} has no adapter (supported: {supported})")

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
+    except OSError:
+        return False
+
+
+def http_ready(url: str, timeout: float = 2.0) -> bool:
+    """True when GET {url}/readyz answers 200 (the API's and the worker's readiness probe)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as response:  # noqa: S310
+            return bool(response.status == 200)
     except OSError:
         return False
 

@@ -32,7 +32,7 @@ from emulators.process import (
     start_process,
     stop_service,
 )
-from emulators.stack import REPO_ROOT, _ensure_tiny_model, _redis_address, _start_app
+from emulators.stack import REPO_ROOT, _redis_address, _start_app, ensure_tiny_model
 
 __all__ = ["REPO_ROOT", "SelfhostedConfig", "SelfhostedStack", "start_selfhosted"]
 
@@ -174,7 +174,7 @@ def _start(config: SelfhostedConfig, started: list[Service], created: list[str])
             created.append(config.database)
         database_url = postgres.with_database(admin_url, config.database)
 
-    model_path = config.model_path or _ensure_tiny_model(data_dir / "models" / "tiny-sd")
+    model_path = config.model_path or ensure_tiny_model(data_dir / "models" / "tiny-sd")
     api_port = config.api_port or free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     api_key = config.api_key or "selfhosted-" + secrets.token_urlsafe(18)

@@ -11,7 +11,6 @@ import os
 import secrets
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from emulators.process import (
     Service,
     ServiceUnavailable,
     free_port,
+    http_ready,
     start_process,
     stop_service,
 )
@@ -108,7 +108,7 @@ def _start(config: StackConfig, started: list[Service]) -> Stack:
         from dal.gcs.signing import generate_local_signing_key
 
         generate_local_signing_key(key_file)
-    model_path = config.model_path or _ensure_tiny_model(data_dir / "models" / "tiny-sd")
+    model_path = config.model_path or ensure_tiny_model(data_dir / "models" / "tiny-sd")
 
     api_port = config.api_port or free_port()
     worker_port = config.worker_port or free_port()
@@ -166,14 +166,6 @@ def _start(config: StackConfig, started: list[Service]) -> Stack:
 
 def _start_app(name: str, module: str, url: str, env: dict[str, str], state_dir: Path) -> Service:
     host, port = url.removeprefix("http://").split(":")
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
     return start_process(
         f"{name}",
         [sys.executable, "-m", module],
@@ -181,12 +173,14 @@ def _start_app(name: str, module: str, url: str, env: dict[str, str], state_dir:
         port=int(port),
         state_dir=state_dir,
         env=env,
-        ready=ready,
+        ready=lambda: http_ready(url),
         timeout=180,
     )
 
 
-def _ensure_tiny_model(path: Path) -> Path:
+def ensure_tiny_model(path: Path) -> Path:
+    """The tiny development model at `path`, built in a subprocess (keeping torch out of the
+    caller) when it is not there yet."""
     if not (path / "model_index.json").is_file():
         subprocess.run(  # noqa: S603 - our own module, fixed arguments
             [sys.executable, "-m", "gpu_worker.tiny_model", "--output", str(path)],

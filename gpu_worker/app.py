@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dal.errors import StoreUnavailable
+from dal.health import run_checks
 from dal.settings import Settings
 from dal.trace_context import set_traceparent
 from gpu_worker.generation import ImageGenerator
@@ -103,13 +104,7 @@ def create_worker_app(
     @app.get("/readyz")
     def readyz(request: Request) -> Any:
         worker: WorkerServices = request.app.state.services
-        checks: dict[str, str] = {"model": "ok"}
-        for name, check in worker.readiness_checks.items():
-            try:
-                check()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"failing: {type(exc).__name__}"
+        checks = {"model": "ok", **run_checks(worker.readiness_checks)}
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if healthy else "failing", "checks": checks},

@@ -42,6 +42,7 @@ from dal.celery import (
 )
 from dal.celery.app import key_prefix
 from dal.errors import JobNotFound, StoreUnavailable
+from dal.factory import close_all
 from dal.log_redaction import install_log_redaction
 from dal.records import DEAD_LETTERED, is_dead_lettered, utcnow
 from dal.redis.client import make_redis_client
@@ -70,12 +71,7 @@ class CeleryRuntime:
 
     def close(self) -> None:
         """Close what the runtime opened (not the services, which their builder owns)."""
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception:
-                log.warning("error while shutting down", exc_info=True)
-        self._closers.clear()
+        close_all(self._closers)
 
 
 def build_runtime(settings: Settings, *, services: WorkerServices | None = None) -> CeleryRuntime:

@@ -18,6 +18,7 @@ from dal.factory import (
     build_request_cache,
     build_stores,
     build_url_signer,
+    close_all,
 )
 from dal.fail_open import FailOpenRequestCache
 from dal.ports import BlobStore, JobStore, RequestCache
@@ -144,12 +145,7 @@ class WorkerServices:
         return outcome
 
     def close(self) -> None:
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception:
-                log.warning("error while shutting down", exc_info=True)
-        self._closers.clear()
+        close_all(self._closers)
 
 
 def remember_finished_job(

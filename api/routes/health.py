@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from api.deps import ServicesDep
 from api.problems import PROBLEM_TYPES, ProblemError
 from api.schemas import HealthOut
+from dal.health import run_checks
 
 router = APIRouter(tags=["operations"])
 
@@ -24,13 +25,7 @@ def healthz() -> HealthOut:
     summary="Dependencies reachable, model loaded where this process runs jobs",
 )
 def readyz(services: ServicesDep) -> Any:
-    checks: dict[str, str] = {}
-    for name, check in services.readiness_checks.items():
-        try:
-            check()
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"failing: {type(exc).__name__}"
+    checks = run_checks(services.readiness_checks)
     if services.settings.job_queue == "inline":
         checks["model"] = "ok" if services.generator is not None else "failing: not loaded"
     healthy = all(v == "ok" for v in checks.values())

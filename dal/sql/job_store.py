@@ -123,15 +123,7 @@ class SqlJobStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected_set]))
             .values(**values)
         )
-        with self._begin() as conn:
-            result = conn.execute(statement)
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
-        if row is None:
-            raise JobNotFound(job_id)
-        job = _from_row(row)
-        if result.rowcount != 1:
-            raise TransitionConflict(job, expected_set)
-        return job
+        return self._conditional(job_id, statement, expected_set)
 
     def claim(self, job_id: str, *, lease_s: float) -> Job:
         now = self._clock()

@@ -1,0 +1,18 @@
+"""Readiness checks as every process reports them on /readyz."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+
+def run_checks(checks: Mapping[str, Callable[[], None]]) -> dict[str, str]:
+    """Each check's result: "ok", or "failing: <exception type>" (never the message, which may
+    name hosts or credentials)."""
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"failing: {type(exc).__name__}"
+    return results
