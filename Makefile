@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
-	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,otel,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
