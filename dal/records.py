@@ -129,6 +129,41 @@ class JobError:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One attempt to POST a job's outcome to its webhook_url, as recorded on the job."""
+
+    attempt: int
+    event: str
+    attempted_at: datetime
+    status_code: int | None = None  # None: no HTTP answer (refused, timed out)
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "event": self.event,
+            "attempted_at": self.attempted_at.isoformat(),
+            "status_code": self.status_code,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WebhookDelivery:
+        status_code = data.get("status_code")
+        return cls(
+            attempt=int(data["attempt"]),
+            event=str(data["event"]),
+            attempted_at=datetime.fromisoformat(str(data["attempted_at"])),
+            status_code=None if status_code is None else int(status_code),
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     owner: str
@@ -150,6 +185,11 @@ class Job:
     # Hash of the request as the client sent it, to tell a retry from a conflicting reuse of
     # the same Idempotency-Key.
     request_fingerprint: str | None = None
+    # Outbox marker: when the job's message was handed to the queue. A queued job without it
+    # after a grace period lost its publish (the API died in between) and is swept.
+    enqueued_at: datetime | None = None
+    webhook_url: str | None = None
+    webhook_deliveries: tuple[WebhookDelivery, ...] = ()
 
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)

@@ -45,6 +45,7 @@ from dal.records import (
     JobParams,
     JobStatus,
     Page,
+    WebhookDelivery,
     can_transition,
     is_dead_lettered,
     utcnow,
@@ -320,6 +321,9 @@ def _to_doc(job: Job) -> dict[str, Any]:
         "started_at": to_timestamp(job.started_at),
         "finished_at": to_timestamp(job.finished_at),
         "lease_expires_at": to_timestamp(job.lease_expires_at),
+        "enqueued_at": to_timestamp(job.enqueued_at),
+        "webhook_url": job.webhook_url,
+        "webhook_deliveries": [d.to_dict() for d in job.webhook_deliveries],
     }
 
 
@@ -343,4 +347,9 @@ def _from_snapshot(snapshot: DocumentSnapshot) -> Job:
         started_at=from_timestamp(data.get("started_at")),
         finished_at=from_timestamp(data.get("finished_at")),
         lease_expires_at=from_timestamp(data.get("lease_expires_at")),
+        enqueued_at=from_timestamp(data.get("enqueued_at")),
+        webhook_url=data.get("webhook_url"),
+        webhook_deliveries=tuple(
+            WebhookDelivery.from_dict(d) for d in data.get("webhook_deliveries") or ()
+        ),
     )

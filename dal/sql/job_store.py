@@ -20,6 +20,7 @@ from dal.records import (
     JobParams,
     JobStatus,
     Page,
+    WebhookDelivery,
     can_transition,
     is_dead_lettered,
     utcnow,
@@ -258,6 +259,9 @@ def _to_row(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "lease_expires_at": job.lease_expires_at,
+        "enqueued_at": job.enqueued_at,
+        "webhook_url": job.webhook_url,
+        "webhook_deliveries": [d.to_dict() for d in job.webhook_deliveries],
     }
 
 
@@ -279,4 +283,9 @@ def _from_row(row: Any) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         lease_expires_at=row["lease_expires_at"],
+        enqueued_at=row["enqueued_at"],
+        webhook_url=row["webhook_url"],
+        webhook_deliveries=tuple(
+            WebhookDelivery.from_dict(d) for d in row["webhook_deliveries"] or ()
+        ),
     )

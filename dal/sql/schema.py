@@ -62,10 +62,17 @@ jobs = Table(
     Column("started_at", UtcDateTime, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("lease_expires_at", UtcDateTime, nullable=True),
+    # Outbox marker: set once the job's message was handed to the queue (revision 0002).
+    Column("enqueued_at", UtcDateTime, nullable=True),
+    Column("webhook_url", Text, nullable=True),
+    # One entry per webhook delivery attempt, oldest first (revision 0002).
+    Column("webhook_deliveries", JSON, nullable=False, default=list),
     # NULL keys never collide, on SQLite and PostgreSQL alike.
     UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at"),
+    # Per-owner quotas count jobs in flight (revision 0002).
+    Index("ix_jobs_owner_status", "owner", "status"),
 )
 
 api_keys = Table(
