@@ -69,10 +69,11 @@ test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, th
 test-e2e: $(STAMP) services ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
-lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
+lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
 	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh
 	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \

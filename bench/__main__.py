@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
+import subprocess  # nosec B404 # runs our own modules; each call is checked (B603)
 import sys
 import tempfile
 import time
@@ -40,7 +40,7 @@ def log(message: str) -> None:
 
 
 def run_json(module: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    done = subprocess.run(  # noqa: S603 - our own modules, fixed arguments
+    done = subprocess.run(  # noqa: S603 - our own modules, fixed arguments  # nosec B603
         [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
@@ -203,7 +203,7 @@ def cold_start(model: Path, work: Path) -> dict[str, Any]:
         work / "cold", model, APP_ENV="test", JOB_QUEUE="pubsub", WORKER_PORT=str(port)
     )
     began = time.perf_counter()
-    worker = subprocess.Popen(
+    worker = subprocess.Popen(  # nosec B603 # our own module, fixed arguments
         [sys.executable, "-m", "gpu_worker"],
         cwd=REPO,
         env=env,

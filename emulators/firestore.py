@@ -33,7 +33,7 @@ START_TIMEOUT_S = 90.0
 def answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
     """Whether a Firestore emulator answers on HOST:PORT (its root URL says "Ok")."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=timeout) as response:  # nosec B310 # http URL built here
             body: bytes = response.read(64)
             return response.status == 200 and body.strip().startswith(b"Ok")
     except (OSError, ValueError):
@@ -96,7 +96,7 @@ def reset(host_port: str, project: str = DEFAULT_PROJECT, *, timeout: float = 10
     url = f"http://{host_port}/emulator/v1/projects/{quoted}/databases/(default)/documents"
     request = urllib.request.Request(url, method="DELETE")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310 # http URL built above
             response.read()
     except (OSError, ValueError) as exc:
         raise ServiceUnavailable(f"could not reset the Firestore emulator at {url}: {exc}") from exc

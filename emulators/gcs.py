@@ -108,7 +108,7 @@ def create_bucket(host_port: str, name: str, project: str = "local-project") -> 
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - see above
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - see above  # nosec B310
             return
     except urllib.error.HTTPError as exc:
         if exc.code == 409:  # already exists
@@ -126,7 +126,7 @@ def stop(service: Service) -> None:
 
 def _status(url: str, *, timeout: float) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local http
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local http  # nosec B310
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 # PostgreSQL's own tools; each call is checked (B603)
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -56,7 +56,7 @@ def ensure_running(
             f"nothing listens on {host}:{port} and pg_ctlcluster is not installed: {INSTALL_HINT}"
         )
     version, cluster = _cluster_for_port(port)
-    result = subprocess.run(  # noqa: S603 - fixed argv, cluster names read from pg_lsclusters
+    result = subprocess.run(  # noqa: S603 - fixed argv, cluster names read from pg_lsclusters  # nosec B603 B607
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "start"],  # noqa: S607
         capture_output=True,
         text=True,
@@ -84,7 +84,7 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Service:
 
 def _cluster_for_port(port: int) -> tuple[str, str]:
     """(version, name) of the pg_ctlcluster cluster configured for `port`."""
-    listing = subprocess.run(
+    listing = subprocess.run(  # nosec B603 B607 # fixed argv, found on PATH just before
         ["pg_lsclusters", "--no-header"],  # noqa: S607 - found on PATH just before
         capture_output=True,
         text=True,

@@ -236,7 +236,7 @@ def _build_tokenizer() -> Any:
         # Without model_max_length the tokenizer reports ~1e30 and max_length padding breaks.
         # (Files rather than CLIPTokenizer(vocab=..., merges=...): the file route works on both
         # the slow transformers 4 tokenizer and the tokenizers-backed one of transformers 5.)
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=_MAX_TOKENS)
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=_MAX_TOKENS)  # nosec B615 # a local folder written above, no hub
     # transformers 5 keeps these load-time flags and would write them into the saved
     # tokenizer_config.json, where they describe this build, not the model.
     for load_flag in ("is_local", "local_files_only"):

@@ -98,7 +98,7 @@ def run_transaction(
             if not aborted or attempt == max_attempts:
                 raise
         pause = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
-        time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+        time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret  # nosec B311
     raise AssertionError("unreachable")  # pragma: no cover
 
 
