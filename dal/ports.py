@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from dal.records import ApiKey, Job, JobChanges, JobError, JobStatus, Page
+from dal.records import ApiKey, Job, JobChanges, JobError, JobStatus, Page, WebhookDelivery
 
 
 class JobStore(Protocol):
@@ -72,8 +72,48 @@ class JobStore(Protocol):
         the record shows why (e.g. canceled)."""
         ...
 
+    # ---- webhooks ----
+
+    def record_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> Job:
+        """Append one webhook attempt to the job's deliveries, in any status, unless a
+        delivery of the same event already succeeded (then nothing is written: one success
+        per event). Returns the current record. Raises JobNotFound."""
+        ...
+
+    def list_owed_webhooks(
+        self, *, since: datetime, max_attempts: int, limit: int
+    ) -> Sequence[Job]:
+        """Finished jobs created at or after `since` whose webhook is still owed
+        (dal.webhooks.state.is_owed with `max_attempts`), oldest first, at most `limit`. For
+        the webhook redrive after a restart."""
+        ...
+
     def ping(self) -> None:
         """Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+    # ---- quotas ----
+
+    def count_in_flight(self, owner: str) -> int:
+        """How many of the owner's jobs are queued or running."""
+        ...
+
+    def count_images_since(self, owner: str, since: datetime) -> int:
+        """The sum of num_images over the owner's jobs created at or after `since`, in any
+        status except failed with code enqueue_failed (never handed to the workers)."""
+        ...
+
+    # ---- outbox ----
+
+    def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
+        """Record that the job's message was handed to the queue: set enqueued_at to `at`
+        unless it is set already (the first mark wins). Changes nothing else, in any status;
+        returns the current record. Raises JobNotFound."""
+        ...
+
+    def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
+        """Queued jobs whose enqueued_at is unset and created_at is before `created_before`,
+        oldest first: their publish may have been lost. For the outbox sweeper."""
         ...
 
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore import DocumentReference, DocumentSnapshot, Transaction
+from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 from dal.errors import IdempotencyKeyReused, InvalidCursor, JobNotFound, TransitionConflict
 from dal.firestore.client import (
+    BoundedTransaction,
     check_prefix,
     from_timestamp,
     hashed_id,
@@ -38,6 +39,8 @@ from dal.firestore.client import (
 )
 from dal.paging import decode_cursor, encode_cursor
 from dal.records import (
+    ENQUEUE_FAILED,
+    TERMINAL_STATUSES,
     ImageRef,
     Job,
     JobChanges,
@@ -50,6 +53,7 @@ from dal.records import (
     is_dead_lettered,
     utcnow,
 )
+from dal.webhooks.state import has_succeeded, is_owed
 
 STORE = "job store"
 DEFAULT_TIMEOUT_S = 10.0
@@ -231,10 +235,96 @@ class FirestoreJobStore:
 
         return self._update(job_id, compute, f"recording progress of job {job_id!r}")
 
+    def record_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            if has_succeeded(job, delivery.event):
+                return job
+            return job.with_changes(webhook_deliveries=(*job.webhook_deliveries, delivery))
+
+        return self._update(job_id, compute, f"recording a webhook delivery of job {job_id!r}")
+
+    def list_owed_webhooks(
+        self, *, since: datetime, max_attempts: int, limit: int
+    ) -> Sequence[Job]:
+        if limit < 1:
+            return []
+        # One query per finished status, each served by the (status, created_at) index that
+        # list_by_status uses; whether a delivery is owed lives in the list, so it is decided
+        # here.
+        owed: list[Job] = []
+        for status in sorted(TERMINAL_STATUSES):
+            query = (
+                self._jobs.where(filter=firestore.FieldFilter("status", "==", status.value))
+                .where(filter=firestore.FieldFilter("created_at", ">=", to_timestamp(since)))
+                .order_by("created_at", direction=firestore.Query.ASCENDING)
+                .order_by("__name__", direction=firestore.Query.ASCENDING)
+            )
+            with translate_errors(STORE, f"listing {status.value} jobs owing a webhook"):
+                for snapshot in query.stream(retry=self._retry, timeout=self._timeout_s):
+                    job = _from_snapshot(snapshot)
+                    if is_owed(job, max_attempts=max_attempts):
+                        owed.append(job)
+        owed.sort(key=lambda j: (j.created_at, j.id))
+        return owed[:limit]
+
     def ping(self) -> None:
         with translate_errors(STORE, "a ping"):
             # No retry: a health check should answer now.
             self._jobs.limit(1).get(retry=None, timeout=self._timeout_s)
+
+    # ---- quotas and the outbox ---------------------------------------------------------------
+
+    def count_in_flight(self, owner: str) -> int:
+        # A count aggregation: billed per 1000 index entries, no documents read.
+        query = self._jobs.where(filter=firestore.FieldFilter("owner", "==", owner)).where(
+            filter=firestore.FieldFilter(
+                "status", "in", [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+            )
+        )
+        with translate_errors(STORE, f"counting the jobs in flight of {owner!r}"):
+            return _aggregate(query.count(alias="n"), self._retry, self._timeout_s)
+
+    def count_images_since(self, owner: str, since: datetime) -> int:
+        # Sum aggregations over the top-level num_images (params is exempt from indexing):
+        # the day's jobs, minus those that failed enqueue_failed. Each has a composite index
+        # in firestore.indexes.json. Jobs written before num_images existed count 0.
+        mine = self._jobs.where(filter=firestore.FieldFilter("owner", "==", owner))
+        since_ts = to_timestamp(since)
+        everything = mine.where(filter=firestore.FieldFilter("created_at", ">=", since_ts))
+        never_queued = mine.where(
+            filter=firestore.FieldFilter("error.code", "==", ENQUEUE_FAILED)
+        ).where(filter=firestore.FieldFilter("created_at", ">=", since_ts))
+        with translate_errors(STORE, f"counting the images of {owner!r}"):
+            total = _aggregate(
+                everything.sum("num_images", alias="n"), self._retry, self._timeout_s
+            )
+            refunded = _aggregate(
+                never_queued.sum("num_images", alias="n"), self._retry, self._timeout_s
+            )
+        return total - refunded
+
+    def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            return job if job.enqueued_at is not None else job.with_changes(enqueued_at=at)
+
+        return self._update(job_id, compute, f"marking job {job_id!r} enqueued")
+
+    def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
+        if limit < 1:
+            return []
+        # Index (status, enqueued_at, created_at); a null filter matches only documents that
+        # hold enqueued_at = null, so jobs written before the field existed never match.
+        query = (
+            self._jobs.where(filter=firestore.FieldFilter("status", "==", JobStatus.QUEUED.value))
+            .where(filter=firestore.FieldFilter("enqueued_at", "==", None))
+            .where(filter=firestore.FieldFilter("created_at", "<", to_timestamp(created_before)))
+            .order_by("created_at", direction=firestore.Query.ASCENDING)
+            .order_by("__name__", direction=firestore.Query.ASCENDING)
+            .limit(limit)
+        )
+        with translate_errors(STORE, "listing unpublished jobs"):
+            snapshots = query.get(retry=self._retry, timeout=self._timeout_s)
+        return [_from_snapshot(s) for s in snapshots]
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -247,27 +337,40 @@ class FirestoreJobStore:
         return job
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
-        return run_transaction(self._client, function, *args, max_attempts=self._max_attempts)
+        return run_transaction(
+            self._client,
+            function,
+            *args,
+            max_attempts=self._max_attempts,
+            deadline_s=self._timeout_s,
+        )
+
+
+def _aggregate(query: Any, retry: Any, timeout_s: float) -> int:
+    """The single value of a one-aggregation query (a sum over nothing is 0)."""
+    results = query.get(retry=retry, timeout=timeout_s)
+    value = results[0][0].value if results and results[0] else 0
+    return int(value or 0)
 
 
 # ---- transaction bodies (re-run from the top on each retry; no side effects but writes) -----
 
 
 def _create_with_key(
-    transaction: Transaction,
+    transaction: BoundedTransaction,
     ref: DocumentReference,
     key_ref: DocumentReference,
     job: Job,
     data: dict[str, Any],
 ) -> None:
-    if ref.get(transaction=transaction).exists:
+    if transaction.get_document(ref).exists:
         # A duplicate id wins over a reused key, as in the other stores.
         raise ValueError(f"job {job.id!r} already exists")
-    key = key_ref.get(transaction=transaction)
+    key = transaction.get_document(key_ref)
     if key.exists:
         existing_id = (key.to_dict() or {}).get("job_id")
         if isinstance(existing_id, str) and is_valid_document_id(existing_id):
-            existing = ref.parent.document(existing_id).get(transaction=transaction)
+            existing = transaction.get_document(ref.parent.document(existing_id))
             if existing.exists:
                 raise IdempotencyKeyReused(_from_snapshot(existing))
         # The job it named is gone: the key is free again.
@@ -284,12 +387,12 @@ def _create_with_key(
 
 
 def _update_job(
-    transaction: Transaction,
+    transaction: BoundedTransaction,
     ref: DocumentReference,
     compute: Compute,
     clock: Callable[[], datetime],
 ) -> Job:
-    snapshot = ref.get(transaction=transaction)
+    snapshot = transaction.get_document(ref)
     if not snapshot.exists:
         raise JobNotFound(ref.id)
     current = _from_snapshot(snapshot)
@@ -322,6 +425,8 @@ def _to_doc(job: Job) -> dict[str, Any]:
         "finished_at": to_timestamp(job.finished_at),
         "lease_expires_at": to_timestamp(job.lease_expires_at),
         "enqueued_at": to_timestamp(job.enqueued_at),
+        # Top level for the daily image quota's sum aggregation (params is not indexed).
+        "num_images": int(job.params.num_images),
         "webhook_url": job.webhook_url,
         "webhook_deliveries": [d.to_dict() for d in job.webhook_deliveries],
     }

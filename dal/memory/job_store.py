@@ -7,15 +7,18 @@ from datetime import datetime, timedelta
 from dal.errors import IdempotencyKeyReused, JobNotFound, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor, sort_key
 from dal.records import (
+    ENQUEUE_FAILED,
     Job,
     JobChanges,
     JobError,
     JobStatus,
     Page,
+    WebhookDelivery,
     can_transition,
     is_dead_lettered,
     utcnow,
 )
+from dal.webhooks.state import has_succeeded, is_owed
 
 
 class MemoryJobStore:
@@ -138,11 +141,80 @@ class MemoryJobStore:
             self._jobs[job_id] = updated
             return updated
 
+    def record_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            if has_succeeded(job, delivery.event):
+                return job
+            updated = job.with_changes(webhook_deliveries=(*job.webhook_deliveries, delivery))
+            self._jobs[job_id] = updated
+            return updated
+
+    def list_owed_webhooks(
+        self, *, since: datetime, max_attempts: int, limit: int
+    ) -> Sequence[Job]:
+        with self._lock:
+            matching = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.created_at >= since and is_owed(j, max_attempts=max_attempts)
+                ),
+                key=sort_key,
+            )
+        return matching[: max(limit, 0)]
+
     def ping(self) -> None:
         return None
+
+    def count_in_flight(self, owner: str) -> int:
+        with self._lock:
+            return sum(
+                1
+                for j in self._jobs.values()
+                if j.owner == owner and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+            )
+
+    def count_images_since(self, owner: str, since: datetime) -> int:
+        with self._lock:
+            return sum(
+                j.params.num_images
+                for j in self._jobs.values()
+                if j.owner == owner and j.created_at >= since and not _enqueue_failed(j)
+            )
+
+    def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            if job.enqueued_at is None:
+                job = job.with_changes(enqueued_at=at)
+                self._jobs[job_id] = job
+            return job
+
+    def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
+        with self._lock:
+            matching = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.status == JobStatus.QUEUED
+                    and j.enqueued_at is None
+                    and j.created_at < created_before
+                ),
+                key=sort_key,
+            )
+        return matching[: max(limit, 0)]
 
     def _get_locked(self, job_id: str) -> Job:
         try:
             return self._jobs[job_id]
         except KeyError:
             raise JobNotFound(job_id) from None
+
+
+def _enqueue_failed(job: Job) -> bool:
+    return (
+        job.status == JobStatus.FAILED
+        and job.error is not None
+        and job.error.code == ENQUEUE_FAILED
+    )

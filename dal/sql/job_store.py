@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -13,6 +13,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from dal.errors import IdempotencyKeyReused, JobNotFound, StoreUnavailable, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor
 from dal.records import (
+    ENQUEUE_FAILED,
+    TERMINAL_STATUSES,
     ImageRef,
     Job,
     JobChanges,
@@ -27,6 +29,7 @@ from dal.records import (
 )
 from dal.sql.engine import write_lock
 from dal.sql.schema import jobs
+from dal.webhooks.state import has_succeeded, is_owed
 
 
 class SqlJobStore:
@@ -206,9 +209,106 @@ class SqlJobStore:
             raise JobNotFound(job_id)
         return _from_row(row)
 
+    def record_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> Job:
+        # Read and append under a row lock (PostgreSQL; SQLite writes are serialised anyway),
+        # so concurrent appends neither lose an attempt nor record a second success.
+        with self._begin() as conn:
+            query = select(jobs).where(jobs.c.id == job_id).with_for_update()
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                raise JobNotFound(job_id)
+            job = _from_row(row)
+            if has_succeeded(job, delivery.event):
+                return job
+            job = job.with_changes(webhook_deliveries=(*job.webhook_deliveries, delivery))
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(webhook_deliveries=[d.to_dict() for d in job.webhook_deliveries])
+            )
+        return job
+
+    def list_owed_webhooks(
+        self, *, since: datetime, max_attempts: int, limit: int
+    ) -> Sequence[Job]:
+        if limit < 1:
+            return []
+        # The (status, created_at) index bounds the scan to the window; whether a delivery is
+        # still owed lives in the JSON list, so it is decided here.
+        query = (
+            select(jobs)
+            .where(
+                jobs.c.status.in_([s.value for s in TERMINAL_STATUSES]),
+                jobs.c.created_at >= since,
+                jobs.c.webhook_url.is_not(None),
+            )
+            .order_by(jobs.c.created_at, jobs.c.id)
+        )
+        owed: list[Job] = []
+        with self._connect() as conn:
+            for row in conn.execute(query).mappings():
+                job = _from_row(row)
+                if is_owed(job, max_attempts=max_attempts):
+                    owed.append(job)
+                    if len(owed) >= limit:
+                        break
+        return owed
+
     def ping(self) -> None:
         with self._connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def count_in_flight(self, owner: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(jobs)
+            .where(
+                jobs.c.owner == owner,
+                jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            )
+        )
+        with self._connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_images_since(self, owner: str, since: datetime) -> int:
+        # Served by ix_jobs_owner_created; the JSON paths work on SQLite and PostgreSQL alike.
+        enqueue_failed = and_(
+            jobs.c.status == JobStatus.FAILED.value,
+            func.coalesce(jobs.c.error["code"].as_string(), "") == ENQUEUE_FAILED,
+        )
+        query = select(
+            func.coalesce(func.sum(func.coalesce(jobs.c.params["num_images"].as_integer(), 1)), 0)
+        ).where(jobs.c.owner == owner, jobs.c.created_at >= since, not_(enqueue_failed))
+        with self._connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
+        with self._begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.enqueued_at.is_(None))
+                .values(enqueued_at=at)
+            )
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _from_row(row)
+
+    def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
+        if limit < 1:
+            return []
+        query = (
+            select(jobs)
+            .where(
+                jobs.c.status == JobStatus.QUEUED.value,
+                jobs.c.enqueued_at.is_(None),
+                jobs.c.created_at < created_before,
+            )
+            .order_by(jobs.c.created_at, jobs.c.id)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [_from_row(r) for r in conn.execute(query).mappings().all()]
 
     def _exists(self, job_id: str) -> bool:
         with self._connect() as conn:

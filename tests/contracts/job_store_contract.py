@@ -23,10 +23,12 @@ from dal.records import (
     JobError,
     JobParams,
     JobStatus,
+    WebhookDelivery,
 )
 
 # Microseconds on purpose: adapters must keep them.
 T0 = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
+HOOK = "https://hooks.example.com/txt2img?tenant=7"
 
 
 class ManualClock:
@@ -561,6 +563,144 @@ class JobStoreContract:
         """record_progress on an id that does not exist raises JobNotFound."""
         with pytest.raises(JobNotFound):
             store.record_progress("no-such-job", 0.5)
+
+    # ---- webhook deliveries ------------------------------------------------------------------
+
+    def test_record_webhook_delivery_appends_attempts_in_order(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """Attempts are kept oldest first, every field round-tripping (microseconds too)."""
+        store.create(make_job("job-1", status=JobStatus.SUCCEEDED, webhook_url=HOOK))
+        first = WebhookDelivery(1, "job.succeeded", clock.advance(1), error="ConnectError: refused")
+        second = WebhookDelivery(2, "job.succeeded", clock.advance(1.5), status_code=500)
+        third = WebhookDelivery(3, "job.succeeded", clock.advance(2.25), status_code=204)
+        for delivery in (first, second, third):
+            returned = store.record_webhook_delivery("job-1", delivery)
+        assert returned.webhook_deliveries == (first, second, third)
+        stored = store.get("job-1")
+        assert stored.webhook_deliveries == (first, second, third)
+        assert stored.status == JobStatus.SUCCEEDED and stored.updated_at == T0
+
+    def test_record_webhook_delivery_after_a_success_of_the_event_writes_nothing(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """One success per event: a later attempt of that event is dropped, another event's
+        is recorded."""
+        store.create(make_job("job-1", status=JobStatus.FAILED, webhook_url=HOOK))
+        success = WebhookDelivery(1, "job.failed", clock.advance(1), status_code=200)
+        store.record_webhook_delivery("job-1", success)
+        again = store.record_webhook_delivery(
+            "job-1", WebhookDelivery(2, "job.failed", clock.advance(1), status_code=200)
+        )
+        assert again.webhook_deliveries == (success,)
+        assert store.get("job-1").webhook_deliveries == (success,)
+        other = WebhookDelivery(1, "job.succeeded", clock.advance(1), status_code=200)
+        assert store.record_webhook_delivery("job-1", other).webhook_deliveries == (
+            success,
+            other,
+        )
+
+    def test_transitions_keep_webhook_deliveries(self, store: JobStore, clock: ManualClock) -> None:
+        """Status changes never drop recorded deliveries."""
+        store.create(make_job("job-1", webhook_url=HOOK))
+        delivery = WebhookDelivery(1, "job.failed", clock.advance(1), status_code=503)
+        store.record_webhook_delivery("job-1", delivery)
+        store.claim("job-1", lease_s=30)
+        done = store.transition(
+            "job-1",
+            expected={JobStatus.RUNNING},
+            target=JobStatus.SUCCEEDED,
+            changes=JobChanges(progress=1.0, finished_at=clock.advance(1)),
+        )
+        assert done.webhook_deliveries == (delivery,)
+        assert store.get("job-1").webhook_deliveries == (delivery,)
+        assert store.get("job-1").webhook_url == HOOK
+
+    def test_record_webhook_delivery_on_missing_job_raises_job_not_found(
+        self, store: JobStore
+    ) -> None:
+        """Recording on an id that does not exist raises JobNotFound."""
+        with pytest.raises(JobNotFound):
+            store.record_webhook_delivery(
+                "no-such-job", WebhookDelivery(1, "job.succeeded", T0, status_code=200)
+            )
+
+    def test_concurrent_successes_record_exactly_one(self, store: JobStore) -> None:
+        """Of several concurrent successes of one event, exactly one is recorded."""
+        store.create(make_job("job-1", status=JobStatus.SUCCEEDED, webhook_url=HOOK))
+        barrier = threading.Barrier(6)
+
+        def record(n: int) -> None:
+            barrier.wait()
+            store.record_webhook_delivery(
+                "job-1", WebhookDelivery(n, "job.succeeded", T0, status_code=200)
+            )
+
+        threads = [threading.Thread(target=record, args=(n,)) for n in range(1, 7)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(store.get("job-1").webhook_deliveries) == 1
+
+    def test_list_owed_webhooks_finds_finished_jobs_still_owing_oldest_first(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """Finished, with a URL, in the window, no success and attempts left; oldest first."""
+
+        def at(minutes: int) -> datetime:
+            return T0 + timedelta(minutes=minutes)
+
+        def failed_attempts(event: str, count: int) -> tuple[WebhookDelivery, ...]:
+            return tuple(
+                WebhookDelivery(n, event, T0, status_code=500) for n in range(1, count + 1)
+            )
+
+        ok = WebhookDelivery(1, "job.canceled", T0, status_code=200)
+        jobs = [
+            make_job("too-old", created_at=at(0), status=JobStatus.SUCCEEDED, webhook_url=HOOK),
+            make_job("owed-late", created_at=at(9), status=JobStatus.FAILED, webhook_url=HOOK),
+            make_job("queued", created_at=at(2), webhook_url=HOOK),
+            make_job("no-url", created_at=at(3), status=JobStatus.SUCCEEDED),
+            make_job("owed-early", created_at=at(4), status=JobStatus.SUCCEEDED, webhook_url=HOOK),
+            make_job(
+                "delivered",
+                created_at=at(5),
+                status=JobStatus.CANCELED,
+                webhook_url=HOOK,
+                webhook_deliveries=(ok,),
+            ),
+            make_job(
+                "given-up",
+                created_at=at(6),
+                status=JobStatus.SUCCEEDED,
+                webhook_url=HOOK,
+                webhook_deliveries=failed_attempts("job.succeeded", 3),
+            ),
+            make_job(
+                "retrying",
+                created_at=at(7),
+                status=JobStatus.CANCELED,
+                webhook_url=HOOK,
+                webhook_deliveries=failed_attempts("job.canceled", 2),
+            ),
+            # Its earlier event was delivered; the event of its current status is owed.
+            make_job(
+                "new-event",
+                created_at=at(8),
+                status=JobStatus.SUCCEEDED,
+                webhook_url=HOOK,
+                webhook_deliveries=(WebhookDelivery(1, "job.failed", T0, status_code=204),),
+            ),
+        ]
+        for job in jobs:
+            store.create(job)
+
+        owed = store.list_owed_webhooks(since=at(1), max_attempts=3, limit=10)
+        assert [j.id for j in owed] == ["owed-early", "retrying", "new-event", "owed-late"]
+        limited = store.list_owed_webhooks(since=at(1), max_attempts=3, limit=2)
+        assert [j.id for j in limited] == ["owed-early", "retrying"]
+        assert store.list_owed_webhooks(since=at(10), max_attempts=3, limit=10) == []
 
     def test_ping_succeeds(self, store: JobStore) -> None:
         """ping returns without error on a reachable store."""
