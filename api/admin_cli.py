@@ -1,5 +1,5 @@
-"""Operator commands: `txt2img-admin keys create|list|revoke` and
-`txt2img-admin dead-letters list|replay|purge`.
+"""Operator commands: `txt2img-admin keys create|list|revoke`,
+`txt2img-admin dead-letters list|replay|purge` and `txt2img-admin outbox sweep`.
 
 Talks to the configured job store directly (same settings as the API), so run it where the
 API's database is reachable. `keys create` prints the new key alone on its last line: it is
@@ -37,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key and print it (once)")
     create.add_argument("--owner", required=True, help="whose jobs the key creates and sees")
     create.add_argument("--label", default="", help="a note for operators")
+    create.add_argument(
+        "--max-in-flight",
+        type=_quota,
+        metavar="N",
+        help="jobs its owner may have queued or running (0: unlimited; QUOTA_MAX_IN_FLIGHT)",
+    )
+    create.add_argument(
+        "--images-per-day",
+        type=_quota,
+        metavar="N",
+        help="images per UTC day for its owner (0: unlimited; QUOTA_IMAGES_PER_DAY)",
+    )
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--owner")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id, effective at once")
@@ -55,7 +67,32 @@ def _parser() -> argparse.ArgumentParser:
         which.add_argument("--all", action="store_true", help="every dead letter")
         action.add_argument("--older-than", type=float, metavar="SECONDS", default=None)
         action.add_argument("--dry-run", action="store_true", help="say what would happen")
+
+    outbox = commands.add_parser("outbox", help="jobs recorded but never published")
+    outbox_commands = outbox.add_subparsers(dest="command", required=True)
+    sweep = outbox_commands.add_parser(
+        "sweep",
+        help="publish queued jobs older than OUTBOX_GRACE_S that were never published; fail "
+        "those older than OUTBOX_GIVE_UP_S",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="say what would happen")
     return parser
+
+
+def _quota(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (unlimited) or more")
+    return value
+
+
+def _quota_cell(value: int | None) -> str:
+    if value is None:
+        return "default"
+    return "unlimited" if value == 0 else str(value)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
@@ -63,6 +100,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     settings = settings or Settings()
     if args.group == "dead-letters":
         return _dead_letters(args, settings)
+    if args.group == "outbox":
+        return _outbox(args, settings)
     service, closers = _key_service(settings)
     out = sys.stdout
     try:
@@ -71,17 +110,23 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
             if not owner or len(owner) > 128:
                 print("error: --owner must be 1-128 characters", file=sys.stderr)
                 return 2
-            issued = service.issue(owner=owner, label=args.label)
+            issued = service.issue(
+                owner=owner,
+                label=args.label,
+                max_in_flight=args.max_in_flight,
+                images_per_day=args.images_per_day,
+            )
             out.write(f"created key {issued.record.id} for owner {owner}\n")
             out.write(issued.secret + "\n")
         elif args.command == "list":
-            out.write("id\towner\tcreated_at\tstatus\tlabel\n")
+            out.write("id\towner\tcreated_at\tstatus\tmax_in_flight\timages_per_day\tlabel\n")
             for key in service.list_keys(args.owner):
                 state = (
                     "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
                 )
                 out.write(
                     f"{key.id}\t{key.owner}\t{key.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}\t"
+                    f"{_quota_cell(key.max_in_flight)}\t{_quota_cell(key.images_per_day)}\t"
                     f"{key.label}\n"
                 )
         elif args.command == "revoke":
@@ -126,6 +171,38 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         for result in results:
             out.write(f"{result.action}\t{result.job_id or '-'}\t{result.detail}\n")
         out.write(f"{len(results)} dead letter(s) selected\n")
+        return 0
+    finally:
+        for close in reversed(closers):
+            close()
+
+
+def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    from api.outbox_sweeper import OutboxSweeper
+    from dal.factory import build_broker_queue
+
+    if settings.job_queue not in ("pubsub", "celery"):
+        # The inline queue lives in the API process, which re-runs queued jobs when it starts.
+        queue = settings.job_queue
+        print(
+            f"error: the outbox is swept with JOB_QUEUE=pubsub or celery, not {queue}",
+            file=sys.stderr,
+        )
+        return 2
+    closers: list[Callable[[], None]] = []
+    out = sys.stdout
+    try:
+        jobs, _ = build_stores(settings, closers)
+        sweeper = OutboxSweeper(
+            jobs,
+            build_broker_queue(settings, closers),
+            grace_s=settings.outbox_grace_s,
+            give_up_s=settings.outbox_give_up_s,
+        )
+        results = sweeper.sweep(dry_run=args.dry_run)
+        for result in results:
+            out.write(f"{result.action}\t{result.job_id}\t{result.detail}\n")
+        out.write(f"{len(results)} unpublished job(s) found\n")
         return 0
     finally:
         for close in reversed(closers):

@@ -29,6 +29,9 @@ class Principal:
 
     owner: str
     key_id: str
+    # The key's quota overrides (None: the service's defaults).
+    max_in_flight: int | None = None
+    images_per_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +60,26 @@ class ApiKeyService:
             return None
         if not found.is_active:
             return None
-        return Principal(owner=found.owner, key_id=found.id)
+        return Principal(
+            owner=found.owner,
+            key_id=found.id,
+            max_in_flight=found.max_in_flight,
+            images_per_day=found.images_per_day,
+        )
 
-    def issue(self, *, owner: str, label: str = "", secret: str | None = None) -> IssuedKey:
+    def issue(
+        self,
+        *,
+        owner: str,
+        label: str = "",
+        secret: str | None = None,
+        max_in_flight: int | None = None,
+        images_per_day: int | None = None,
+    ) -> IssuedKey:
+        """Mint a key; the quota overrides are None (the defaults), 0 (unlimited) or a limit."""
+        for name, value in (("max_in_flight", max_in_flight), ("images_per_day", images_per_day)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be 0 (unlimited) or more")
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(
             id="key_" + secrets.token_hex(8),
@@ -67,6 +87,8 @@ class ApiKeyService:
             key_hash=hash_api_key(self._pepper, secret),
             label=label,
             created_at=self._clock(),
+            max_in_flight=max_in_flight,
+            images_per_day=images_per_day,
         )
         self._store.add(record)
         return IssuedKey(record=record, secret=secret)

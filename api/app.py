@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
+from api.outbox_sweeper import sweep_periodically
 from api.problems import install_problem_handlers
 from api.routes import blobs, events, health, jobs
 from api.trace_middleware import TraceContextMiddleware
@@ -24,6 +27,23 @@ images through their signed URLs.
 Authenticate with `Authorization: Bearer <API key>`. Errors are RFC 9457 `application/problem+json`
 documents with a stable `code`.
 """
+
+
+@asynccontextmanager
+async def outbox_sweeping(services: Services) -> AsyncIterator[None]:
+    """Run the outbox sweeper in the background while the app serves (OUTBOX_SWEEP_INTERVAL_S;
+    0 disables it). It only runs while the process does: see docs/operations.md."""
+    interval = services.settings.outbox_sweep_interval_s
+    if interval <= 0:
+        yield
+        return
+    task = asyncio.create_task(sweep_periodically(services.outbox, interval))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(
@@ -41,13 +61,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            yield
+            async with outbox_sweeping(services):
+                yield
             return
         # Loading the model and opening stores block: keep the event loop free meanwhile.
         built = await run_in_threadpool(build_services, settings, generator=generator)
         app.state.services = built
         try:
-            yield
+            async with outbox_sweeping(built):
+                yield
         finally:
             await run_in_threadpool(built.close)
 

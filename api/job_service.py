@@ -6,17 +6,20 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from api.quotas import QuotaLimits, check_quotas
 from dal.errors import (
     IdempotencyKeyReused,
     JobNotFound,
     StoreUnavailable,
     TransitionConflict,
 )
+from dal.failpoints import Failpoints
 from dal.ports import JobQueue, JobStore, RequestCache
 from dal.records import Job, JobChanges, JobError, JobParams, JobStatus, Page, utcnow
 from dal.request_keys import finished_request_key, idempotency_cache_key
@@ -105,6 +108,7 @@ class JobService:
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_job_id,
         new_seed: Callable[[], int] = random_seed,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._jobs = jobs
         self._queue = queue
@@ -116,10 +120,23 @@ class JobService:
         self._clock = clock
         self._new_id = new_id
         self._new_seed = new_seed
+        self._failpoints = failpoints or Failpoints()
+        # Quota check and create run under the owner's stripe, so one process never admits
+        # two submissions on the same count; across processes the overshoot is bounded by
+        # their number (docs/api.md).
+        self._quota_stripes = tuple(threading.Lock() for _ in range(64))
 
     def submit(
-        self, *, owner: str, request: JobRequest, idempotency_key: str | None = None
+        self,
+        *,
+        owner: str,
+        request: JobRequest,
+        idempotency_key: str | None = None,
+        quota: QuotaLimits | None = None,
     ) -> Submitted:
+        """Record the job, hand it to the queue, then mark it enqueued (the outbox marker: a
+        queued job without it after OUTBOX_GRACE_S lost its publish and is swept). Raises
+        QuotaExceeded, before anything is recorded, when `quota` forbids the job."""
         fingerprint = request.fingerprint()
         if idempotency_key is not None:
             replay = self._idempotent_replay(owner, idempotency_key, fingerprint)
@@ -153,7 +170,7 @@ class JobService:
             if finished is not None:
                 return Submitted(job=finished, created=False, deduplicated=True)
         try:
-            self._jobs.create(job)
+            self._create_within_quota(job, quota)
         except IdempotencyKeyReused as reused:
             if reused.existing.request_fingerprint != fingerprint:
                 raise IdempotencyConflict(str(idempotency_key), reused.existing) from None
@@ -165,6 +182,7 @@ class JobService:
                 ttl_s=self._idempotency_ttl_s,
             )
 
+        self._failpoints.hit("after_job_recorded")
         try:
             self._queue.enqueue(job)
         except StoreUnavailable as exc:
@@ -172,7 +190,30 @@ class JobService:
             log.error("could not enqueue job %s: %s", job.id, exc)
             failed = self._mark_enqueue_failed(job)
             raise QueueUnavailable(failed) from exc
-        return Submitted(job=job, created=True)
+        return Submitted(job=self._mark_enqueued(job), created=True)
+
+    def _create_within_quota(self, job: Job, quota: QuotaLimits | None) -> None:
+        if quota is None or quota.unlimited:
+            self._jobs.create(job)
+            return
+        with self._quota_stripes[hash(job.owner) % len(self._quota_stripes)]:
+            check_quotas(
+                self._jobs,
+                owner=job.owner,
+                limits=quota,
+                num_images=job.params.num_images,
+                now=job.created_at,
+            )
+            self._jobs.create(job)
+
+    def _mark_enqueued(self, job: Job) -> Job:
+        try:
+            return self._jobs.mark_enqueued(job.id, at=self._clock())
+        except StoreUnavailable as exc:
+            # The message is out; without the marker the sweeper publishes it once more,
+            # which the workers' exactly-once claim makes harmless.
+            log.warning("job %s was queued but not marked enqueued: %s", job.id, exc)
+            return job
 
     def _idempotent_replay(self, owner: str, key: str, fingerprint: str) -> Submitted | None:
         """Fast path through the cache; the job store's unique key remains the guarantee."""

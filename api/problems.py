@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.job_service import IdempotencyConflict, JobAlreadyFinished, QueueUnavailable
+from api.quotas import DailyImageQuotaExceeded, QuotaExceeded
 from dal.errors import InvalidCursor, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation-error": (422, "Request validation failed"),
     "idempotency-key-reused": (422, "Idempotency-Key reused with a different request"),
     "rate-limited": (429, "Too many requests"),
+    "quota-in-flight-exceeded": (429, "Too many jobs in flight"),
+    "quota-images-per-day-exceeded": (429, "Daily image quota exceeded"),
     "internal-error": (500, "Internal server error"),
     "service-unavailable": (503, "Service temporarily unavailable"),
 }
@@ -47,6 +50,7 @@ class ProblemError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         errors: Sequence[Mapping[str, str]] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or code)
         self.code = code
@@ -54,10 +58,13 @@ class ProblemError(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
         self.errors = list(errors) if errors is not None else None
+        # RFC 9457 extension members, beside the standard ones (which they never replace).
+        self.extensions = dict(extensions or {})
 
 
 def problem_response(problem: ProblemError, instance: str | None = None) -> JSONResponse:
     body: dict[str, Any] = {
+        **problem.extensions,
         "type": f"/problems/{problem.code}",
         "title": problem.title,
         "status": problem.status,
@@ -160,6 +167,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         return problem_response(problem, request.url.path)
 
+    async def on_quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+        exc = _as(exc, QuotaExceeded)
+        extensions: dict[str, Any] = {"limit": exc.limit, "usage": exc.usage}
+        if isinstance(exc, DailyImageQuotaExceeded):
+            extensions["requested"] = exc.requested
+        problem = ProblemError(
+            exc.code,
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
+            extensions=extensions,
+        )
+        return problem_response(problem, request.url.path)
+
     async def on_job_finished(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(ProblemError("job-finished", str(exc)), request.url.path)
 
@@ -176,4 +196,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueUnavailable, on_queue_unavailable)
     app.add_exception_handler(IdempotencyConflict, on_idempotency_conflict)
     app.add_exception_handler(JobAlreadyFinished, on_job_finished)
+    app.add_exception_handler(QuotaExceeded, on_quota_exceeded)
     app.add_exception_handler(Exception, on_unexpected)

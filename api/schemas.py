@@ -159,6 +159,11 @@ class Problem(BaseModel):
     instance: str | None = None
     code: str
     errors: list[FieldError] | None = None
+    # Quota problems (429 quota-*): the limit, the current usage, and for the daily image
+    # quota the images this request asked for.
+    limit: int | None = None
+    usage: int | None = None
+    requested: int | None = None
 
 
 class HealthOut(BaseModel):

@@ -14,9 +14,12 @@ from datetime import timedelta
 from api.api_keys import ApiKeyService
 from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
+from api.outbox_sweeper import OutboxSweeper
+from api.quotas import QuotaLimits
 from dal.factory import (
     UnsupportedAdapter,
     build_blob_store,
+    build_broker_queue,
     build_rate_limiter,
     build_redis_client,
     build_request_cache,
@@ -25,6 +28,7 @@ from dal.factory import (
     close_all,
 )
 from dal.fail_open import FailOpenRateLimiter, FailOpenRequestCache
+from dal.failpoints import Failpoints
 from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
@@ -51,10 +55,18 @@ class Services:
     job_service: JobService
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
+    outbox: OutboxSweeper
     generator: ImageGenerator | None = None
     job_waits: JobWaits = field(default_factory=JobWaits)
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def default_quota(self) -> QuotaLimits:
+        return QuotaLimits(
+            max_in_flight=self.settings.quota_max_in_flight,
+            images_per_day=self.settings.quota_images_per_day,
+        )
 
     @property
     def signed_url_ttl(self) -> timedelta:
@@ -93,20 +105,8 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         from dal.memory import MemoryJobQueue
 
         queue = MemoryJobQueue()
-    elif settings.job_queue == "pubsub":
-        from dal.pubsub import PubSubJobQueue
-        from dal.pubsub.client import make_publisher, topic_path
-
-        publisher = make_publisher()
-        closers.append(lambda: publisher.stop())
-        queue = PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic))
-    elif settings.job_queue == "celery":
-        # Sends tasks by name: the API imports neither the worker's task module nor torch.
-        from dal.celery import CeleryJobQueue, make_celery_app
-
-        celery_app = make_celery_app(settings)
-        closers.append(celery_app.close)
-        queue = CeleryJobQueue(celery_app, queue=settings.celery_queue)
+    elif settings.job_queue in ("pubsub", "celery"):
+        queue = build_broker_queue(settings, closers)
     else:
         raise UnsupportedAdapter(
             "JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub, celery"
@@ -120,6 +120,7 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         defaults=_generation_defaults(settings, generator),
         idempotency_ttl_s=settings.idempotency_ttl_s,
         dedupe_seeded_requests=settings.dedupe_seeded_requests,
+        failpoints=Failpoints.from_spec(settings.failpoints),
     )
     checks: dict[str, Callable[[], None]] = {"job_store": jobs.ping, "blob_store": blobs.ping}
     return Services(
@@ -152,6 +153,12 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
                 redis_client=redis_client,
             ),
             limit=settings.rate_limit_read_burst,
+        ),
+        outbox=OutboxSweeper(
+            jobs,
+            queue,
+            grace_s=settings.outbox_grace_s,
+            give_up_s=settings.outbox_give_up_s,
         ),
         generator=generator,
         job_waits=job_waits,

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from dal.ports import ApiKeyStore, BlobStore, JobStore, RateLimiter, RequestCache
+from dal.ports import ApiKeyStore, BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
 
@@ -136,3 +136,23 @@ def build_request_cache(settings: Settings, *, redis_client: Any | None = None) 
             prefix=f"{settings.redis_key_prefix}cache:",
         )
     raise UnsupportedAdapter("REQUEST_CACHE", str(settings.request_cache), "memory, redis")
+
+
+def build_broker_queue(settings: Settings, closers: Closers) -> JobQueue:
+    """The queue to separate workers: JOB_QUEUE=pubsub or celery. The API and the admin
+    command's outbox sweep publish through it."""
+    if settings.job_queue == "pubsub":
+        from dal.pubsub import PubSubJobQueue
+        from dal.pubsub.client import make_publisher, topic_path
+
+        publisher = make_publisher()
+        closers.append(lambda: publisher.stop())
+        return PubSubJobQueue(publisher, topic_path(settings.gcp_project, settings.pubsub_topic))
+    if settings.job_queue == "celery":
+        # Sends tasks by name: the API imports neither the worker's task module nor torch.
+        from dal.celery import CeleryJobQueue, make_celery_app
+
+        celery_app = make_celery_app(settings)
+        closers.append(celery_app.close)
+        return CeleryJobQueue(celery_app, queue=settings.celery_queue)
+    raise UnsupportedAdapter("JOB_QUEUE", str(settings.job_queue), "pubsub, celery")

@@ -225,6 +225,9 @@ class JobChanges:
 
 
 DEAD_LETTERED = "dead_lettered"
+# The job was recorded but never handed to the queue (publish failed, or the outbox sweeper
+# gave up on it). Such a job does not count against the owner's daily image quota.
+ENQUEUE_FAILED = "enqueue_failed"
 
 
 def is_dead_lettered(job: Job) -> bool:
@@ -249,6 +252,9 @@ class ApiKey:
     label: str = ""
     created_at: datetime = field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    # Per-key quota overrides; None takes the service's default (QUOTA_*), 0 is unlimited.
+    max_in_flight: int | None = None
+    images_per_day: int | None = None
 
     @property
     def is_active(self) -> bool:

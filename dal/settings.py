@@ -13,6 +13,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dal.failpoints import parse_failpoints
+
 AppEnv = Literal["local", "test", "emulator", "selfhosted", "staging", "prod"]
 JobStoreKind = Literal["memory", "sql", "firestore"]
 BlobStoreKind = Literal["memory", "filesystem", "gcs"]
@@ -186,6 +188,28 @@ class Settings(BaseSettings):
     rate_limit_submit_burst: int = Field(default=10, ge=1)
     rate_limit_read_per_minute: int = Field(default=600, ge=1)
     rate_limit_read_burst: int = Field(default=120, ge=1)
+    # Per-owner quotas besides the rate limit (0: unlimited); a key may override them.
+    quota_max_in_flight: int = Field(
+        default=0, ge=0, description="Jobs an owner may have queued or running at once."
+    )
+    quota_images_per_day: int = Field(
+        default=0, ge=0, description="Images an owner's accepted jobs may ask for per UTC day."
+    )
+
+    # --- outbox: jobs recorded but never published (the API died in between) ---
+    outbox_sweep_interval_s: float = Field(
+        default=30.0, ge=0, description="How often each API process sweeps; 0: never."
+    )
+    outbox_grace_s: float = Field(
+        default=60.0, ge=1, description="Age after which an unpublished queued job is swept."
+    )
+    outbox_give_up_s: float = Field(
+        default=900.0, ge=1, description="Age after which it is failed (enqueue_failed) instead."
+    )
+    failpoints: str | None = Field(
+        default=None,
+        description="Fault injection for tests, e.g. after_job_recorded=exit; never in production.",
+    )
 
     # --- batching and the model on the GPU ---
     max_batch_size: int = Field(default=8, ge=1, le=64)
@@ -228,6 +252,9 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, profile[name])
         if self.app_env in PRODUCTION_ENVS:
             self._refuse_unsafe_production_settings()
+        parse_failpoints(self.failpoints)
+        if self.outbox_give_up_s <= self.outbox_grace_s:
+            raise ValueError("OUTBOX_GIVE_UP_S must be greater than OUTBOX_GRACE_S")
         if (
             self.app_env == "emulator"
             and self.blob_store == "gcs"
@@ -274,6 +301,8 @@ class Settings(BaseSettings):
                     f"{name.upper()} is a placeholder or shorter than 32 characters; "
                     "set a random secret (e.g. from Secret Manager)"
                 )
+        if self.failpoints:
+            problems.append(f"FAILPOINTS injects faults, not allowed with APP_ENV={self.app_env}")
         if self.bootstrap_api_key is not None:
             key = self.bootstrap_api_key.get_secret_value()
             if len(key) < 24:

@@ -11,6 +11,7 @@ from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_lim
 from api.job_service import JobRequest
 from api.job_views import job_view
 from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from api.quotas import QuotaLimits
 from api.schemas import JobCreate, JobListOut, JobOut, Problem
 from api.wiring import Services
 from dal.records import Job
@@ -80,6 +81,11 @@ async def submit_job(
         owner=principal.owner,
         request=JobRequest(**body.model_dump()),
         idempotency_key=_check_idempotency_key(idempotency_key),
+        quota=QuotaLimits.resolve(
+            services.default_quota,
+            max_in_flight=principal.max_in_flight,
+            images_per_day=principal.images_per_day,
+        ),
     )
     job = submitted.job
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))

@@ -129,6 +129,8 @@ def _to_doc(key: ApiKey) -> dict[str, Any]:
         "label": key.label,
         "created_at": to_timestamp(key.created_at),
         "revoked_at": to_timestamp(key.revoked_at),
+        "max_in_flight": key.max_in_flight,
+        "images_per_day": key.images_per_day,
     }
 
 
@@ -141,4 +143,6 @@ def _from_snapshot(snapshot: DocumentSnapshot) -> ApiKey:
         label=data.get("label") or "",
         created_at=required_timestamp(data["created_at"]),
         revoked_at=from_timestamp(data.get("revoked_at")),
+        max_in_flight=data.get("max_in_flight"),
+        images_per_day=data.get("images_per_day"),
     )

@@ -27,6 +27,8 @@ class SqlApiKeyStore:
             "label": key.label,
             "created_at": key.created_at,
             "revoked_at": key.revoked_at,
+            "max_in_flight": key.max_in_flight,
+            "images_per_day": key.images_per_day,
         }
         try:
             with self._begin(write=True) as conn:
@@ -83,4 +85,6 @@ def _from_row(row: Any) -> ApiKey:
         label=row["label"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        max_in_flight=row["max_in_flight"],
+        images_per_day=row["images_per_day"],
     )

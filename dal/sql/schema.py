@@ -84,4 +84,7 @@ api_keys = Table(
     Column("label", Text, nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # Quota overrides; NULL takes the service's default, 0 is unlimited (revision 0003).
+    Column("max_in_flight", Integer, nullable=True),
+    Column("images_per_day", Integer, nullable=True),
 )

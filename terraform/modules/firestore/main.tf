@@ -50,6 +50,90 @@ resource "google_firestore_index" "jobs_by_status" {
   }
 }
 
+# Quota: an owner's jobs queued or running (count aggregation).
+resource "google_firestore_index" "jobs_in_flight_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.this.name
+  collection  = "${var.collection_prefix}jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+}
+
+# Quota: the images of an owner's jobs since 00:00 UTC (sum aggregation).
+resource "google_firestore_index" "jobs_images_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.this.name
+  collection  = "${var.collection_prefix}jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "num_images"
+    order      = "ASCENDING"
+  }
+}
+
+# Quota: the same for jobs failed enqueue_failed, which are not charged.
+resource "google_firestore_index" "jobs_unqueued_images_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.this.name
+  collection  = "${var.collection_prefix}jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "error.code"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "num_images"
+    order      = "ASCENDING"
+  }
+}
+
+# Outbox sweeper: queued jobs never marked enqueued, oldest first.
+resource "google_firestore_index" "jobs_unenqueued" {
+  project     = var.project_id
+  database    = google_firestore_database.this.name
+  collection  = "${var.collection_prefix}jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "enqueued_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+}
+
 # `txt2img-admin keys list --owner`: an owner's keys, oldest first.
 resource "google_firestore_index" "api_keys_by_owner" {
   project     = var.project_id
