@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import uvicorn
 
 from api.app import create_app
-from dal.log_redaction import install_log_redaction
 from dal.settings import Settings
+from dal.telemetry import (
+    configure_logging,
+    configure_tracing,
+    shutdown_tracing,
+    start_configured_metrics_server,
+)
 
 
 def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
+    configure_tracing(settings, service_name="txt2img-api")
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -27,10 +29,16 @@ def main() -> None:
         # Cloud Run and local proxies set X-Forwarded-*; signed URLs must use the public origin.
         proxy_headers=True,
         forwarded_allow_ips="*" if settings.is_production else "127.0.0.1",
+        # Our handler (configure_logging) formats and redacts uvicorn's records too.
+        log_config=None,
     )
-    # uvicorn builds its log handlers in Config(); redact on them, not before.
-    install_log_redaction()
-    uvicorn.Server(config).run()
+    metrics_server = start_configured_metrics_server(settings, settings.host)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

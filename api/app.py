@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
@@ -18,6 +18,7 @@ from api.routes import blobs, events, health, jobs
 from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.settings import Settings
+from dal.telemetry.http_middleware import RequestTelemetryMiddleware, bind_path_job_id
 from gpu_worker.generation import ImageGenerator
 
 DESCRIPTION = """
@@ -79,8 +80,11 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={},
+        dependencies=[Depends(bind_path_job_id)],
     )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Inside the trace context (its span continues the request's trace), outside the rest.
+    app.add_middleware(RequestTelemetryMiddleware)
     app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
     app.include_router(jobs.router)

@@ -31,6 +31,7 @@ from dal.fail_open import FailOpenRateLimiter, FailOpenRequestCache
 from dal.failpoints import Failpoints
 from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
+from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import read_default_size
@@ -123,6 +124,9 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         failpoints=Failpoints.from_spec(settings.failpoints),
     )
     checks: dict[str, Callable[[], None]] = {"job_store": jobs.ping, "blob_store": blobs.ping}
+    # /metrics counts queued and running jobs in this store (capped, cached: see collectors).
+    JOBS_BY_STATUS.track(jobs)
+    closers.append(lambda: JOBS_BY_STATUS.untrack(jobs))
     return Services(
         settings=settings,
         jobs=jobs,

@@ -156,6 +156,26 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- observability (docs/operations.md) ---
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json: Cloud Logging lines; text: for a terminal. Default: text with "
+        "APP_ENV=local or test, json otherwise.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve /metrics on this port (a scraper sidecar's); the Celery worker "
+        "has no HTTP app and uses 9464 when unset. 0: never.",
+    )
+    metrics_bearer_token: SecretStr | None = Field(
+        default=None, description="When set, /metrics on the main port requires this token."
+    )
+    otel_enabled: bool = Field(
+        default=False, description="Export OpenTelemetry spans over OTLP (the `otel` extra)."
+    )
+
     # --- secrets ---
     bootstrap_api_key: SecretStr | None = None
     bootstrap_api_key_owner: str = "bootstrap"
@@ -315,6 +335,12 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env in PRODUCTION_ENVS
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "text" if self.app_env in ("local", "test") else "json"
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,13 +7,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import uvicorn
 
-from dal.log_redaction import install_log_redaction
 from dal.settings import Settings
+from dal.telemetry import (
+    configure_logging,
+    configure_tracing,
+    shutdown_tracing,
+    start_configured_metrics_server,
+)
 from gpu_worker.app import create_worker_app
 
 
@@ -23,10 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
+    configure_tracing(settings, service_name="txt2img-worker")
     # Cloud Run tells every container its port in PORT; locally the worker has its own.
     port = int(os.environ["PORT"]) if os.environ.get("K_SERVICE") else settings.worker_port
     app = create_worker_app(settings, pull=args.pull)
@@ -37,9 +39,16 @@ def main(argv: list[str] | None = None) -> None:
         log_level=settings.log_level,
         # One generation at a time runs on the GPU; concurrent deliveries queue in threads.
         timeout_keep_alive=75,
+        # Our handler (configure_logging) formats and redacts uvicorn's records too.
+        log_config=None,
     )
-    install_log_redaction()
-    uvicorn.Server(config).run()
+    metrics_server = start_configured_metrics_server(settings, settings.worker_host)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

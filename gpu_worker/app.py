@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from dal.errors import StoreUnavailable
 from dal.health import run_checks
 from dal.settings import Settings
+from dal.telemetry import METRICS_CONTENT_TYPE, job_context, metrics_text, scrape_allowed
+from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 from dal.trace_context import set_traceparent
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.push_auth import PushUnauthorized
@@ -55,6 +57,7 @@ def create_worker_app(
             await run_in_threadpool(built.close)
 
     app = FastAPI(title="txt2img worker", version="1.0.0", lifespan=lifespan, docs_url=None)
+    app.add_middleware(RequestTelemetryMiddleware)
 
     @app.post("/pubsub/push", status_code=ACK)
     async def push(request: Request) -> Response:
@@ -66,15 +69,17 @@ def create_worker_app(
             # Poison: retrying cannot make it readable. Acknowledge so it never loops.
             log.error("push message %s names no job; acknowledged and dropped", message.message_id)
             return Response(status_code=ACK)
+        # The job's trace, from the API request that published it.
         set_traceparent(message.attributes.get("traceparent"))
-        outcome = await run_in_threadpool(worker.run_job, message.job_id)
-        log.info(
-            "push message %s for job %s (delivery %s): %s",
-            message.message_id,
-            message.job_id,
-            message.delivery_attempt or "?",
-            outcome.value,
-        )
+        with job_context(message.job_id):
+            outcome = await run_in_threadpool(worker.run_job, message.job_id)
+            log.info(
+                "push message %s for job %s (delivery %s): %s",
+                message.message_id,
+                message.job_id,
+                message.delivery_attempt or "?",
+                outcome.value,
+            )
         return Response(status_code=ACK if outcome.acknowledge else RETRY_LATER)
 
     @app.post("/pubsub/dead-letter", status_code=ACK)
@@ -88,18 +93,27 @@ def create_worker_app(
             return Response(status_code=ACK)
         count = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
         detail = f"the queue gave up after {count} delivery attempts"
-        try:
-            job = await run_in_threadpool(
-                worker.runner.record_dead_letter, message.job_id, detail=detail
-            )
-        except StoreUnavailable:
-            return Response(status_code=RETRY_LATER)
-        log.warning("job %s dead-lettered (%s): %s", message.job_id, detail, bool(job))
+        set_traceparent(message.attributes.get("traceparent"))
+        with job_context(message.job_id):
+            try:
+                job = await run_in_threadpool(
+                    worker.runner.record_dead_letter, message.job_id, detail=detail
+                )
+            except StoreUnavailable:
+                return Response(status_code=RETRY_LATER)
+            log.warning("job %s dead-lettered (%s): %s", message.job_id, detail, bool(job))
         return Response(status_code=ACK)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        """Prometheus: the runner's, the batcher's and the model's series, and requests."""
+        if not scrape_allowed(request.headers.get("authorization"), settings.metrics_bearer_token):
+            return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        return Response(metrics_text(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/readyz")
     def readyz(request: Request) -> Any:

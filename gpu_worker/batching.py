@@ -25,6 +25,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dal.telemetry import current_job_ids, job_context, span
+from dal.telemetry.metrics import record_batch, record_failed_batch, record_stopped_batch
+from dal.trace_context import current_traceparent, set_traceparent
 from gpu_worker.generation import (
     GeneratedImage,
     GenerationError,
@@ -62,6 +65,9 @@ class _Pending:
     enqueued_at: float
     future: Future[list[GeneratedImage]] = field(default_factory=Future)
     dropped: bool = False
+    # The caller's job and trace: the dispatcher thread logs and traces on their behalf.
+    job_ids: tuple[str, ...] = field(default_factory=current_job_ids)
+    traceparent: str | None = field(default_factory=current_traceparent)
 
 
 @dataclass(frozen=True)
@@ -181,14 +187,33 @@ class BatchingGenerator:
         return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
 
     def _run(self, batch: list[_Pending]) -> None:
+        # Lines logged for a batch list every job in it; its span continues the first job's
+        # trace and links the others'.
+        job_ids = tuple(job_id for pending in batch for job_id in pending.job_ids)
+        traceparents = [p.traceparent for p in batch if p.traceparent]
+        set_traceparent(traceparents[0] if traceparents else None)
+        images = sum(len(p.request.seeds) for p in batch)
+        with (
+            job_context(*job_ids),
+            span(
+                "pipeline",
+                attributes={"txt2img.batch_images": images, "txt2img.batch_jobs": len(batch)},
+                links=traceparents[1:],
+            ),
+        ):
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
         started = self._clock()
         try:
             results = self._engine.generate_batch(
                 [p.request for p in batch], on_step=self._dispatch_step(batch)
             )
         except _EveryoneLeft:
+            record_stopped_batch(seconds=self._clock() - started)
             return
         except GenerationError as exc:
+            record_failed_batch(seconds=self._clock() - started)
             if len(batch) > 1:
                 log.warning("batch of %d failed (%s); retrying each alone", len(batch), exc.code)
                 for pending in batch:
@@ -198,11 +223,13 @@ class BatchingGenerator:
             self._fail(batch, exc)
             return
         except BaseException as exc:
+            record_failed_batch(seconds=self._clock() - started)
             self._fail(batch, exc)
             return
+        images = sum(len(p.request.seeds) for p in batch)
+        record_batch(images=images, seconds=self._clock() - started)
         with self._cond:
             self._batches += 1
-            images = sum(len(p.request.seeds) for p in batch)
             self._images += images
             self._largest = max(self._largest, images)
         log.debug(

@@ -43,10 +43,16 @@ from dal.celery import (
 from dal.celery.app import key_prefix
 from dal.errors import JobNotFound, StoreUnavailable
 from dal.factory import close_all
-from dal.log_redaction import install_log_redaction
 from dal.records import DEAD_LETTERED, is_dead_lettered, utcnow
 from dal.redis.client import make_redis_client
 from dal.settings import Settings
+from dal.telemetry import (
+    configure_logging,
+    configure_tracing,
+    job_context,
+    shutdown_tracing,
+    start_configured_metrics_server,
+)
 from dal.trace_context import set_traceparent
 from gpu_worker.wiring import WorkerServices, build_worker_services
 
@@ -54,6 +60,8 @@ from gpu_worker.wiring import WorkerServices, build_worker_services
 log = logging.getLogger("gpu_worker.celery_worker")
 
 DEFAULT_NODE_NAME = "txt2img@%h"
+# Prometheus' conventional exporter port; METRICS_PORT overrides it (0: no server).
+DEFAULT_METRICS_PORT = 9464
 
 
 @dataclass
@@ -154,6 +162,11 @@ def deliver(task: Any, runtime: CeleryRuntime, job_id: str, traceparent: str | N
     """One delivery of a job's task. Returns what happened (the task is acknowledged), or
     raises celery.exceptions.Retry (the task comes back after a countdown)."""
     set_traceparent(traceparent)
+    with job_context(job_id):
+        return _deliver(task, runtime, job_id)
+
+
+def _deliver(task: Any, runtime: CeleryRuntime, job_id: str) -> str:
     settings = runtime.settings
     request = task.request
     task_id = str(request.id)
@@ -306,11 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     _, extra = parser.parse_known_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_log_redaction()
+    configure_logging(settings)
+    configure_tracing(settings, service_name="txt2img-worker")
     if settings.job_queue != "celery":
         raise SystemExit(
             f"JOB_QUEUE={settings.job_queue}: the Celery worker needs JOB_QUEUE=celery "
@@ -321,12 +331,34 @@ def main(argv: list[str] | None = None) -> None:
     # Load and warm the model before consuming: a worker that cannot is never handed a task.
     lazy.set(build_runtime(settings))
     app = create_app(settings, lazy)
+    keep_our_logging(app)
     with _module_lock:
         _module_app, _module_runtime = app, lazy
+    metrics_server = start_configured_metrics_server(
+        settings, settings.worker_host, default_port=DEFAULT_METRICS_PORT
+    )
     try:
         app.worker_main(worker_argv(settings, extra))
     finally:
         lazy.close()
+        if metrics_server is not None:
+            metrics_server.close()
+        shutdown_tracing()
+
+
+def keep_our_logging(app: Any) -> None:
+    """Celery replaces the root logger's handlers and redirects stdout unless someone answers
+    its setup_logging signal: answer it, so configure_logging's handler (JSON, job ids,
+    redaction) formats Celery's records too."""
+    from celery import signals  # type: ignore[import-untyped]
+
+    app.conf.worker_hijack_root_logger = False
+    app.conf.worker_redirect_stdouts = False
+    signals.setup_logging.connect(_logging_already_configured, weak=False)
+
+
+def _logging_already_configured(**_: Any) -> None:
+    return None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ from dal.records import (
     JobStatus,
     utcnow,
 )
+from dal.telemetry import job_context, span
+from dal.telemetry.metrics import (
+    GENERATION_SECONDS,
+    JOB_RUNS,
+    JOBS_FINISHED,
+    QUEUE_WAIT_SECONDS,
+)
 from gpu_worker.generation import GenerationError, GenerationRequest, ImageGenerator
 from gpu_worker.progress import JobCanceled, ProgressReporter
 
@@ -97,6 +104,18 @@ class JobRunner:
         self._sleep = sleep
 
     def run(self, job_id: str) -> RunOutcome:
+        # Every queue (push, pull, Celery, inline) comes through here: name the job on every
+        # line logged meanwhile, and give its handling a span in the job's trace.
+        with job_context(job_id), span("run job", attributes={"txt2img.job_id": job_id}) as run:
+            outcome = self._run(job_id)
+            run.set_attribute("txt2img.outcome", outcome.value)
+        JOB_RUNS.labels(outcome.value).inc()
+        if outcome in (RunOutcome.SUCCEEDED, RunOutcome.FAILED):
+            # Canceled jobs are counted where the cancel happened (the API).
+            JOBS_FINISHED.labels(outcome.value).inc()
+        return outcome
+
+    def _run(self, job_id: str) -> RunOutcome:
         try:
             job = self._claim(job_id)
         except StoreUnavailable as exc:
@@ -104,6 +123,8 @@ class JobRunner:
             return RunOutcome.RETRY
         if isinstance(job, RunOutcome):
             return job
+        if job.attempts == 1 and job.started_at is not None:
+            QUEUE_WAIT_SECONDS.observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
 
         started = self._monotonic()
         try:
@@ -139,7 +160,7 @@ class JobRunner:
             return None
         last = f" (last error: {job.error.code}: {job.error.message})" if job.error else ""
         try:
-            return self._jobs.transition(
+            failed = self._jobs.transition(
                 job_id,
                 expected=expected,
                 target=JobStatus.FAILED,
@@ -150,6 +171,8 @@ class JobRunner:
             )
         except TransitionConflict:
             return None
+        JOBS_FINISHED.labels("failed").inc()
+        return failed
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -190,8 +213,11 @@ class JobRunner:
             lease_s=self._config.lease_s,
             clock=self._monotonic,
         )
+        generating = self._monotonic()
         try:
-            images = self._generator.generate(request, on_step=reporter)
+            with span("generate", attributes={"txt2img.images": len(request.seeds)}):
+                images = self._generator.generate(request, on_step=reporter)
+            GENERATION_SECONDS.observe(self._monotonic() - generating)
         except JobCanceled:
             return RunOutcome.CANCELED
         except GenerationError as exc:

@@ -25,6 +25,7 @@ from dal.ports import BlobStore, JobStore, RequestCache
 from dal.records import JobChanges, JobError, JobStatus, utcnow
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
+from dal.telemetry.metrics import JOBS_FINISHED, MODEL_LOAD_SECONDS, MODEL_WARM_UP_SECONDS
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import is_model_folder
 from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
@@ -69,9 +70,11 @@ def build_engine(settings: Settings) -> ImageGenerator:
         vae_slicing_min_batch=settings.vae_slicing_min_batch,
     )
     engine.load()
+    MODEL_LOAD_SECONDS.set(engine.load_seconds)
     log.info("model %s loaded on %s in %.2f s", engine.model_id, engine.device, engine.load_seconds)
     if settings.warm_up:
         engine.warm_up()
+        MODEL_WARM_UP_SECONDS.set(engine.warm_up_seconds)
         log.info("warm-up generation took %.2f s", engine.warm_up_seconds)
     return BatchingGenerator(
         engine,
@@ -119,6 +122,7 @@ def recover_interrupted_jobs(
                 ),
             )
             failed += 1
+            JOBS_FINISHED.labels("failed").inc()
         except Exception:
             log.warning("could not fail interrupted job %s", job.id, exc_info=True)
     if requeued or failed:

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep
 from api.problems import PROBLEM_TYPES, ProblemError
 from api.schemas import HealthOut
 from dal.health import run_checks
+from dal.telemetry import METRICS_CONTENT_TYPE, metrics_text, scrape_allowed
 
 router = APIRouter(tags=["operations"])
 
@@ -31,6 +32,21 @@ def readyz(services: ServicesDep) -> Any:
     healthy = all(v == "ok" for v in checks.values())
     body = HealthOut(status="ok" if healthy else "failing", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus text format; behind METRICS_BEARER_TOKEN when it is set (a public service
+    should not show its traffic to everyone). Sync: the jobs gauge may read the job store."""
+    if not scrape_allowed(
+        request.headers.get("authorization"), services.settings.metrics_bearer_token
+    ):
+        raise ProblemError(
+            "unauthenticated",
+            "Send the metrics token as `Authorization: Bearer <token>`.",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return Response(metrics_text(), media_type=METRICS_CONTENT_TYPE)
 
 
 @router.get("/problems/{code}", include_in_schema=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Annotated, Any
@@ -15,8 +16,11 @@ from api.quotas import QuotaLimits
 from api.schemas import JobCreate, JobListOut, JobOut, Problem
 from api.wiring import Services
 from dal.records import Job
+from dal.telemetry import set_job_ids
+from dal.telemetry.metrics import JOBS_FINISHED, JOBS_SUBMITTED
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -88,6 +92,13 @@ async def submit_job(
         ),
     )
     job = submitted.job
+    # The rest of this request's log lines (and its access line) name the job.
+    set_job_ids([job.id])
+    outcome = (
+        "created" if submitted.created else "deduplicated" if submitted.deduplicated else "replayed"
+    )
+    JOBS_SUBMITTED.labels(outcome).inc()
+    log.info("job %s submitted: %s", job.id, outcome)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     if submitted.deduplicated:
         # An identical seeded request already succeeded: its images are the answer, now.
@@ -197,5 +208,6 @@ def cancel_job(
     job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JobOut:
     job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
+    JOBS_FINISHED.labels("canceled").inc()
     services.job_waits.notify(job.id)
     return job_view(job, services, str(request.base_url))

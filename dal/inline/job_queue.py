@@ -4,9 +4,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from dal.errors import StoreUnavailable
 from dal.records import Job
+from dal.trace_context import current_traceparent, set_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ class InlineJobQueue:
             if self._closed:
                 raise StoreUnavailable("the inline queue is shut down")
             self._busy += 1
-            self._queue.put(job_id)
+            # With the trace of the request that submitted it, as a message attribute would.
+            self._queue.put((job_id, current_traceparent()))
 
     @property
     def depth(self) -> int:
@@ -83,13 +86,15 @@ class InlineJobQueue:
             item = self._queue.get()
             if item is _STOP:
                 return
+            job_id, traceparent = cast(tuple[str, str | None], item)
             if self._closed:
                 self._done()
                 continue
+            set_traceparent(traceparent)
             try:
-                self._run_job(str(item))
+                self._run_job(job_id)
             except Exception:
-                log.exception("inline worker: unexpected error running job %s", item)
+                log.exception("inline worker: unexpected error running job %s", job_id)
             finally:
                 self._done()
 

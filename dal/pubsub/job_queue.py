@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 
 from dal.errors import StoreUnavailable
 from dal.records import Job
+from dal.telemetry import job_context, span
 from dal.trace_context import current_traceparent
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ class PubSubJobQueue:
         self._timeout_s = timeout_s
 
     def enqueue(self, job: Job) -> None:
-        data, attributes = job_message(job)
-        self.publish(data, attributes)
+        # Inside the publish span, so the message's traceparent names it as the parent of
+        # the worker's spans.
+        with job_context(job.id), span("publish jobs", kind="producer") as publishing:
+            data, attributes = job_message(job)
+            publishing.set_attribute("messaging.destination.name", self._topic_path)
+            self.publish(data, attributes)
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> str:
         """Publish and wait for the server's ack; returns the message id."""
