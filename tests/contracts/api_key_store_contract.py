@@ -111,3 +111,15 @@ class ApiKeyStoreContract:
         with pytest.raises(NotFound):
             store.revoke("k-missing", at=T0)
         assert all(k.is_active for k in store.list_keys())
+
+    def test_quota_overrides_round_trip(self, store: ApiKeyStore) -> None:
+        """A key's quota overrides (None: the defaults, 0: unlimited) come back as stored."""
+        custom = make_key("k1", max_in_flight=3, images_per_day=0)
+        plain = make_key("k2")
+        store.add(custom)
+        store.add(plain)
+        assert store.find_by_hash(custom.key_hash) == custom
+        found = store.find_by_hash(plain.key_hash)
+        assert found is not None
+        assert (found.max_in_flight, found.images_per_day) == (None, None)
+        assert list(store.list_keys()) == [custom, plain]

@@ -1077,3 +1077,97 @@ class JobStoreContract:
         """Reopening an id that does not exist raises JobNotFound."""
         with pytest.raises(JobNotFound):
             store.reopen_dead_lettered("no-such-job")
+
+    # ---- quotas --------------------------------------------------------------------------
+
+    def test_count_in_flight_counts_the_owners_queued_and_running_jobs(
+        self, store: JobStore
+    ) -> None:
+        """Queued and running jobs count; finished ones and other owners' jobs do not."""
+        assert store.count_in_flight("alice") == 0
+        store.create(make_job("q1"))
+        store.create(make_job("q2"))
+        store.create(make_job("r1"))
+        store.claim("r1", lease_s=60)
+        for job_id, target in (("s1", JobStatus.SUCCEEDED), ("c1", JobStatus.CANCELED)):
+            store.create(make_job(job_id))
+            store.claim(job_id, lease_s=60)
+            store.transition(job_id, expected={JobStatus.RUNNING}, target=target)
+        store.create(make_job("b1", owner="bob"))
+        assert store.count_in_flight("alice") == 3
+        assert store.count_in_flight("bob") == 1
+        assert store.count_in_flight("carol") == 0
+
+    def test_count_images_since_sums_num_images_from_the_cutoff(self, store: JobStore) -> None:
+        """num_images of the owner's jobs created at or after `since`, in every status but
+        failed/enqueue_failed; older jobs and other owners' jobs are not counted."""
+        day = T0.replace(hour=0, minute=0, second=0, microsecond=0)
+        store.create(make_job("yesterday", created_at=day - timedelta(microseconds=1)))
+        store.create(make_job("midnight", created_at=day, params=make_params(num_images=2)))
+        store.create(make_job("later", created_at=T0, params=make_params(num_images=4)))
+        store.create(make_job("canceled", created_at=T0, params=make_params(num_images=3)))
+        store.transition("canceled", expected={JobStatus.QUEUED}, target=JobStatus.CANCELED)
+        for job_id, code in (("lost", "enqueue_failed"), ("broken", "generation_failed")):
+            store.create(make_job(job_id, created_at=T0, params=make_params(num_images=4)))
+            store.transition(
+                job_id,
+                expected={JobStatus.QUEUED},
+                target=JobStatus.FAILED,
+                changes=JobChanges(error=JobError(code, "x")),
+            )
+        store.create(make_job("bobs", owner="bob", created_at=T0))
+        assert store.count_images_since("alice", day) == 2 + 4 + 3 + 4
+        assert store.count_images_since("alice", T0) == 4 + 3 + 4
+        assert store.count_images_since("alice", T0 + timedelta(microseconds=1)) == 0
+        assert store.count_images_since("bob", day) == 1
+        assert store.count_images_since("carol", day) == 0
+
+    # ---- outbox --------------------------------------------------------------------------
+
+    def test_mark_enqueued_sets_the_marker_once_and_nothing_else(self, store: JobStore) -> None:
+        """The first mark wins; status, updated_at and the rest stay as they were, in any
+        status."""
+        created = store.create(make_job("job-1"))
+        first = store.mark_enqueued("job-1", at=T0 + timedelta(seconds=1))
+        assert first == created.with_changes(enqueued_at=T0 + timedelta(seconds=1))
+        again = store.mark_enqueued("job-1", at=T0 + timedelta(seconds=2))
+        assert again.enqueued_at == T0 + timedelta(seconds=1)
+        assert store.get("job-1") == first
+        store.create(make_job("job-2"))
+        running = store.claim("job-2", lease_s=60)
+        marked = store.mark_enqueued("job-2", at=T0 + timedelta(seconds=3))
+        assert marked == running.with_changes(enqueued_at=T0 + timedelta(seconds=3))
+        assert store.get("job-2") == marked
+
+    def test_mark_enqueued_of_missing_job_raises_job_not_found(self, store: JobStore) -> None:
+        with pytest.raises(JobNotFound):
+            store.mark_enqueued("no-such-job", at=T0)
+
+    def test_list_unenqueued_finds_old_queued_jobs_without_the_marker(
+        self, store: JobStore
+    ) -> None:
+        """Only queued jobs with no enqueued_at created before the cutoff, oldest first,
+        limited; a marked, running or finished job is never listed."""
+        for i in range(3):
+            store.create(make_job(f"lost-{i}", created_at=T0 + timedelta(seconds=i)))
+        store.create(make_job("young", created_at=T0 + timedelta(seconds=10)))
+        store.create(make_job("marked", created_at=T0))
+        store.mark_enqueued("marked", at=T0)
+        store.create(make_job("published", created_at=T0, enqueued_at=T0))
+        store.create(make_job("running", created_at=T0))
+        store.claim("running", lease_s=60)
+        store.create(make_job("canceled", created_at=T0))
+        store.transition("canceled", expected={JobStatus.QUEUED}, target=JobStatus.CANCELED)
+        cutoff = T0 + timedelta(seconds=10)
+        assert [j.id for j in store.list_unenqueued(created_before=cutoff, limit=10)] == [
+            "lost-0",
+            "lost-1",
+            "lost-2",
+        ]
+        assert [j.id for j in store.list_unenqueued(created_before=cutoff, limit=2)] == [
+            "lost-0",
+            "lost-1",
+        ]
+        assert store.list_unenqueued(created_before=T0, limit=10) == []
+        listed = store.list_unenqueued(created_before=cutoff, limit=1)[0]
+        assert listed == store.get("lost-0")
