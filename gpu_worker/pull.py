@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from dal.pubsub.dead_letters import DELIVERY_COUNT_ATTRIBUTE, job_id_of
+from dal.telemetry import job_context
 from dal.trace_context import set_traceparent
 from gpu_worker.wiring import WorkerServices
 
@@ -57,15 +58,17 @@ class PullWorker:
             log.error("message %s names no job; acknowledged and dropped", message.message_id)
             message.ack()
             return
+        # The job's trace, from the API request that published it.
         set_traceparent(attributes.get("traceparent"))
-        outcome = self._services.run_job(job_id)
-        log.info(
-            "pulled message %s for job %s (delivery %s): %s",
-            message.message_id,
-            job_id,
-            message.delivery_attempt or "?",
-            outcome.value,
-        )
+        with job_context(job_id):
+            outcome = self._services.run_job(job_id)
+            log.info(
+                "pulled message %s for job %s (delivery %s): %s",
+                message.message_id,
+                job_id,
+                message.delivery_attempt or "?",
+                outcome.value,
+            )
         if outcome.acknowledge:
             message.ack()
         else:

@@ -228,18 +228,20 @@ def pyproject() -> dict[str, Any]:
 
 
 class TestApiImage:
-    def test_installs_the_api_and_cloud_extras_only(self) -> None:
+    def test_installs_the_api_cloud_and_otel_extras_only(self) -> None:
         """The API image never gets the worker extra (torch) and proves it at build time."""
         api = parse_dockerfile(API_DOCKERFILE)
         extract = next(i for i in api.stage("requirements").instructions if i.keyword == "RUN")
         assert extract.args.split("/src/pyproject.toml")[-1].split(">")[0].split() == [
             "api",
             "cloud",
+            "otel",
         ]
         runtime = " ".join(i.args for i in api.stage("runtime").instructions)
         assert "import api.app" in runtime and "find_spec('torch')" in runtime
         extras = pyproject()["project"]["optional-dependencies"]
-        assert not [d for d in extras["api"] + extras["cloud"] if d.startswith("torch")]
+        api_extras = extras["api"] + extras["cloud"] + extras["otel"]
+        assert not [d for d in api_extras if d.startswith("torch")]
 
     def test_listens_on_all_interfaces_on_port_8080(self) -> None:
         env = env_of(parse_dockerfile(API_DOCKERFILE).final_instructions())
@@ -261,13 +263,14 @@ class TestWorkerImage:
         assert pin == f"torch=={stage_arg_default(deps, 'TORCH_VERSION')}"
         assert "torch.version.cuda" in " ".join(i.args for i in deps.instructions)
 
-    def test_installs_api_worker_and_cloud_extras(self) -> None:
+    def test_installs_api_worker_cloud_and_otel_extras(self) -> None:
         worker = parse_dockerfile(WORKER_DOCKERFILE)
         extract = next(i for i in worker.stage("requirements").instructions if i.keyword == "RUN")
         assert extract.args.split("/src/pyproject.toml")[-1].split(">")[0].split() == [
             "api",
             "worker",
             "cloud",
+            "otel",
         ]
 
     def test_model_is_baked_from_one_of_three_sources_or_mounted(self) -> None:
