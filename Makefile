@@ -14,7 +14,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-c
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run run-selfhosted dev dev-down services bench model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup run run-selfhosted dev dev-down services browser bench model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ dev-down: $(STAMP) ## Stop whatever a previous `make dev` left running
 services: $(STAMP) ## Make sure Redis and PostgreSQL are up (started if not)
 	$(BIN)/python -m emulators services
 
+browser: ## Make sure Debian's Chromium is installed for the web page test (apt-get as root)
+	tools/ensure-chromium.sh
+
 run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if down), Celery GPU worker, API (Ctrl-C stops)
 	$(BIN)/python -m emulators selfhosted
 
@@ -57,7 +60,7 @@ bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.da
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
 
-test: $(STAMP) lint services ## make lint, then every test suite (unit, integration, e2e)
+test: $(STAMP) lint services browser ## make lint, then every test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest tests
 
 test-unit: $(STAMP) ## Unit tests only (no network, no model)
@@ -66,7 +69,7 @@ test-unit: $(STAMP) ## Unit tests only (no network, no model)
 test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, the real tiny pipeline)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP) services ## The API over HTTP with the inline queue generating real PNGs
+test-e2e: $(STAMP) services browser ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
 lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
@@ -75,7 +78,7 @@ lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, bandit, hadolint, shellcheck, ter
 	$(BIN)/mypy
 	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
-	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh
+	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh tools/ensure-chromium.sh
 	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \
 	elif [ "$$CI" = true ]; then echo "terraform is required in CI" >&2; exit 1; \
 	else echo "terraform not installed: skipping terraform fmt"; fi

@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
 from api.outbox_sweeper import sweep_periodically
+from api.problem_openapi import document_problems
 from api.problems import install_problem_handlers
-from api.routes import blobs, events, health, jobs
+from api.routes import blobs, events, health, jobs, web, webhooks
 from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.settings import Settings
@@ -87,13 +87,11 @@ def create_app(
     app.add_middleware(RequestTelemetryMiddleware)
     app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
+    document_problems(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(blobs.router)
     app.include_router(health.router)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> dict[str, Any]:
-        return {"service": "txt2img", "docs": "/docs", "openapi": "/openapi.json"}
-
+    app.include_router(web.router)  # the web page at `/`
     return app
