@@ -1,5 +1,6 @@
 """Operator commands: `txt2img-admin keys create|list|revoke`,
-`txt2img-admin dead-letters list|replay|purge` and `txt2img-admin outbox sweep`.
+`txt2img-admin dead-letters list|replay|purge`, `txt2img-admin outbox sweep` and
+`txt2img-admin webhooks secret --owner X`.
 
 Talks to the configured job store directly (same settings as the API), so run it where the
 API's database is reachable. `keys create` prints the new key alone on its last line: it is
@@ -76,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "those older than OUTBOX_GIVE_UP_S",
     )
     sweep.add_argument("--dry-run", action="store_true", help="say what would happen")
+
+    hooks = commands.add_parser("webhooks", help="webhook signing secrets")
+    hook_commands = hooks.add_subparsers(dest="command", required=True)
+    secret = hook_commands.add_parser(
+        "secret", help="print an owner's webhook signing secret (derived, nothing is stored)"
+    )
+    secret.add_argument("--owner", required=True, help="whose deliveries it verifies")
     return parser
 
 
@@ -102,6 +110,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         return _dead_letters(args, settings)
     if args.group == "outbox":
         return _outbox(args, settings)
+    if args.group == "webhooks":
+        return _webhook_secret(args.owner, settings)
     service, closers = _key_service(settings)
     out = sys.stdout
     try:
@@ -140,6 +150,16 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     finally:
         for close in closers:
             close()
+
+
+def _webhook_secret(owner: str, settings: Settings) -> int:
+    from dal.webhooks.signing import owner_secret
+
+    if not owner.strip() or len(owner) > 128:
+        print("error: --owner must be 1-128 characters", file=sys.stderr)
+        return 2
+    sys.stdout.write(owner_secret(settings.resolved_webhook_signing_secret, owner) + "\n")
+    return 0
 
 
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:

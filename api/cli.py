@@ -318,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "admin",
-        help="operator commands (keys, dead-letters); same as txt2img-admin",
+        help="operator commands (keys, dead-letters, outbox, webhooks); same as txt2img-admin",
         add_help=False,
     )
     return parser

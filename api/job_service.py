@@ -71,6 +71,7 @@ class JobRequest:
     guidance_scale: float | None = None
     seed: int | None = None
     num_images: int = 1
+    webhook_url: str | None = None  # checked against the profile's rule by the caller
 
     def fingerprint(self) -> str:
         canonical = json.dumps(
@@ -164,8 +165,10 @@ class JobService:
             updated_at=now,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
+            webhook_url=request.webhook_url,
         )
-        if self._dedupe and request.seed is not None:
+        # A request with a webhook needs a job of its own to deliver it; no dedupe then.
+        if self._dedupe and request.seed is not None and request.webhook_url is None:
             finished = self._finished_identical(job)
             if finished is not None:
                 return Submitted(job=finished, created=False, deduplicated=True)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dal.records import JobStatus
+from dal.webhooks.urls import MAX_URL_LENGTH, WebhookUrlPolicy
 
 
 def _multiple_of_8(value: int | None) -> int | None:
@@ -24,6 +25,22 @@ def _not_blank(value: str) -> str:
 
 ImageSide = Annotated[int, Field(ge=64, le=1024), AfterValidator(_multiple_of_8)]
 
+
+def _webhook_url_shape(value: str | None) -> str | None:
+    # Shape only here; the profile's rule (https, public addresses) is checked at submit.
+    return None if value is None else WebhookUrlPolicy("any").check_syntax(value)
+
+
+WebhookUrl = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_URL_LENGTH,
+        description="Where to POST the finished job, signed (docs/api.md#webhooks). https "
+        "to a public address in production; http to loopback is fine locally.",
+    ),
+    AfterValidator(_webhook_url_shape),
+]
+
 _EXAMPLE_REQUEST: dict[str, Any] = {
     "prompt": "a lighthouse on a cliff at dawn, oil painting",
     "negative_prompt": "blurry, low quality",
@@ -38,7 +55,11 @@ _EXAMPLE_REQUEST: dict[str, Any] = {
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [_EXAMPLE_REQUEST]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{**_EXAMPLE_REQUEST, "webhook_url": "https://hooks.example.com/txt2img"}]
+        },
     )
 
     prompt: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_not_blank)]
@@ -51,6 +72,7 @@ class JobCreate(BaseModel):
         default=None, ge=0, le=2**32 - 1, description="Default: random (and recorded)."
     )
     num_images: int = Field(default=1, ge=1, le=4)
+    webhook_url: WebhookUrl = None
 
 
 class ImageOut(BaseModel):
@@ -64,6 +86,40 @@ class ImageOut(BaseModel):
 class JobErrorOut(BaseModel):
     code: str
     message: str
+
+
+class WebhookDeliveryOut(BaseModel):
+    attempt: int
+    event: str = Field(description="`job.succeeded`, `job.failed` or `job.canceled`.")
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's answer; null: none at all.")
+    error: str | None
+    succeeded: bool
+
+
+class WebhookOut(BaseModel):
+    url: str
+    deliveries: list[WebhookDeliveryOut] = Field(description="Every attempt, oldest first.")
+
+
+class WebhookSecretOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "secret": "whsec_3f1c...",  # nosec B105: an example in the docs
+                    "algorithm": "HMAC-SHA256",
+                    "signed_content": "{Webhook-Timestamp}.{body}",
+                    "signature_header": "Webhook-Signature",
+                }
+            ]
+        }
+    )
+
+    secret: str = Field(description="Your signing secret; the key is its UTF-8 bytes.")
+    algorithm: Literal["HMAC-SHA256"] = "HMAC-SHA256"
+    signed_content: str = "{Webhook-Timestamp}.{body}"
+    signature_header: str = "Webhook-Signature"
 
 
 class JobParamsOut(BaseModel):
@@ -98,6 +154,27 @@ _EXAMPLE_JOB: dict[str, Any] = {
             "seed": 1234,
         }
     ],
+    "webhook": {
+        "url": "https://hooks.example.com/txt2img",
+        "deliveries": [
+            {
+                "attempt": 1,
+                "event": "job.succeeded",
+                "attempted_at": "2026-11-27T12:00:03Z",
+                "status_code": 503,
+                "error": None,
+                "succeeded": False,
+            },
+            {
+                "attempt": 2,
+                "event": "job.succeeded",
+                "attempted_at": "2026-11-27T12:00:05Z",
+                "status_code": 204,
+                "error": None,
+                "succeeded": True,
+            },
+        ],
+    },
 }
 
 
@@ -116,6 +193,9 @@ class JobOut(BaseModel):
     error: JobErrorOut | None
     params: JobParamsOut
     images: list[ImageOut]
+    webhook: WebhookOut | None = Field(
+        default=None, description="Present when the job was submitted with a webhook_url."
+    )
 
 
 class JobListOut(BaseModel):

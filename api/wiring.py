@@ -16,6 +16,7 @@ from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
+from api.webhooks import build_webhooks
 from dal.factory import (
     UnsupportedAdapter,
     build_blob_store,
@@ -33,6 +34,7 @@ from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
 from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
+from dal.webhooks.dispatcher import WebhookDispatcher
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import read_default_size
 
@@ -54,6 +56,8 @@ class Services:
     queue: JobQueue
     cache: RequestCache
     job_service: JobService
+    # Delivers webhooks of jobs ended here (owner cancels; everything with the inline queue).
+    webhooks: WebhookDispatcher
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
     outbox: OutboxSweeper
@@ -93,6 +97,8 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         )
 
     job_waits = JobWaits()
+    # Before the inline queue, so it closes after the queue's last job has ended.
+    webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
     queue: JobQueue
     if settings.job_queue == "inline":
         if generator is None:
@@ -100,7 +106,14 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
 
             generator = build_engine(settings)
         queue = _start_inline_queue(
-            settings, jobs, blobs, cache, generator, closers, on_done=job_waits.notify
+            settings,
+            jobs,
+            blobs,
+            cache,
+            generator,
+            closers,
+            on_done=job_waits.notify,
+            webhooks=webhooks,
         )
     elif settings.job_queue == "memory":
         from dal.memory import MemoryJobQueue
@@ -136,6 +149,7 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         queue=queue,
         cache=cache,
         job_service=job_service,
+        webhooks=webhooks,
         submit_limiter=FailOpenRateLimiter(
             build_rate_limiter(
                 settings,
@@ -179,12 +193,15 @@ def _start_inline_queue(
     generator: ImageGenerator,
     closers: list[Callable[[], None]],
     on_done: Callable[[str], None],
+    webhooks: WebhookDispatcher,
 ) -> JobQueue:
     from dal.inline import InlineJobQueue
     from gpu_worker.runner import RunOutcome
     from gpu_worker.wiring import build_runner, recover_interrupted_jobs, remember_finished_job
 
-    runner = build_runner(settings, jobs=jobs, blobs=blobs, generator=generator)
+    runner = build_runner(
+        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=webhooks.notify
+    )
 
     def run_job(job_id: str) -> RunOutcome:
         outcome = runner.run(job_id)
@@ -194,7 +211,7 @@ def _start_inline_queue(
         return outcome
 
     queue = InlineJobQueue(run_job, workers=settings.inline_workers)
-    recover_interrupted_jobs(jobs, queue.enqueue_id)
+    recover_interrupted_jobs(jobs, queue.enqueue_id, on_failed=webhooks.notify)
     queue.start()
     closers.append(lambda: queue.close(timeout=settings.shutdown_grace_s))
     return queue

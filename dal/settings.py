@@ -7,6 +7,8 @@ Production profiles (staging, prod) refuse fake adapters and placeholder secrets
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Literal, Self
 
@@ -22,6 +24,8 @@ JobQueueKind = Literal["memory", "inline", "pubsub", "celery"]
 RateLimiterKind = Literal["memory", "redis"]
 RequestCacheKind = Literal["memory", "redis"]
 PushAuthKind = Literal["oidc", "none"]
+# public: https to public addresses only; any: also http, and loopback/private hosts.
+WebhookTargets = Literal["public", "any"]
 
 PRODUCTION_ENVS: frozenset[str] = frozenset({"staging", "prod"})
 
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite in DATA_DIR."
     )
+    database_connect_timeout_s: int = Field(
+        default=5, ge=2, le=60, description="PostgreSQL: give up on a connection attempt after."
+    )
     blob_dir: Path | None = Field(default=None, description="Default: DATA_DIR/blobs.")
     public_base_url: str | None = Field(
         default=None,
@@ -103,6 +110,11 @@ class Settings(BaseSettings):
     firestore_database: str = "(default)"
     firestore_collection_prefix: str = Field(
         default="", description="Prefix for collection names (isolates tests and stacks)."
+    )
+    firestore_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Deadline of each Firestore call, retries included (then 503 / redelivery).",
     )
     gcs_bucket: str = "txt2img-images"
     gcs_signing_service_account: str | None = Field(
@@ -181,6 +193,11 @@ class Settings(BaseSettings):
     bootstrap_api_key_owner: str = "bootstrap"
     api_key_pepper: SecretStr = SecretStr(f"{PLACEHOLDER_MARKER}-pepper")
     url_signing_secret: SecretStr = SecretStr(f"{PLACEHOLDER_MARKER}-url-signing")
+    webhook_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="Master secret; each owner signs with HMAC(it, owner). Default: derived "
+        "from URL_SIGNING_SECRET.",
+    )
 
     # --- model and generation ---
     model_path: Path | None = Field(
@@ -231,6 +248,24 @@ class Settings(BaseSettings):
         description="Fault injection for tests, e.g. after_job_recorded=exit; never in production.",
     )
 
+    # --- webhooks ---
+    webhook_targets: WebhookTargets | None = Field(
+        default=None,
+        description="`public`: https to public addresses only (default in staging/prod); "
+        "`any`: also http and loopback/private hosts (default elsewhere).",
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_backoff_base_s: float = Field(default=1.0, ge=0)
+    webhook_backoff_max_s: float = Field(default=60.0, ge=0)
+    webhook_workers: int = Field(default=2, ge=1, le=32, description="Delivery threads.")
+    webhook_redrive_interval_s: float = Field(
+        default=60.0, ge=0, description="How often owed deliveries are looked for; 0: at start."
+    )
+    webhook_redrive_window_s: float = Field(
+        default=86_400.0, ge=60, description="Jobs older than this are no longer redriven."
+    )
+
     # --- batching and the model on the GPU ---
     max_batch_size: int = Field(default=8, ge=1, le=64)
     max_batch_wait_ms: float = Field(default=20.0, ge=0, le=5000)
@@ -270,6 +305,11 @@ class Settings(BaseSettings):
         for name in (*_ADAPTER_FIELDS, "push_auth"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
+        if self.webhook_targets is None:
+            targets = "public" if self.app_env in PRODUCTION_ENVS else "any"
+            object.__setattr__(self, "webhook_targets", targets)
+        if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
+            raise ValueError("WEBHOOK_BACKOFF_MAX_S must be at least WEBHOOK_BACKOFF_BASE_S")
         if self.app_env in PRODUCTION_ENVS:
             self._refuse_unsafe_production_settings()
         parse_failpoints(self.failpoints)
@@ -314,13 +354,21 @@ class Settings(BaseSettings):
             problems.append("PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT must be set for PUSH_AUTH=oidc")
         if self.job_store == "sql" and (self.database_url or "").startswith("sqlite"):
             problems.append(f"DATABASE_URL=sqlite is not allowed with APP_ENV={self.app_env}")
-        for name in ("api_key_pepper", "url_signing_secret"):
-            value = getattr(self, name).get_secret_value()
+        for name in ("api_key_pepper", "url_signing_secret", "webhook_signing_secret"):
+            secret = getattr(self, name)
+            if secret is None:  # webhook_signing_secret: derived from url_signing_secret
+                continue
+            value = secret.get_secret_value()
             if PLACEHOLDER_MARKER in value or len(value) < 32:
                 problems.append(
                     f"{name.upper()} is a placeholder or shorter than 32 characters; "
                     "set a random secret (e.g. from Secret Manager)"
                 )
+        if self.webhook_targets == "any":
+            problems.append(
+                "WEBHOOK_TARGETS=any lets webhooks reach private and loopback addresses, "
+                f"not allowed with APP_ENV={self.app_env}"
+            )
         if self.failpoints:
             problems.append(f"FAILPOINTS injects faults, not allowed with APP_ENV={self.app_env}")
         if self.bootstrap_api_key is not None:
@@ -341,6 +389,15 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "text" if self.app_env in ("local", "test") else "json"
+
+    @property
+    def resolved_webhook_signing_secret(self) -> str:
+        """WEBHOOK_SIGNING_SECRET, or a key derived from URL_SIGNING_SECRET for this one use
+        (so production needs no extra secret, and neither key reveals the other)."""
+        if self.webhook_signing_secret is not None:
+            return self.webhook_signing_secret.get_secret_value()
+        base = self.url_signing_secret.get_secret_value().encode()
+        return hmac.new(base, b"txt2img webhook signing", hashlib.sha256).hexdigest()
 
     @property
     def resolved_database_url(self) -> str:

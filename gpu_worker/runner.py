@@ -94,7 +94,10 @@ class JobRunner:
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_finished: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_finished(job_id)` is told when this runner ended a job (succeeded, failed,
+        dead-lettered), e.g. to deliver its webhook; it must not block."""
         self._jobs = jobs
         self._blobs = blobs
         self._generator = generator
@@ -102,6 +105,7 @@ class JobRunner:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
+        self._on_finished = on_finished
 
     def run(self, job_id: str) -> RunOutcome:
         # Every queue (push, pull, Celery, inline) comes through here: name the job on every
@@ -113,6 +117,7 @@ class JobRunner:
         if outcome in (RunOutcome.SUCCEEDED, RunOutcome.FAILED):
             # Canceled jobs are counted where the cancel happened (the API).
             JOBS_FINISHED.labels(outcome.value).inc()
+            self._finished(job_id)
         return outcome
 
     def _run(self, job_id: str) -> RunOutcome:
@@ -172,7 +177,18 @@ class JobRunner:
         except TransitionConflict:
             return None
         JOBS_FINISHED.labels("failed").inc()
+        self._finished(job_id)
         return failed
+
+    def _finished(self, job_id: str) -> None:
+        if self._on_finished is None:
+            return
+        try:
+            self._on_finished(job_id)
+        except Exception:
+            # A lost notification is picked up by the webhook redrive; the job's outcome
+            # and the queue's ack must not depend on it.
+            log.warning("job %s: on_finished hook failed", job_id, exc_info=True)
 
     # --- steps -------------------------------------------------------------------------------
 

@@ -84,7 +84,12 @@ def build_engine(settings: Settings) -> ImageGenerator:
 
 
 def build_runner(
-    settings: Settings, *, jobs: JobStore, blobs: BlobStore, generator: ImageGenerator
+    settings: Settings,
+    *,
+    jobs: JobStore,
+    blobs: BlobStore,
+    generator: ImageGenerator,
+    on_finished: Callable[[str], None] | None = None,
 ) -> JobRunner:
     config = RunnerConfig(
         progress_write_interval_s=settings.progress_write_interval_s,
@@ -94,11 +99,17 @@ def build_runner(
         retry_transient=settings.job_queue != "inline",
         duplicate_wait_s=settings.duplicate_wait_s if settings.job_queue != "inline" else 0.0,
     )
-    return JobRunner(jobs=jobs, blobs=blobs, generator=generator, config=config)
+    return JobRunner(
+        jobs=jobs, blobs=blobs, generator=generator, config=config, on_finished=on_finished
+    )
 
 
 def recover_interrupted_jobs(
-    jobs: JobStore, enqueue: Callable[[str], None], *, batch: int = 500
+    jobs: JobStore,
+    enqueue: Callable[[str], None],
+    *,
+    batch: int = 500,
+    on_failed: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """At the start of a process that runs jobs in-process (the embedded profile): jobs still
     queued are enqueued again, and jobs left running by a process that stopped are failed
@@ -123,6 +134,8 @@ def recover_interrupted_jobs(
             )
             failed += 1
             JOBS_FINISHED.labels("failed").inc()
+            if on_failed is not None:
+                on_failed(job.id)
         except Exception:
             log.warning("could not fail interrupted job %s", job.id, exc_info=True)
     if requeued or failed:
@@ -190,7 +203,13 @@ def build_worker_services(
     )
     if generator is None:
         generator = build_engine(settings)
-    runner = build_runner(settings, jobs=jobs, blobs=blobs, generator=generator)
+    # Delivers the webhooks of the jobs this worker ends, off the ack's path.
+    from api.webhooks import build_webhooks
+
+    webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
+    runner = build_runner(
+        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=webhooks.notify
+    )
     return WorkerServices(
         settings=settings,
         jobs=jobs,

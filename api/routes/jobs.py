@@ -18,6 +18,7 @@ from api.wiring import Services
 from dal.records import Job
 from dal.telemetry import set_job_ids
 from dal.telemetry.metrics import JOBS_FINISHED, JOBS_SUBMITTED
+from dal.webhooks.urls import InvalidWebhookUrl
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ async def submit_job(
         ),
     ] = None,
 ) -> JobOut:
+    if body.webhook_url is not None:
+        # Resolves the host in production profiles (SSRF guard): off the event loop.
+        await run_in_threadpool(_check_webhook_url, services, body.webhook_url)
     submitted = await run_in_threadpool(
         services.job_service.submit,
         owner=principal.owner,
@@ -140,6 +144,18 @@ def list_jobs(
     return JobListOut(
         items=[job_view(j, services, base) for j in page.items], next_cursor=page.next_cursor
     )
+
+
+def _check_webhook_url(services: Services, url: str) -> None:
+    try:
+        services.webhooks.urls.check(url)
+    except InvalidWebhookUrl as exc:
+        message = str(exc)
+        raise ProblemError(
+            "validation-error",
+            f"body.webhook_url: {message}",
+            errors=[{"field": "body.webhook_url", "message": message}],
+        ) from None
 
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -210,4 +226,5 @@ def cancel_job(
     job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
     JOBS_FINISHED.labels("canceled").inc()
     services.job_waits.notify(job.id)
+    services.webhooks.notify(job.id)
     return job_view(job, services, str(request.base_url))

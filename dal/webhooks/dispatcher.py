@@ -70,7 +70,7 @@ class WebhookDispatcher:
         self._sender = sender
         self._render = render
         self._secret_for = secret_for
-        self._urls = urls
+        self.urls = urls
         self._retry = retry
         self._redrive = redrive or RedriveConfig()
         self._workers = workers
@@ -133,7 +133,7 @@ class WebhookDispatcher:
         number = len(deliveries_of(job, event)) + 1
         now = self._clock()
         try:
-            self._urls.check(url)
+            self.urls.check(url)
         except InvalidWebhookUrl as exc:
             self._record(job, WebhookDelivery(number, event, now, error=f"refused: {exc}"))
             return None

@@ -28,7 +28,7 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.max_s, self.base_s * 2 ** (attempt - 1))
+        ceiling = min(self.max_s, self.base_s * 2.0 ** (attempt - 1))
         return ceiling / 2 + self.jitter() * ceiling / 2
 
     def next_delay(self, attempt: int, status_code: int | None) -> float | None:

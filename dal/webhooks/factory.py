@@ -1,0 +1,54 @@
+"""Builds a process's webhook dispatcher from settings (called by each wiring function)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from dal.ports import JobStore
+from dal.records import Job
+from dal.settings import Settings
+from dal.webhooks.dispatcher import RedriveConfig, WebhookDispatcher
+from dal.webhooks.retry import RetryPolicy
+from dal.webhooks.sender import HttpxSender, WebhookSender
+from dal.webhooks.signing import owner_secret
+from dal.webhooks.urls import WebhookUrlPolicy
+
+
+def url_policy(settings: Settings) -> WebhookUrlPolicy:
+    return WebhookUrlPolicy(settings.webhook_targets or "public")
+
+
+def build_webhook_dispatcher(
+    settings: Settings,
+    *,
+    jobs: JobStore,
+    render: Callable[[Job], bytes],
+    closers: list[Callable[[], None]],
+    sender: WebhookSender | None = None,
+) -> WebhookDispatcher:
+    """Started (delivery threads and the redrive), and closed by `closers`."""
+    retry = RetryPolicy(
+        max_attempts=settings.webhook_max_attempts,
+        base_s=settings.webhook_backoff_base_s,
+        max_s=settings.webhook_backoff_max_s,
+    )
+    dispatcher = WebhookDispatcher(
+        jobs=jobs,
+        sender=sender or HttpxSender(timeout_s=settings.webhook_timeout_s),
+        render=render,
+        secret_for=partial(owner_secret, settings.resolved_webhook_signing_secret),
+        urls=url_policy(settings),
+        retry=retry,
+        redrive=RedriveConfig(
+            interval_s=settings.webhook_redrive_interval_s,
+            window_s=settings.webhook_redrive_window_s,
+            # Longer than a live process's longest wait between two attempts, plus the
+            # attempt itself: what is older was dropped by a process that stopped.
+            grace_s=settings.webhook_backoff_max_s + 2 * settings.webhook_timeout_s + 30,
+        ),
+        workers=settings.webhook_workers,
+    )
+    dispatcher.start()
+    closers.append(lambda: dispatcher.close(timeout=settings.webhook_timeout_s + 1))
+    return dispatcher
