@@ -53,7 +53,7 @@ from dal.records import (
     is_dead_lettered,
     utcnow,
 )
-from dal.webhooks.state import has_succeeded, is_owed
+from dal.webhooks.state import has_succeeded, is_owed, webhook_event
 
 STORE = "job store"
 DEFAULT_TIMEOUT_S = 10.0
@@ -248,13 +248,14 @@ class FirestoreJobStore:
     ) -> Sequence[Job]:
         if limit < 1:
             return []
-        # One query per finished status, each served by the (status, created_at) index that
-        # list_by_status uses; whether a delivery is owed lives in the list, so it is decided
-        # here.
+        # One query per finished status on the index (status, webhook_delivered, created_at):
+        # jobs without a webhook or with a success are never read. Attempts used up (a
+        # setting) are decided here; jobs written before the field existed never match.
         owed: list[Job] = []
         for status in sorted(TERMINAL_STATUSES):
             query = (
                 self._jobs.where(filter=firestore.FieldFilter("status", "==", status.value))
+                .where(filter=firestore.FieldFilter("webhook_delivered", "==", False))
                 .where(filter=firestore.FieldFilter("created_at", ">=", to_timestamp(since)))
                 .order_by("created_at", direction=firestore.Query.ASCENDING)
                 .order_by("__name__", direction=firestore.Query.ASCENDING)
@@ -429,7 +430,14 @@ def _to_doc(job: Job) -> dict[str, Any]:
         "num_images": int(job.params.num_images),
         "webhook_url": job.webhook_url,
         "webhook_deliveries": [d.to_dict() for d in job.webhook_deliveries],
+        # Top level for the webhook redrive's query: false while a webhook may still be owed.
+        "webhook_delivered": _webhook_delivered(job),
     }
+
+
+def _webhook_delivered(job: Job) -> bool:
+    event = webhook_event(job)
+    return job.webhook_url is None or (event is not None and has_succeeded(job, event))
 
 
 def _from_snapshot(snapshot: DocumentSnapshot) -> Job:

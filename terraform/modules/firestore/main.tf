@@ -134,6 +134,27 @@ resource "google_firestore_index" "jobs_unenqueued" {
   }
 }
 
+# Webhook redrive: finished jobs whose webhook may still be owed, oldest first.
+resource "google_firestore_index" "jobs_webhooks_owed" {
+  project     = var.project_id
+  database    = google_firestore_database.this.name
+  collection  = "${var.collection_prefix}jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "webhook_delivered"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+}
+
 # `txt2img-admin keys list --owner`: an owner's keys, oldest first.
 resource "google_firestore_index" "api_keys_by_owner" {
   project     = var.project_id
