@@ -60,7 +60,9 @@ class HmacUrlSigner:
     def verify(self, key: str, *, expires: int, sig: str) -> None:
         """Raises SignatureInvalid unless `sig` is ours for (key, expires) and not expired."""
         expected = self._signature(key, expires)
-        if not hmac.compare_digest(expected, sig):
+        # As bytes: compare_digest raises TypeError on a str with non-ASCII characters, and
+        # the signature comes straight from the query string.
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
             raise SignatureInvalid("signature does not match")
         if self._clock().timestamp() >= expires:
             raise SignatureInvalid("URL has expired")

@@ -67,6 +67,39 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
 
 
+def _event_schema(event: str, data_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"const": event},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data_schema,
+            },
+        },
+        "required": ["event", "id", "data"],
+    }
+
+
+def _progress_schema() -> dict[str, Any]:
+    # JobStatus, its one definition, is in the document's components already (JobOut uses it).
+    schema = ProgressEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+# One event of the stream (OpenAPI 3.1 has no item schema for streams; its `schema` for
+# text/event-stream describes each event), with its `data` as the JSON document it carries.
+_EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _event_schema("progress", _progress_schema()),
+        _event_schema("status", {"$ref": "#/components/schemas/JobOut"}),
+    ]
+}
+
+
 @router.get(
     "/{job_id}/events",
     dependencies=[Depends(read_rate_limit)],
@@ -76,7 +109,7 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
             "description": "Server-Sent Events: `progress` while the job is queued or running "
             "(data: id, status, progress, updated_at), then one `status` event with the "
             "finished job, and the stream ends. Reconnect with `Last-Event-ID`.",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
         },
         **_problems(401, 404, 429, 503),
     },
