@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from api.body_guard import BodyGuardMiddleware
 from api.outbox_sweeper import sweep_periodically
 from api.problem_openapi import document_problems
-from api.problem_openapi import document_problems
 from api.problems import install_problem_handlers
 from api.routes import blobs, events, health, jobs, web, webhooks
 from api.trace_middleware import TraceContextMiddleware
@@ -88,7 +87,6 @@ def create_app(
     app.add_middleware(RequestTelemetryMiddleware)
     app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
-    document_problems(app)
     document_problems(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
