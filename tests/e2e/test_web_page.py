@@ -119,6 +119,36 @@ class TestWebPage:
         assert page.get_by_label("Your API key").is_visible()
         assert page.evaluate("sessionStorage.length") == 0
 
+    def test_refusals_are_shown_readably(self, page: Page) -> None:
+        """A 422 names and marks the field at fault; a 429 says when to try again."""
+        use_key(page, BOOTSTRAP_KEY)
+        fill_job(page, "   ")  # passes the browser's `required`, not the API's check
+        page.get_by_role("button", name="Generate", exact=True).click()
+        errors = page.get_by_role("alert")
+        errors.wait_for()
+        assert "422" in errors.inner_text() and "body.prompt" in errors.inner_text()
+        prompt = page.get_by_label("Prompt", exact=True)
+        assert prompt.get_attribute("aria-invalid") == "true"
+        assert prompt.evaluate("el => el === document.activeElement")
+
+        page.route(
+            "**/v1/jobs",
+            lambda route: route.fulfill(
+                status=429,
+                headers={"Retry-After": "7"},
+                content_type="application/problem+json",
+                body=json.dumps(
+                    {"title": "Too many requests", "status": 429, "code": "rate-limited"}
+                ),
+            ),
+        )
+        fill_job(page, "one too many")
+        page.get_by_role("button", name="Generate", exact=True).click()
+        page.wait_for_function(
+            "() => document.getElementById('errors').textContent.includes('Try again in 7 s')"
+        )
+        assert prompt.get_attribute("aria-invalid") is None
+
     def test_submit_watch_progress_and_see_the_images(
         self, page: Page, service: RunningService, capsys: pytest.CaptureFixture[str]
     ) -> None:
