@@ -14,10 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulators.process import ServiceUnavailable
-from emulators.stack import Stack, StackConfig, start_stack
-from tests.integration.availability import missing
-
 BOOTSTRAP_KEY = "e2e-bootstrap-key-0123456789"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,34 +103,3 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path)
             pass
         time.sleep(0.25)
     raise RuntimeError(f"service not ready in time:\n{log_path.read_text()[-4000:]}")
-
-
-@pytest.fixture(scope="session")
-def stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The emulator stack: Pub/Sub, Firestore, GCS emulators, Redis, worker and API."""
-    state = tmp_path_factory.mktemp("stack")
-    config = StackConfig(
-        state_dir=state / "logs",
-        data_dir=state / "data",
-        model_path=tiny_model_dir,
-        redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        min_backoff_s=1,
-        max_backoff_s=2,
-        extra_env={
-            "PROGRESS_WRITE_INTERVAL_S": "0.1",
-            "JOB_LEASE_S": "30",
-            # Storage outages are part of the tests: give up on them quickly.
-            "GCS_TIMEOUT_S": "3",
-            "GCS_RETRY_TIMEOUT_S": "1",
-            "RATE_LIMIT_SUBMIT_BURST": "500",
-            "RATE_LIMIT_SUBMIT_PER_MINUTE": "600",
-        },
-    )
-    try:
-        running = start_stack(config)
-    except ServiceUnavailable as exc:
-        missing("the emulator stack", str(exc))
-    try:
-        yield running
-    finally:
-        running.stop()

@@ -1,0 +1,46 @@
+"""The session's emulator stack, a pytest plugin (loaded by tests/conftest.py) so that every
+test folder shares one: the e2e suites use it whole, the fault and load tests borrow its
+emulators for stacks of their own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.process import ServiceUnavailable
+from emulators.stack import Stack, StackConfig, start_stack
+from tests.integration.availability import missing
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The emulator stack: Pub/Sub, Firestore, GCS emulators, Redis, worker and API."""
+    state = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        state_dir=state / "logs",
+        data_dir=state / "data",
+        model_path=tiny_model_dir,
+        redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        min_backoff_s=1,
+        max_backoff_s=2,
+        extra_env={
+            "PROGRESS_WRITE_INTERVAL_S": "0.1",
+            "JOB_LEASE_S": "30",
+            # Storage outages are part of the tests: give up on them quickly.
+            "GCS_TIMEOUT_S": "3",
+            "GCS_RETRY_TIMEOUT_S": "1",
+            "RATE_LIMIT_SUBMIT_BURST": "500",
+            "RATE_LIMIT_SUBMIT_PER_MINUTE": "600",
+        },
+    )
+    try:
+        running = start_stack(config)
+    except ServiceUnavailable as exc:
+        missing("the emulator stack", str(exc))
+    try:
+        yield running
+    finally:
+        running.stop()
