@@ -337,8 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     metrics_server = start_configured_metrics_server(
         settings, settings.worker_host, default_port=DEFAULT_METRICS_PORT
     )
+    argv = worker_argv(settings, extra)
+    if settings.resolved_log_format == "json":
+        # Celery's banner is printed, not logged: it would be the only non-JSON lines.
+        argv = ["--quiet", *argv]
     try:
-        app.worker_main(worker_argv(settings, extra))
+        app.worker_main(argv)
     finally:
         lazy.close()
         if metrics_server is not None:
