@@ -199,6 +199,7 @@
       const job = await api("/v1/jobs", { method: "POST", body: readForm() });
       showJob(job);
       follow(job);
+      history.replaceState(null, "", `#job/${encodeURIComponent(job.id)}`);
       refreshRecent(true);
     } catch (err) {
       showError(err, "The job was not submitted");

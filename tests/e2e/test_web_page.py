@@ -194,9 +194,14 @@ class TestWebPage:
         with capsys.disabled():  # shown in every run, not only when the test fails
             print(f"\nweb page screenshot: {shot}")  # noqa: T201
 
-        # The key outlives a reload of the tab, and an open job is part of the address.
+        # The key outlives leaving the page in this tab, and the shown job is in the address.
+        assert page.url.endswith(f"#job/{job_id}")
+        page.goto("about:blank")
         page.goto(f"{service.base_url}/#job/{job_id}")
-        page.wait_for_function("img => img.naturalWidth > 0", arg=images.first.element_handle())
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#job-images img')]"
+            ".some(img => img.complete && img.naturalWidth > 0)"
+        )
         assert shown_job_id(page) == job_id
 
         page.get_by_role("button", name="Forget key").click()
