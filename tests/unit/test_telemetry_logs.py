@@ -148,6 +148,8 @@ class TestConfigureLogging:
         access = logging.getLogger("uvicorn.access")
         saved_access = (list(access.handlers), access.propagate)
         stream = io.StringIO()
+        # configure_logging closes the handlers it replaces: keep pytest's out of its reach.
+        root.handlers = []
         try:
             configure_logging(
                 Settings(app_env="test", log_format="json", log_level="info"), stream=stream
