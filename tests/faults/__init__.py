@@ -1,0 +1,1 @@
+"""Fault injection for the tests: things that break the path between two real processes."""
