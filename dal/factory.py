@@ -40,7 +40,10 @@ def build_stores(settings: Settings, closers: Closers) -> tuple[JobStore, ApiKey
     if settings.job_store == "sql":
         from dal.sql import SqlApiKeyStore, SqlJobStore, create_sql_engine, upgrade
 
-        engine = create_sql_engine(settings.resolved_database_url)
+        engine = create_sql_engine(
+            settings.resolved_database_url,
+            connect_timeout_s=settings.database_connect_timeout_s,
+        )
         closers.append(engine.dispose)
         # Migrations are idempotent and serialised across processes; every process applies
         # them at start so a fresh database needs no separate step.
@@ -54,8 +57,12 @@ def build_stores(settings: Settings, closers: Closers) -> tuple[JobStore, ApiKey
         closers.append(client.close)
         prefix = settings.firestore_collection_prefix
         return (
-            FirestoreJobStore(client, collection_prefix=prefix),
-            FirestoreApiKeyStore(client, collection_prefix=prefix),
+            FirestoreJobStore(
+                client, collection_prefix=prefix, timeout_s=settings.firestore_timeout_s
+            ),
+            FirestoreApiKeyStore(
+                client, collection_prefix=prefix, timeout_s=settings.firestore_timeout_s
+            ),
         )
     raise UnsupportedAdapter("JOB_STORE", str(settings.job_store), "memory, sql, firestore")
 

@@ -17,6 +17,7 @@ import google.auth.exceptions
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import firestore
+from google.cloud.firestore import DocumentReference, DocumentSnapshot, Transaction
 
 from dal.errors import DalError, StoreUnavailable
 
@@ -70,11 +71,88 @@ def read_retry(deadline_s: float) -> gretry.Retry:
     )
 
 
+class BoundedTransaction(Transaction):  # type: ignore[misc]  # the library is untyped
+    """A transaction whose every call (begin, reads, commit, rollback) gives up after
+    `deadline_s`, retries included.
+
+    The library gives a transaction's calls its own defaults: begin and commit retry an
+    unreachable Firestore for 60 s, reads for 300 s, and it offers no way to pass a deadline
+    through `firestore.transactional`. A caller (an API request, a push delivery) must hear
+    "unavailable" long before that, so begin, commit and rollback are re-issued here with
+    a deadline, and transaction bodies read through `get_document`.
+    """
+
+    def __init__(self, client: firestore.Client, *, deadline_s: float) -> None:
+        super().__init__(client, max_attempts=1)
+        self.deadline_s = deadline_s
+        self._idempotent_retry = read_retry(deadline_s)
+        # As the library's commit policy: retry only what cannot have been applied.
+        self._commit_retry = gretry.Retry(
+            predicate=gretry.if_exception_type(gexc.ResourceExhausted, gexc.ServiceUnavailable),
+            initial=0.1,
+            maximum=2.0,
+            multiplier=2.0,
+            timeout=deadline_s,
+        )
+
+    def get_document(self, ref: DocumentReference) -> DocumentSnapshot:
+        snapshot: DocumentSnapshot = ref.get(
+            transaction=self, retry=self._idempotent_retry, timeout=self.deadline_s
+        )
+        return snapshot
+
+    def _begin(self, retry_id: bytes | None = None) -> None:
+        if self.in_progress:
+            raise ValueError("the transaction has already begun")
+        response = self._client._firestore_api.begin_transaction(
+            request={
+                "database": self._client._database_string,
+                "options": self._options_protobuf(retry_id),
+            },
+            metadata=self._client._rpc_metadata,
+            retry=self._idempotent_retry,
+            timeout=self.deadline_s,
+        )
+        self._id = response.transaction
+
+    def _rollback(self) -> None:
+        if not self.in_progress:
+            raise ValueError("no transaction in progress to roll back")
+        try:
+            self._client._firestore_api.rollback(
+                request={"database": self._client._database_string, "transaction": self._id},
+                metadata=self._client._rpc_metadata,
+                retry=self._idempotent_retry,
+                timeout=self.deadline_s,
+            )
+        finally:
+            self._clean_up()
+
+    def _commit(self) -> list[Any]:
+        if not self.in_progress:
+            raise ValueError("no transaction in progress to commit")
+        response = self._client._firestore_api.commit(
+            request={
+                "database": self._client._database_string,
+                "writes": self._write_pbs,
+                "transaction": self._id,
+            },
+            metadata=self._client._rpc_metadata,
+            retry=self._commit_retry,
+            timeout=self.deadline_s,
+        )
+        self._clean_up()
+        self.write_results = list(response.write_results)
+        self.commit_time = response.commit_time
+        return self.write_results
+
+
 def run_transaction(
     client: firestore.Client,
     function: Callable[..., Any],
     *args: Any,
     max_attempts: int,
+    deadline_s: float,
     backoff_s: float = 0.05,
     max_backoff_s: float = 2.0,
 ) -> Any:
@@ -88,9 +166,10 @@ def run_transaction(
     The wrapper firestore.transactional returns also keeps the ids of the transaction it runs,
     so it is made per call: a shared one would mix up concurrent calls from several threads.
     Exceptions raised by `function` (DalErrors, ValueError) end the transaction at once.
+    Each call of each attempt gives up after `deadline_s` (BoundedTransaction).
     """
     for attempt in range(1, max_attempts + 1):
-        transaction = client.transaction(max_attempts=1)
+        transaction = BoundedTransaction(client, deadline_s=deadline_s)
         try:
             return firestore.transactional(function)(transaction, *args)
         except (gexc.Aborted, ValueError) as exc:

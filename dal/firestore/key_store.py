@@ -15,10 +15,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore import DocumentReference, DocumentSnapshot, Transaction
+from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 from dal.errors import NotFound
 from dal.firestore.client import (
+    BoundedTransaction,
     check_prefix,
     from_timestamp,
     hashed_id,
@@ -94,25 +95,33 @@ class FirestoreApiKeyStore:
         return key
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
-        return run_transaction(self._client, function, *args, max_attempts=self._max_attempts)
+        return run_transaction(
+            self._client,
+            function,
+            *args,
+            max_attempts=self._max_attempts,
+            deadline_s=self._timeout_s,
+        )
 
 
 def _add_key(
-    transaction: Transaction,
+    transaction: BoundedTransaction,
     ref: DocumentReference,
     hash_ref: DocumentReference,
     data: dict[str, Any],
 ) -> None:
-    key_snapshot = ref.get(transaction=transaction)
-    hash_snapshot = hash_ref.get(transaction=transaction)
+    key_snapshot = transaction.get_document(ref)
+    hash_snapshot = transaction.get_document(hash_ref)
     if key_snapshot.exists or hash_snapshot.exists:
         raise ValueError("an API key with this id or hash already exists")
     transaction.create(ref, data)
     transaction.create(hash_ref, {"key_id": ref.id})
 
 
-def _revoke_key(transaction: Transaction, ref: DocumentReference, at: datetime | None) -> ApiKey:
-    snapshot = ref.get(transaction=transaction)
+def _revoke_key(
+    transaction: BoundedTransaction, ref: DocumentReference, at: datetime | None
+) -> ApiKey:
+    snapshot = transaction.get_document(ref)
     if not snapshot.exists:
         raise NotFound(f"API key {ref.id!r} does not exist")
     key = _from_snapshot(snapshot)

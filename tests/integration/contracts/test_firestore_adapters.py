@@ -178,8 +178,9 @@ def test_concurrent_adds_of_one_key_hash_keep_one(
 def test_unreachable_firestore_raises_store_unavailable_promptly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With nothing listening, reads, plain creates and ping fail with StoreUnavailable within
-    the store's timeout instead of the client library's minutes of retries."""
+    """With nothing listening, reads, plain creates, ping and every transaction (begin,
+    reads, commit, rollback: BoundedTransaction) fail with StoreUnavailable within the store's
+    timeout instead of the client library's minutes of retries."""
     dead = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", dead)
     client = make_firestore_client(firestore_service.PROJECT)
@@ -193,6 +194,12 @@ def test_unreachable_firestore_raises_store_unavailable_promptly(
         lambda: jobs.create(make_job("job-1")),
         lambda: keys.find_by_hash("h"),
         lambda: keys.list_keys(),
+        lambda: jobs.create(make_job("job-2", idempotency_key="k")),
+        lambda: jobs.claim("job-1", lease_s=30),
+        lambda: jobs.transition("job-1", expected={JobStatus.QUEUED}, target=JobStatus.CANCELED),
+        lambda: jobs.record_progress("job-1", 0.5),
+        lambda: keys.add(make_key("key-1")),
+        lambda: keys.revoke("key-1", at=T0),
     ]
     for call in calls:
         started = time.monotonic()
