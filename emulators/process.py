@@ -133,6 +133,22 @@ def stop_pid(pid: int, *, timeout: float = 15.0) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def kill_pid(pid: int, *, timeout: float = 15.0) -> None:
+    """SIGKILL the process group (no shutdown at all) and wait until the process is gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def stop_service(service: Service) -> None:
     if service.pid is not None:
         stop_pid(service.pid)

@@ -9,6 +9,7 @@ their jobs failed/dead_lettered.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -78,6 +79,19 @@ class Topology:
     ack_deadline_s: int = 600
     min_backoff_s: float = 10.0
     max_backoff_s: float = 600.0
+
+    def prefixed(self, prefix: str) -> Topology:
+        """The same topology with every topic and subscription name prefixed."""
+        if not prefix:
+            return self
+        return dataclasses.replace(
+            self,
+            topic=prefix + self.topic,
+            push_subscription=prefix + self.push_subscription,
+            dead_letter_topic=prefix + self.dead_letter_topic,
+            dead_letter_subscription=prefix + self.dead_letter_subscription,
+            dead_letter_push_subscription=prefix + self.dead_letter_push_subscription,
+        )
 
 
 def seed(emulator_host: str, topology: Topology, *, worker_url: str) -> None:

@@ -21,6 +21,7 @@ from emulators.process import (
     ServiceUnavailable,
     free_port,
     http_ready,
+    kill_pid,
     start_process,
     stop_service,
 )
@@ -47,6 +48,11 @@ class StackConfig:
     max_backoff_s: float = 600.0
     # Extra environment for both processes (e.g. fault injection in tests).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # And for one of them only (e.g. each behind its own proxy to a store).
+    worker_env: dict[str, str] = field(default_factory=dict)
+    api_env: dict[str, str] = field(default_factory=dict)
+    # Prefix for the topic and subscription names: several stacks on one Pub/Sub emulator.
+    pubsub_prefix: str = ""
     log_level: str = "info"
 
 
@@ -73,9 +79,23 @@ class Stack:
         if self.worker is not None:
             stop_service(self.worker)
         self.env.update(extra_env or {})
+        self.start_worker()
+
+    def start_worker(self) -> None:
         self.worker = _start_app(
-            "worker", "gpu_worker", self.worker_url, self.env, self.config.state_dir
+            "worker",
+            "gpu_worker",
+            self.worker_url,
+            {**self.env, **self.config.worker_env},
+            self.config.state_dir,
         )
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker (no shutdown: what a crash or a lost instance looks like) and
+        wait until it is gone; `start_worker` brings one back."""
+        if self.worker is not None and self.worker.pid is not None:
+            kill_pid(self.worker.pid)
+        self.worker = None
 
 
 def start_stack(config: StackConfig) -> Stack:
@@ -117,16 +137,13 @@ def _start(config: StackConfig, started: list[Service]) -> Stack:
     api_key = config.api_key or "dev-" + secrets.token_urlsafe(18)
     stack_id = secrets.token_hex(4)
 
-    pubsub.seed(
-        ps.address,
-        pubsub.Topology(
-            project=config.project,
-            max_delivery_attempts=config.max_delivery_attempts,
-            min_backoff_s=config.min_backoff_s,
-            max_backoff_s=config.max_backoff_s,
-        ),
-        worker_url=worker_url,
-    )
+    topology = pubsub.Topology(
+        project=config.project,
+        max_delivery_attempts=config.max_delivery_attempts,
+        min_backoff_s=config.min_backoff_s,
+        max_backoff_s=config.max_backoff_s,
+    ).prefixed(config.pubsub_prefix)
+    pubsub.seed(ps.address, topology, worker_url=worker_url)
     env = {
         **os.environ,
         "APP_ENV": "emulator",
@@ -141,6 +158,11 @@ def _start(config: StackConfig, started: list[Service]) -> Stack:
         "REDIS_KEY_PREFIX": f"txt2img:{stack_id}:",
         "FIRESTORE_COLLECTION_PREFIX": f"s{stack_id}_",
         "MAX_DELIVERY_ATTEMPTS": str(config.max_delivery_attempts),
+        "PUBSUB_TOPIC": topology.topic,
+        "PUBSUB_JOBS_SUBSCRIPTION": topology.push_subscription,
+        "PUBSUB_DEAD_LETTER_TOPIC": topology.dead_letter_topic,
+        "PUBSUB_DEAD_LETTER_SUBSCRIPTION": topology.dead_letter_subscription,
+        "PUBSUB_DEAD_LETTER_RECORDER_SUBSCRIPTION": topology.dead_letter_push_subscription,
         "BOOTSTRAP_API_KEY": api_key,
         "MODEL_PATH": str(model_path),
         "DATA_DIR": str(data_dir),
@@ -159,8 +181,8 @@ def _start(config: StackConfig, started: list[Service]) -> Stack:
         api_key=api_key,
         services=started,
     )
-    stack.worker = _start_app("worker", "gpu_worker", worker_url, env, state_dir)
-    stack.api = _start_app("api", "api", api_url, env, state_dir)
+    stack.start_worker()
+    stack.api = _start_app("api", "api", api_url, {**env, **config.api_env}, state_dir)
     return stack
 
 
