@@ -14,7 +14,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-c
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run run-selfhosted dev dev-down services browser bench model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if
 
 bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
 	$(BIN)/python -m bench
+
+soak: $(STAMP) ## Load test on the emulator stack (SOAK_USERS, SOAK_KEYS, SOAK_DURATION_S); reconciles every job, prints JSON
+	$(BIN)/python -m tests.load
 
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
