@@ -117,7 +117,7 @@ async def sweep_periodically(sweeper: OutboxSweeper, interval_s: float) -> None:
     """Sweep every `interval_s` (jittered, so that instances started together spread out)
     until cancelled. A failed pass is logged and the next one tried."""
     while True:
-        await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+        await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))  # noqa: S311 - jitter  # nosec B311
         try:
             await run_in_threadpool(sweeper.sweep)
         except StoreUnavailable as exc:

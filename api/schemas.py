@@ -107,7 +107,7 @@ class WebhookSecretOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "secret": "whsec_3f1c...",  # nosec B105: an example in the docs
+                    "secret": "whsec_3f1c...",  # nosec B105 # an example in the docs
                     "algorithm": "HMAC-SHA256",
                     "signed_content": "{Webhook-Timestamp}.{body}",
                     "signature_header": "Webhook-Signature",

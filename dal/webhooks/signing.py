@@ -15,7 +15,7 @@ import hmac
 import time
 from collections.abc import Mapping
 
-SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105: a marker, not a secret
+SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105 # a marker, not a secret
 SIGNATURE_VERSION = "v1"
 DEFAULT_MAX_AGE_S = 300
 
