@@ -1,5 +1,7 @@
 # The job store's database (Firestore in native mode) and the composite indexes its queries
-# need; they mirror firestore.indexes.json at the repository root (a test keeps them equal).
+# need. The indexes and field overrides come from firestore.indexes.json at the repository
+# root (the Firebase CLI's format), so the queries in dal/firestore have one list of indexes,
+# not two to keep equal; the module README says which query needs which.
 resource "google_firestore_database" "this" {
   project                           = var.project_id
   name                              = var.database_name
@@ -12,175 +14,45 @@ resource "google_firestore_database" "this" {
   deletion_policy                   = "DELETE"
 }
 
-# GET /v1/jobs: an owner's jobs, newest first (cursor on created_at, then the document name).
-resource "google_firestore_index" "jobs_by_owner" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "owner"
-    order      = "ASCENDING"
+locals {
+  index_spec = jsondecode(file("${path.module}/../../../firestore.indexes.json"))
+  # Keyed by collection and fields, e.g. "jobs:owner.ASCENDING,created_at.DESCENDING,...".
+  composite_indexes = {
+    for index in local.index_spec.indexes :
+    "${index.collectionGroup}:${join(",", [for f in index.fields : "${f.fieldPath}.${f.order}"])}" => index
   }
-  fields {
-    field_path = "created_at"
-    order      = "DESCENDING"
-  }
-  fields {
-    field_path = "__name__"
-    order      = "DESCENDING"
+  # Fields whose single-field indexes are switched off (job params and image refs are never
+  # queried: cheaper writes, and no index-entry limits on large maps).
+  unindexed_fields = {
+    for override in local.index_spec.fieldOverrides :
+    "${override.collectionGroup}.${override.fieldPath}" => override if length(override.indexes) == 0
   }
 }
 
-# Jobs in a status, oldest first (re-enqueueing queued jobs, failing abandoned running ones).
-resource "google_firestore_index" "jobs_by_status" {
+resource "google_firestore_index" "this" {
+  for_each = local.composite_indexes
+
   project     = var.project_id
   database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
+  collection  = "${var.collection_prefix}${each.value.collectionGroup}"
+  query_scope = each.value.queryScope
 
-  fields {
-    field_path = "status"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
+  dynamic "fields" {
+    for_each = each.value.fields
+    content {
+      field_path = fields.value.fieldPath
+      order      = fields.value.order
+    }
   }
 }
 
-# Quota: an owner's jobs queued or running (count aggregation).
-resource "google_firestore_index" "jobs_in_flight_by_owner" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "owner"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "status"
-    order      = "ASCENDING"
-  }
-}
-
-# Quota: the images of an owner's jobs since 00:00 UTC (sum aggregation).
-resource "google_firestore_index" "jobs_images_by_owner" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "owner"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "num_images"
-    order      = "ASCENDING"
-  }
-}
-
-# Quota: the same for jobs failed enqueue_failed, which are not charged.
-resource "google_firestore_index" "jobs_unqueued_images_by_owner" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "owner"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "error.code"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "num_images"
-    order      = "ASCENDING"
-  }
-}
-
-# Outbox sweeper: queued jobs never marked enqueued, oldest first.
-resource "google_firestore_index" "jobs_unenqueued" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "status"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "enqueued_at"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
-  }
-}
-
-# Webhook redrive: finished jobs whose webhook may still be owed, oldest first.
-resource "google_firestore_index" "jobs_webhooks_owed" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}jobs"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "status"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "webhook_delivered"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
-  }
-}
-
-# `txt2img-admin keys list --owner`: an owner's keys, oldest first.
-resource "google_firestore_index" "api_keys_by_owner" {
-  project     = var.project_id
-  database    = google_firestore_database.this.name
-  collection  = "${var.collection_prefix}api_keys"
-  query_scope = "COLLECTION"
-
-  fields {
-    field_path = "owner"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "created_at"
-    order      = "ASCENDING"
-  }
-}
-
-# Job params and image refs are never queried: no single-field indexes for them (cheaper
-# writes, and no index-entry limits on large maps).
-resource "google_firestore_field" "jobs_unindexed" {
-  for_each = toset(["params", "images"])
+resource "google_firestore_field" "unindexed" {
+  for_each = local.unindexed_fields
 
   project    = var.project_id
   database   = google_firestore_database.this.name
-  collection = "${var.collection_prefix}jobs"
-  field      = each.value
+  collection = "${var.collection_prefix}${each.value.collectionGroup}"
+  field      = each.value.fieldPath
 
   index_config {}
 }

@@ -1,6 +1,6 @@
 """The Terraform keeps the deployment's promises: the GPU worker's shape, OIDC-authenticated
 pushes with retries and dead letters, the IAM dead-lettering needs, private buckets, no basic
-roles, described and typed variables, Firestore indexes equal to firestore.indexes.json, and
+roles, described and typed variables, Firestore indexes built from firestore.indexes.json, and
 formatted files.
 
 Every .tf file is parsed with python-hcl2 (checkov has no checks for Cloud Run v2, so these
@@ -22,8 +22,10 @@ from typing import Any
 import hcl2
 import pytest
 
+from dal.firestore.job_store import _to_doc
 from dal.settings import Settings
 from emulators.pubsub import Topology
+from tests.contracts.job_store_contract import make_job
 from tests.integration.availability import missing
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -657,38 +659,49 @@ def test_nothing_is_granted_to_all_users_but_the_public_api() -> None:
 # --- Firestore -----------------------------------------------------------------------------
 
 
-def test_firestore_indexes_match_firestore_indexes_json() -> None:
-    """The composite indexes and field overrides equal firestore.indexes.json."""
-    spec = json.loads((ROOT / "firestore.indexes.json").read_text())
-    expected = {
-        (
-            index["collectionGroup"],
-            index["queryScope"],
-            tuple((field["fieldPath"], field["order"]) for field in index["fields"]),
-        )
-        for index in spec["indexes"]
-    }
-    prefix = "${var.collection_prefix}"
+def test_firestore_indexes_come_from_firestore_indexes_json() -> None:
+    """The module builds every composite index and field override from the repository's
+    firestore.indexes.json (one list of indexes), field by field."""
     firestore = MODULES / "firestore"
-    actual = set()
-    for index in resources(firestore, "google_firestore_index").values():
-        assert index["collection"].startswith(prefix)
-        fields = tuple((f["field_path"], f["order"]) for f in index["fields"])
-        actual.add((index["collection"].removeprefix(prefix), index["query_scope"], fields))
-    assert actual == expected
+    spec_path = (firestore / "../../../firestore.indexes.json").resolve()
+    assert spec_path == ROOT / "firestore.indexes.json"
+    locals_ = merged(firestore, "locals")
+    assert locals_["index_spec"] == (
+        '${jsondecode(file("${path.module}/../../../firestore.indexes.json"))}'
+    )
+    assert "local.index_spec.indexes" in locals_["composite_indexes"]
+    assert "local.index_spec.fieldOverrides" in locals_["unindexed_fields"]
 
-    expected_overrides = {
-        (o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if not o["indexes"]
-    }
-    actual_overrides = set()
-    for field in resources(firestore, "google_firestore_field").values():
-        assert field["index_config"] == [{}], "an empty index_config disables the indexes"
-        group = field["collection"].removeprefix(prefix)
-        names = (
-            re.findall(r'"(\w+)"', field["for_each"]) if "for_each" in field else [field["field"]]
-        )
-        actual_overrides |= {(group, name) for name in names}
-    assert actual_overrides == expected_overrides
+    (index,) = resources(firestore, "google_firestore_index").values()
+    assert index["for_each"] == "${local.composite_indexes}"
+    assert index["collection"] == "${var.collection_prefix}${each.value.collectionGroup}"
+    assert index["query_scope"] == "${each.value.queryScope}"
+    (dynamic,) = index["dynamic"]
+    assert dynamic["fields"]["for_each"] == "${each.value.fields}"
+    assert dynamic["fields"]["content"] == [
+        {"field_path": "${fields.value.fieldPath}", "order": "${fields.value.order}"}
+    ]
+
+    (field,) = resources(firestore, "google_firestore_field").values()
+    assert field["for_each"] == "${local.unindexed_fields}"
+    assert field["field"] == "${each.value.fieldPath}"
+    assert field["index_config"] == [{}], "an empty index_config disables the indexes"
+
+
+def test_firestore_indexes_name_fields_the_job_store_writes() -> None:
+    """An index on a field the adapter never writes would match nothing: every indexed field
+    of the jobs collection is a top-level field of the job documents, and no index repeats."""
+    spec = json.loads((ROOT / "firestore.indexes.json").read_text())
+    written = set(_to_doc(make_job("job-1"))) | {"__name__"}
+    keys = []
+    for index in spec["indexes"]:
+        fields = [(f["fieldPath"], f["order"]) for f in index["fields"]]
+        keys.append((index["collectionGroup"], tuple(fields)))
+        if index["collectionGroup"] == "jobs":
+            assert {path.split(".")[0] for path, _ in fields} <= written, fields
+    assert len(keys) == len(set(keys))
+    overrides = {o["fieldPath"] for o in spec["fieldOverrides"] if o["collectionGroup"] == "jobs"}
+    assert overrides <= written
 
 
 def test_firestore_is_native_mode_and_protected() -> None:
