@@ -123,7 +123,7 @@ def test_no_5xx_and_every_response_matches_the_schema(
             "--seed",
             "20261128",
             "--max-examples",
-            "175",
+            "250",
             "--workers",
             "2",
             "--request-timeout",
