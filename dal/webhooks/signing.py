@@ -76,5 +76,10 @@ def verify(
         raise SignatureInvalid("Webhook-Timestamp is outside the allowed age")
     expected = sign(secret, timestamp, body)
     # Several space-separated signatures may be sent while a secret rotates.
-    if not any(hmac.compare_digest(expected, candidate) for candidate in raw_signature.split()):
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII text, and a forged header
+    # must fail as SignatureInvalid like any other mismatch.
+    wanted = expected.encode()
+    if not any(
+        hmac.compare_digest(wanted, candidate.encode()) for candidate in raw_signature.split()
+    ):
         raise SignatureInvalid("no signature matches")

@@ -80,6 +80,7 @@ class TestVerify:
             {"Webhook-Timestamp": ""},
             {"Webhook-Timestamp": "yesterday"},
             {"Webhook-Signature": "v1=00"},
+            {"Webhook-Signature": "v1=\u00e9t\u00e9"},
         ],
     )
     def test_missing_or_malformed_headers_are_refused(self, broken: dict[str, str]) -> None:
@@ -110,3 +111,5 @@ class TestDocsExample:
         assert docs_verify(SECRET, signed, BODY, now=NOW + 5) is True
         assert docs_verify(SECRET, signed, BODY + b"x", now=NOW + 5) is False
         assert docs_verify(SECRET, signed, BODY, now=NOW + 3600) is False
+        forged = signed | {"Webhook-Signature": "v1=\u00e9t\u00e9"}
+        assert docs_verify(SECRET, forged, BODY, now=NOW + 5) is False
