@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -83,10 +84,34 @@ class TestPushFlow:
         )
         assert record.exists and record.to_dict()["status"] == "succeeded"
 
-    def test_ten_concurrent_deliveries_run_once_and_all_ack(self, stack: Stack) -> None:
-        """The same push delivered 10 times at once: every answer 2xx, one claim."""
+    def test_ten_concurrent_deliveries_run_once_and_all_ack(
+        self, stack: Stack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same push delivered 10 times at once: every answer 2xx, one claim, one
+        pipeline run. The job is recorded straight into Firestore and never published, so
+        these ten are its only deliveries and they race for the queued job (a job submitted
+        through the API is usually finished by its own delivery before they arrive)."""
+        from dal.firestore import FirestoreJobStore, make_firestore_client
+        from dal.records import utcnow
+        from tests.contracts.job_store_contract import make_job, make_params
+
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", stack.env["FIRESTORE_EMULATOR_HOST"])
+        store = FirestoreJobStore(
+            make_firestore_client(stack.env["GCP_PROJECT"]),
+            collection_prefix=stack.env["FIRESTORE_COLLECTION_PREFIX"],
+        )
+        job_id = uuid.uuid4().hex
+        now = utcnow()
+        store.create(
+            make_job(
+                job_id,
+                owner="bootstrap",  # BOOTSTRAP_API_KEY_OWNER: the stack's key may read it
+                params=make_params(prompt="tenfold", **{**FAST, "num_inference_steps": 8}),
+                created_at=now,
+                updated_at=now,
+            )
+        )
         with client(stack) as c:
-            job_id = c.post("/v1/jobs", json={"prompt": "tenfold", **FAST}).json()["id"]
             data = base64.b64encode(json.dumps({"job_id": job_id}).encode()).decode()
 
             def push(i: int) -> int:
@@ -108,6 +133,9 @@ class TestPushFlow:
         assert codes == [204] * 10
         assert job["status"] == "succeeded"
         assert job["attempts"] == 1
+        # And one pipeline run, counted in the worker's own log.
+        log = stack.config.state_dir / f"worker-{stack.worker_url.rsplit(':', 1)[1]}.log"
+        assert log.read_text(errors="replace").count(f"job {job_id} succeeded (attempt") == 1
 
     def test_rate_limit_is_shared_by_two_api_processes(self, stack: Stack) -> None:
         """Two API processes on one Redis enforce one budget per key, not one each."""
