@@ -155,6 +155,7 @@ def run_transaction(
     deadline_s: float,
     backoff_s: float = 0.05,
     max_backoff_s: float = 2.0,
+    before_retry: Callable[[], None] | None = None,
 ) -> Any:
     """Run `function(transaction, *args)` in a Firestore transaction (firestore.transactional),
     retrying it up to `max_attempts` times when it loses to concurrent transactions (ABORTED),
@@ -162,23 +163,32 @@ def run_transaction(
 
     The library's own retry restarts at once; the emulator, which breaks lock deadlocks only by
     timing out (~2 s), aborts every contender together and they then collide again in lock
-    step, so eight claimers of one job could all fail. A random pause lets one go first.
+    step, so eight claimers of one job could all fail. A random pause lets one go first, and
+    lost attempts are retried for `deadline_s` even past `max_attempts`: ten contenders have
+    been seen to abort one another for four seconds before one got through.
     The wrapper firestore.transactional returns also keeps the ids of the transaction it runs,
     so it is made per call: a shared one would mix up concurrent calls from several threads.
     Exceptions raised by `function` (DalErrors, ValueError) end the transaction at once.
     Each call of each attempt gives up after `deadline_s` (BoundedTransaction).
+    `before_retry`, called after each lost attempt, may end the contest by raising (e.g. a
+    TransitionConflict once another writer has moved the record on).
     """
-    for attempt in range(1, max_attempts + 1):
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         transaction = BoundedTransaction(client, deadline_s=deadline_s)
         try:
             return firestore.transactional(function)(transaction, *args)
         except (gexc.Aborted, ValueError) as exc:
             aborted = isinstance(exc, gexc.Aborted) or isinstance(exc.__cause__, gexc.Aborted)
-            if not aborted or attempt == max_attempts:
+            patience_left = time.monotonic() - started < deadline_s
+            if not aborted or (attempt >= max_attempts and not patience_left):
                 raise
-        pause = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
+        pause = min(max_backoff_s, backoff_s * 2 ** min(attempt - 1, 16))
         time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret  # nosec B311
-    raise AssertionError("unreachable")  # pragma: no cover
+        if before_retry is not None:
+            before_retry()
 
 
 def is_valid_document_id(value: str) -> bool:

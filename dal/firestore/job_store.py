@@ -333,8 +333,27 @@ class FirestoreJobStore:
         if not is_valid_document_id(job_id):
             raise JobNotFound(job_id)
         ref = self._jobs.document(job_id)
+
+        def still_applies() -> None:
+            # After a lost attempt: if another writer has moved the job on so that this
+            # change no longer applies (ten deliveries racing to claim it, one of them won),
+            # conflict now rather than contend again. The emulator resolves contention only by
+            # aborting contenders, and ten of them can keep each other aborting for seconds.
+            snapshot = ref.get(retry=self._retry, timeout=self._timeout_s)
+            if snapshot.exists:
+                compute(_from_snapshot(snapshot), self._clock())
+
         with translate_errors(STORE, what):
-            job: Job = self._run(_update_job, ref, compute, self._clock)
+            job: Job = run_transaction(
+                self._client,
+                _update_job,
+                ref,
+                compute,
+                self._clock,
+                max_attempts=self._max_attempts,
+                deadline_s=self._timeout_s,
+                before_retry=still_applies,
+            )
         return job
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
