@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     )
     celery_queue: str = "txt2img-jobs"
     celery_visibility_timeout_s: int = Field(
-        default=3600, ge=60, description="Above the longest generation, or tasks run twice."
+        default=3600, ge=10, description="Above the longest generation, or tasks run twice."
     )
     celery_worker_concurrency: int = Field(default=2, ge=1, le=64)
     celery_retry_backoff_s: float = Field(default=10.0, ge=0)

@@ -77,8 +77,8 @@ class TestEmbeddedService:
         body = {
             "prompt": "a long one",
             "seed": 9,
-            "width": 512,
-            "height": 512,
+            "width": 256,
+            "height": 256,
             "num_inference_steps": 50,
             "guidance_scale": 7.5,
         }

@@ -36,9 +36,9 @@ class TestJobEvents:
         body = {
             "prompt": "a lighthouse at dusk",
             "seed": 11,
-            "width": 256,
-            "height": 256,
-            "num_inference_steps": 30,
+            "width": 128,
+            "height": 128,
+            "num_inference_steps": 20,
             "guidance_scale": 7.5,
         }
         with service.client() as client:
