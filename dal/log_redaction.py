@@ -1,5 +1,6 @@
 """Keeps credentials out of logs: signed-URL signatures and bearer tokens are redacted from
-every record, including uvicorn's access log (which logs full request paths with queries)."""
+every record, including uvicorn's access log (which logs full request paths with queries).
+dal/telemetry/logging_setup.py puts the filter on the one handler every process logs through."""
 
 from __future__ import annotations
 
@@ -22,12 +23,3 @@ class RedactSecretsFilter(logging.Filter):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
-
-def install_log_redaction() -> None:
-    """Attach the filter to every handler present now (root and uvicorn's)."""
-    redactor = RedactSecretsFilter()
-    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        logger.addFilter(redactor)
-        for handler in logger.handlers:
-            handler.addFilter(redactor)
