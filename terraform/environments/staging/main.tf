@@ -194,6 +194,9 @@ module "api" {
   deletion_protection   = var.deletion_protection
   labels                = local.labels
 
+  outbox_sweep_schedule           = var.outbox_sweep_schedule
+  scheduler_service_account_email = module.service_accounts.emails.scheduler
+
   # Secrets and their accessor grants must exist before a revision reads them.
   depends_on = [module.secrets, module.memorystore, module.cloud_sql, module.storage, module.firestore]
 }

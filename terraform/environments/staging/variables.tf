@@ -249,3 +249,9 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "outbox_sweep_schedule" {
+  description = "Cron schedule (UTC) of the outbox sweep job; empty turns it off (docs/operations.md, \"Outbox\")."
+  type        = string
+  default     = "*/5 * * * *"
+}

@@ -133,3 +133,20 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "outbox_sweep_schedule" {
+  description = "Cron schedule (UTC) of the outbox sweep job (`txt2img-admin outbox sweep`), which publishes jobs an API instance recorded but died before publishing. The API's own background sweep runs only while an instance has CPU; this one runs whatever the traffic. Empty: no scheduled sweep."
+  type        = string
+  default     = "*/5 * * * *"
+}
+
+variable "scheduler_service_account_email" {
+  description = "Identity Cloud Scheduler uses to start the outbox sweep job (granted roles/run.invoker on that job only). Required when outbox_sweep_schedule is set."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.scheduler_service_account_email != "" || var.outbox_sweep_schedule == ""
+    error_message = "scheduler_service_account_email is required when outbox_sweep_schedule is set."
+  }
+}

@@ -6,6 +6,7 @@ locals {
     api          = "txt2img API (Cloud Run)"
     worker       = "txt2img GPU worker (Cloud Run or GKE)"
     push_invoker = "Pub/Sub push identity: invokes the GPU worker"
+    scheduler    = "Cloud Scheduler identity: runs the API's outbox sweep job"
     build        = "Cloud Build: builds, pushes and deploys txt2img"
   }
 
@@ -69,7 +70,7 @@ resource "google_service_account_iam_member" "api_signs_as_itself" {
 # (iam.serviceAccounts.actAs), granted per account rather than project-wide.
 resource "google_service_account_iam_member" "deployers_act_as" {
   for_each = {
-    for pair in setproduct(keys(local.deployers), ["api", "worker", "push_invoker"]) :
+    for pair in setproduct(keys(local.deployers), ["api", "worker", "push_invoker", "scheduler"]) :
     "${pair[0]}/${pair[1]}" => { deployer = pair[0], account = pair[1] }
   }
 

@@ -1,5 +1,5 @@
 output "emails" {
-  description = "Account emails by role: api, worker, push_invoker, build."
+  description = "Account emails by role: api, worker, push_invoker, scheduler, build."
   value       = { for key, account in google_service_account.this : key => account.email }
 }
 

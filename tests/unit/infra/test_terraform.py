@@ -22,6 +22,7 @@ from typing import Any
 import hcl2
 import pytest
 
+from api.admin_cli import _parser as admin_parser
 from dal.firestore.job_store import _to_doc
 from dal.settings import Settings
 from emulators.pubsub import Topology
@@ -390,6 +391,56 @@ def test_only_the_push_identity_may_invoke_the_worker() -> None:
         assert (
             call["push_service_account_email"] == "${module.service_accounts.emails.push_invoker}"
         )
+
+
+def test_outbox_sweep_job_runs_the_admin_sweep_as_the_api_on_a_schedule() -> None:
+    """A Cloud Run job with the API's image, settings, secrets, network and identity runs
+    `txt2img-admin outbox sweep`; Cloud Scheduler starts it through the Run Admin API with an
+    OAuth token of the scheduler account, which may run that job and nothing else."""
+    api = MODULES / "cloud_run_api"
+    (job,) = resources(api, "google_cloud_run_v2_job").values()
+    assert job["count"] == "${local.outbox_sweep ? 1 : 0}"
+    task = one(one(job, "template"), "template")
+    assert task["service_account"] == "${var.service_account_email}"
+    container = one(task, "containers")
+    assert [container["command"], container["args"]] == [["txt2img-admin"], ["outbox", "sweep"]]
+    assert container["image"] == "${var.image}"
+    service_container = one(
+        one(resources(api, "google_cloud_run_v2_service")["api"], "template"), "containers"
+    )
+    assert [d["env"]["for_each"] for d in container["dynamic"]] == [
+        d["env"]["for_each"] for d in service_container["dynamic"]
+    ]
+    service_vpc = one(
+        one(resources(api, "google_cloud_run_v2_service")["api"], "template"), "vpc_access"
+    )
+    assert one(task, "vpc_access") == service_vpc
+    # The command exists: the admin CLI parses it.
+    parsed = admin_parser().parse_args(["outbox", "sweep"])
+    assert (parsed.group, parsed.command) == ("outbox", "sweep")
+
+    (scheduler,) = resources(api, "google_cloud_scheduler_job").values()
+    assert scheduler["schedule"] == "${var.outbox_sweep_schedule}"
+    target = one(scheduler, "http_target")
+    assert target["http_method"] == "POST"
+    assert target["uri"].startswith("https://run.googleapis.com/v2/projects/${var.project_id}/")
+    assert target["uri"].endswith("/jobs/${google_cloud_run_v2_job.outbox_sweep[0].name}:run")
+    token = one(target, "oauth_token")
+    assert token["service_account_email"] == "${var.scheduler_service_account_email}"
+    grants = resources(api, "google_cloud_run_v2_job_iam_member")
+    assert [(g["role"], g["member"]) for g in grants.values()] == [
+        ("roles/run.invoker", "serviceAccount:${var.scheduler_service_account_email}")
+    ]
+    assert variable_default(api, "outbox_sweep_schedule") == "*/5 * * * *"
+    for environment in ENVIRONMENTS:
+        call = module_call(environment, "api")
+        assert call["scheduler_service_account_email"] == (
+            "${module.service_accounts.emails.scheduler}"
+        )
+        assert call["outbox_sweep_schedule"] == "${var.outbox_sweep_schedule}"
+    assert "cloudscheduler.googleapis.com" in variable_default(
+        MODULES / "project_services", "services"
+    )
 
 
 def test_worker_reads_the_model_from_the_models_bucket_or_the_image() -> None:
