@@ -255,3 +255,25 @@ variable "outbox_sweep_schedule" {
   type        = string
   default     = "*/5 * * * *"
 }
+
+variable "quota_max_in_flight" {
+  description = "Jobs one API key owner may have queued or running at once (QUOTA_MAX_IN_FLIGHT; 0: no limit). Per-key overrides: txt2img-admin keys create --max-in-flight."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.quota_max_in_flight >= 0
+    error_message = "quota_max_in_flight cannot be negative."
+  }
+}
+
+variable "quota_images_per_day" {
+  description = "Images one API key owner's accepted jobs may ask for per UTC day (QUOTA_IMAGES_PER_DAY; 0: no limit). Per-key overrides: txt2img-admin keys create --images-per-day."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.quota_images_per_day >= 0
+    error_message = "quota_images_per_day cannot be negative."
+  }
+}

@@ -46,6 +46,8 @@ locals {
     PUSH_AUDIENCE                   = var.push_audience
     PUSH_SERVICE_ACCOUNT            = module.service_accounts.emails.push_invoker
     LOG_LEVEL                       = var.log_level
+    QUOTA_MAX_IN_FLIGHT             = tostring(var.quota_max_in_flight)
+    QUOTA_IMAGES_PER_DAY            = tostring(var.quota_images_per_day)
   }
 
   # Settings read from Secret Manager (value_source.secret_key_ref, version "latest").

@@ -506,6 +506,19 @@ def test_services_get_the_production_profile_settings() -> None:
     assert shared["PUSH_AUDIENCE"] == "${var.push_audience}"
 
 
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_deployments_have_per_owner_quotas_on_by_default(environment: str) -> None:
+    """The settings default to no quota (local use); a deployment sets both from variables
+    whose defaults are limits, so a new environment never runs unmetered by accident."""
+    directory = TERRAFORM / "environments" / environment
+    shared = merged(directory, "locals")["shared_env"]
+    assert shared["QUOTA_MAX_IN_FLIGHT"] == "${tostring(var.quota_max_in_flight)}"
+    assert shared["QUOTA_IMAGES_PER_DAY"] == "${tostring(var.quota_images_per_day)}"
+    assert variable_default(directory, "quota_max_in_flight") > 0
+    assert variable_default(directory, "quota_images_per_day") > 0
+    assert {"quota_max_in_flight", "quota_images_per_day"} <= set(Settings.model_fields)
+
+
 @pytest.mark.parametrize("module", ["cloud_run_api", "cloud_run_worker"])
 def test_secrets_reach_the_services_from_secret_manager(module: str) -> None:
     """Secret settings are env vars with value_source.secret_key_ref, never plain values."""
