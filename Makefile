@@ -12,10 +12,14 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-checkov.txt | cut -c1-12)
 
 # For test and lint, independent prerequisites (the two virtualenvs, lint and services) build
-# side by side. Not for run or dev, whose output must stream as it comes.
+# side by side. No --output-sync: it would hold pytest's whole output back until it ends.
 ifneq ($(filter test lint,$(MAKECMDGOALS)),)
-MAKEFLAGS += --jobs=2 --output-sync=line
+MAKEFLAGS += --jobs=2
 endif
+
+# Some environments set PYTHONDONTWRITEBYTECODE; the tests start dozens of Python processes,
+# and each would compile the project's modules (and pytest its rewritten tests) from source.
+unexport PYTHONDONTWRITEBYTECODE
 
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
@@ -29,9 +33,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
-	# --no-compile: byte-compiling every installed file (torch's thousands) costs over a minute
-	# on a fresh clone; Python compiles what it imports, on first import.
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[api,worker,cloud,otel,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,otel,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
