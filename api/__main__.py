@@ -8,12 +8,7 @@ import uvicorn
 
 from api.app import create_app
 from dal.settings import Settings
-from dal.telemetry import (
-    configure_logging,
-    configure_tracing,
-    shutdown_tracing,
-    start_configured_metrics_server,
-)
+from dal.telemetry import configure_logging, configure_tracing, exporting_telemetry
 
 
 def main() -> None:
@@ -32,13 +27,8 @@ def main() -> None:
         # Our handler (configure_logging) formats and redacts uvicorn's records too.
         log_config=None,
     )
-    metrics_server = start_configured_metrics_server(settings, settings.host)
-    try:
+    with exporting_telemetry(settings, settings.host):
         uvicorn.Server(config).run()
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
-        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -12,12 +12,7 @@ import os
 import uvicorn
 
 from dal.settings import Settings
-from dal.telemetry import (
-    configure_logging,
-    configure_tracing,
-    shutdown_tracing,
-    start_configured_metrics_server,
-)
+from dal.telemetry import configure_logging, configure_tracing, exporting_telemetry
 from gpu_worker.app import create_worker_app
 
 
@@ -42,13 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         # Our handler (configure_logging) formats and redacts uvicorn's records too.
         log_config=None,
     )
-    metrics_server = start_configured_metrics_server(settings, settings.worker_host)
-    try:
+    with exporting_telemetry(settings, settings.worker_host):
         uvicorn.Server(config).run()
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
-        shutdown_tracing()
 
 
 if __name__ == "__main__":

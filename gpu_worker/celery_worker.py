@@ -46,13 +46,7 @@ from dal.factory import close_all
 from dal.records import DEAD_LETTERED, is_dead_lettered, utcnow
 from dal.redis.client import make_redis_client
 from dal.settings import Settings
-from dal.telemetry import (
-    configure_logging,
-    configure_tracing,
-    job_context,
-    shutdown_tracing,
-    start_configured_metrics_server,
-)
+from dal.telemetry import configure_logging, configure_tracing, exporting_telemetry, job_context
 from dal.trace_context import set_traceparent
 from gpu_worker.wiring import WorkerServices, build_worker_services
 
@@ -334,20 +328,15 @@ def main(argv: list[str] | None = None) -> None:
     keep_our_logging(app)
     with _module_lock:
         _module_app, _module_runtime = app, lazy
-    metrics_server = start_configured_metrics_server(
-        settings, settings.worker_host, default_port=DEFAULT_METRICS_PORT
-    )
     argv = worker_argv(settings, extra)
     if settings.resolved_log_format == "json":
         # Celery's banner is printed, not logged: it would be the only non-JSON lines.
         argv = ["--quiet", *argv]
-    try:
-        app.worker_main(argv)
-    finally:
-        lazy.close()
-        if metrics_server is not None:
-            metrics_server.close()
-        shutdown_tracing()
+    with exporting_telemetry(settings, settings.worker_host, default_port=DEFAULT_METRICS_PORT):
+        try:
+            app.worker_main(argv)
+        finally:
+            lazy.close()
 
 
 def keep_our_logging(app: Any) -> None:

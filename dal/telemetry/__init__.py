@@ -5,10 +5,13 @@
 - `dal.telemetry.metrics`: the Prometheus series; `dal.telemetry.http_middleware` times
   requests (imported on its own: it needs Starlette);
   `metrics_text()` is the /metrics body; `start_metrics_server` serves it on METRICS_PORT.
+- `exporting_telemetry(settings, host)`: a process's METRICS_PORT server and trace flush, around
+  its serving loop.
 - `configure_tracing(settings, ...)` and `span(...)`: OpenTelemetry behind OTEL_ENABLED.
 """
 
 from dal.telemetry.collectors import GPU_MEMORY, JOBS_BY_STATUS
+from dal.telemetry.exports import exporting_telemetry
 from dal.telemetry.job_context import current_job_ids, job_context, set_job_ids
 from dal.telemetry.logging_setup import configure_logging
 from dal.telemetry.metrics_endpoint import (
@@ -29,6 +32,7 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "current_job_ids",
+    "exporting_telemetry",
     "job_context",
     "metrics_text",
     "scrape_allowed",
