@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,24 @@ def stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield running
     finally:
         running.stop()
+
+
+def config_beside(stack: Stack, state: Path, **changes: Any) -> StackConfig:
+    """A config for a stack of one's own (worker and API) on the session stack's emulators,
+    Redis, bucket and model; `changes` sets the rest (a project or Pub/Sub prefix of its own,
+    extra environment)."""
+    by_name = {service.name: service for service in stack.services}
+    base: dict[str, Any] = {
+        "project": stack.config.project,
+        "pubsub_port": by_name["pubsub"].port,
+        "firestore_port": by_name["firestore"].port,
+        "gcs_port": by_name["gcs"].port,
+        "redis_url": stack.config.redis_url,
+        "bucket": stack.env["GCS_BUCKET"],
+        "state_dir": state / "logs",
+        "data_dir": state / "data",
+        "model_path": Path(stack.env["MODEL_PATH"]),
+        "min_backoff_s": 1,
+        "max_backoff_s": 2,
+    }
+    return StackConfig(**(base | changes))

@@ -26,8 +26,9 @@ from sqlalchemy.engine import make_url
 
 from emulators.postgres import create_database, drop_database
 from emulators.process import Service, free_port, stop_service
-from emulators.stack import Stack, StackConfig, _start_app, start_stack
+from emulators.stack import Stack, _start_app, start_stack
 from tests.e2e.test_emulator_stack import FAST, client, wait_for
+from tests.emulator_stack_fixture import config_beside
 from tests.faults.tcp_proxy import TcpProxy
 from tests.integration.postgres_service import postgres_admin_url, unique_database_name
 from tests.integration.test_redis_outage import DedicatedRedis
@@ -91,20 +92,11 @@ def faults(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
             "STORAGE_EMULATOR_HOST": f"http://{storage.address}",
         }
 
-    config = StackConfig(
-        project=stack.config.project,
-        pubsub_port=by_name["pubsub"].port,
-        firestore_port=by_name["firestore"].port,
-        gcs_port=by_name["gcs"].port,
-        redis_url=stack.config.redis_url,
-        bucket=stack.env["GCS_BUCKET"],
-        state_dir=state / "logs",
-        data_dir=state / "data",
-        model_path=Path(stack.env["MODEL_PATH"]),
+    config = config_beside(
+        stack,
+        state,
         # Deliveries to a killed worker fail until it is back; they must not exhaust these.
         max_delivery_attempts=30,
-        min_backoff_s=1,
-        max_backoff_s=2,
         pubsub_prefix=f"faults-{secrets.token_hex(3)}-",
         extra_env={
             "PROGRESS_WRITE_INTERVAL_S": "0.1",

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from emulators.stack import Stack, StackConfig, start_stack
+from emulators.stack import Stack, start_stack
+from tests.emulator_stack_fixture import config_beside
 from tests.load.runner import LOAD_ENV, LoadPlan, run_load
 
 SHORT = LoadPlan(users=10, keys=5, duration_s=15, spawn_rate=10, drain_timeout_s=60)
@@ -24,21 +25,11 @@ SHORT = LoadPlan(users=10, keys=5, duration_s=15, spawn_rate=10, drain_timeout_s
 
 @pytest.fixture(scope="module")
 def load_stack(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    by_name = {service.name: service for service in stack.services}
-    state = tmp_path_factory.mktemp("load")
-    config = StackConfig(
+    config = config_beside(
+        stack,
+        tmp_path_factory.mktemp("load"),
         # A project of its own: its own Pub/Sub topics and subscriptions on the shared emulator.
         project=f"load-{secrets.token_hex(3)}",
-        pubsub_port=by_name["pubsub"].port,
-        firestore_port=by_name["firestore"].port,
-        gcs_port=by_name["gcs"].port,
-        redis_url=stack.config.redis_url,
-        bucket=stack.env["GCS_BUCKET"],
-        state_dir=state / "logs",
-        data_dir=state / "data",
-        model_path=Path(stack.env["MODEL_PATH"]),
-        min_backoff_s=1,
-        max_backoff_s=2,
         extra_env=LOAD_ENV,
     )
     running = start_stack(config)
