@@ -110,7 +110,12 @@ class JobService:
         new_id: Callable[[], str] = new_job_id,
         new_seed: Callable[[], int] = random_seed,
         failpoints: Failpoints | None = None,
+        enqueued_on_create: bool = False,
     ) -> None:
+        """`enqueued_on_create`: the queue is rebuilt from the job store itself (the inline
+        queue re-enqueues every queued job when its process starts), so a recorded job counts
+        as enqueued at once and the outbox marker would be a wasted write."""
+        self._enqueued_on_create = enqueued_on_create
         self._jobs = jobs
         self._queue = queue
         self._cache = cache
@@ -166,6 +171,7 @@ class JobService:
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
             webhook_url=request.webhook_url,
+            enqueued_at=now if self._enqueued_on_create else None,
         )
         # A request with a webhook needs a job of its own to deliver it; no dedupe then.
         if self._dedupe and request.seed is not None and request.webhook_url is None:
@@ -193,6 +199,8 @@ class JobService:
             log.error("could not enqueue job %s: %s", job.id, exc)
             failed = self._mark_enqueue_failed(job)
             raise QueueUnavailable(failed) from exc
+        if self._enqueued_on_create:
+            return Submitted(job=job, created=True)
         return Submitted(job=self._mark_enqueued(job), created=True)
 
     def _create_within_quota(self, job: Job, quota: QuotaLimits | None) -> None:

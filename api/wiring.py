@@ -105,6 +105,8 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
             from gpu_worker.wiring import build_engine
 
             generator = build_engine(settings)
+            # Registered before the queue, so it closes after the queue's last job.
+            closers.append(getattr(generator, "close", lambda: None))
         queue = _start_inline_queue(
             settings,
             jobs,
@@ -135,6 +137,7 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         idempotency_ttl_s=settings.idempotency_ttl_s,
         dedupe_seeded_requests=settings.dedupe_seeded_requests,
         failpoints=Failpoints.from_spec(settings.failpoints),
+        enqueued_on_create=settings.job_queue == "inline",
     )
     checks: dict[str, Callable[[], None]] = {"job_store": jobs.ping, "blob_store": blobs.ping}
     # /metrics counts queued and running jobs in this store (capped, cached: see collectors).

@@ -270,6 +270,20 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=8, ge=1, le=64)
     max_batch_wait_ms: float = Field(default=20.0, ge=0, le=5000)
     torch_compile: bool = False
+    pipeline_process: bool = Field(
+        default=True,
+        description="Run the diffusion pipeline in a child process, so that request handling "
+        "never holds the GIL the pipeline needs (see docs/performance.md).",
+    )
+    pipeline_cpus: str | None = Field(
+        default=None,
+        pattern=r"^(auto|[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)$",
+        description="CPU pipeline only: pin the pipeline process to these CPUs and this "
+        "process to the others; `auto`: all but the last one.",
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, le=256, description="Intra-op CPU threads for torch; 0: one per core."
+    )
     vae_slicing_min_batch: int = Field(
         default=4, ge=1, description="Decode latents one image at a time from this batch size."
     )

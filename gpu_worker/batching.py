@@ -5,6 +5,11 @@ if they were alone. A dispatcher thread gathers requests with the same shape (si
 guidance) until the batch holds `max_batch_images` images or the first request has waited
 `max_wait_s`, runs them in one call, and hands each caller its own images.
 
+It waits only for requests known to be on their way: a caller announces itself with
+`arriving()` as soon as it has a job (before claiming it), and `generate()` ends the
+announcement. With nobody announced, a request starts at once: a lone client pays no batching
+wait, while under load (or a burst of deliveries) batches still fill.
+
 Per job, as if unbatched:
 - progress: each caller's step callback is called with the batch's steps;
 - cancel: a callback that raises releases its caller at once with that exception; the batch
@@ -20,8 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,6 +103,8 @@ class BatchingGenerator:
         self._pending: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._arriving = 0
+        self._announced = threading.local()
         self._batches = 0
         self._images = 0
         self._largest = 0
@@ -117,11 +125,32 @@ class BatchingGenerator:
     def engine(self) -> BatchEngine:
         return self._engine
 
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce that this thread is about to call `generate()` (it has a job and is
+        claiming it), so a batch being formed waits for it; `generate()` ends the
+        announcement, and so does leaving the block without calling it."""
+        with self._cond:
+            self._arriving += 1
+        self._announced.active = True
+        try:
+            yield
+        finally:
+            if getattr(self._announced, "active", False):
+                self._announced.active = False
+                with self._cond:
+                    self._arriving -= 1
+                    self._cond.notify_all()
+
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None
     ) -> list[GeneratedImage]:
         pending = _Pending(request=request, on_step=on_step, enqueued_at=self._clock())
+        announced = getattr(self._announced, "active", False)
+        self._announced.active = False
         with self._cond:
+            if announced:
+                self._arriving -= 1
             if self._closed:
                 raise GenerationError("shutting_down", "the worker is stopping", retryable=True)
             self._pending.append(pending)
@@ -144,6 +173,10 @@ class BatchingGenerator:
                 GenerationError("shutting_down", "the worker is stopping", retryable=True)
             )
         self._thread.join(timeout=60)
+        # An engine with a process of its own (EngineProcess) stops it.
+        close_engine = getattr(self._engine, "close", None)
+        if callable(close_engine):
+            close_engine()
 
     # Dispatcher ------------------------------------------------------------------------------
 
@@ -163,10 +196,11 @@ class BatchingGenerator:
             first = self._pending[0]
             key = batch_key(first.request)
             deadline = first.enqueued_at + self._max_wait_s
-            # Wait for batch mates until the batch is full or the first request's wait is over.
+            # Wait for batch mates on their way, until the batch is full or the first
+            # request's wait is over.
             while self._images_for(key) < self._max_images and not self._closed:
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self._arriving <= 0:
                     break
                 self._cond.wait(timeout=remaining)
             batch: list[_Pending] = []

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -121,6 +122,13 @@ class JobRunner:
         return outcome
 
     def _run(self, job_id: str) -> RunOutcome:
+        # Tell a batching generator this job is on its way, so the batch it is forming waits
+        # for it (and one with nobody on the way starts at once).
+        arriving = getattr(self._generator, "arriving", None)
+        with arriving() if callable(arriving) else nullcontext():
+            return self._claim_and_run(job_id)
+
+    def _claim_and_run(self, job_id: str) -> RunOutcome:
         try:
             job = self._claim(job_id)
         except StoreUnavailable as exc:

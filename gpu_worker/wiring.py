@@ -25,7 +25,9 @@ from dal.ports import BlobStore, JobStore, RequestCache
 from dal.records import JobChanges, JobError, JobStatus, utcnow
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
+from dal.telemetry import GPU_MEMORY
 from dal.telemetry.metrics import JOBS_FINISHED, MODEL_LOAD_SECONDS, MODEL_WARM_UP_SECONDS
+from gpu_worker.cpu_pinning import CpuSplit
 from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import is_model_folder
 from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
@@ -58,29 +60,83 @@ def ensure_model_folder(settings: Settings) -> Path:
 
 def build_engine(settings: Settings) -> ImageGenerator:
     """The model, loaded and warmed up, behind a dynamic batcher (MAX_BATCH_SIZE images,
-    MAX_BATCH_WAIT_MS). Called once per process, before it reports ready."""
-    from gpu_worker.batching import BatchingGenerator
-    from gpu_worker.engine import DiffusionEngine
+    MAX_BATCH_WAIT_MS). With PIPELINE_PROCESS (the default) the pipeline runs in a child
+    process and this process never imports torch. Called once per process, before it reports
+    ready."""
+    from gpu_worker.batching import BatchEngine, BatchingGenerator
 
     folder = ensure_model_folder(settings)
-    engine = DiffusionEngine(
-        folder,
-        model_id=settings.model_id,
-        compile_unet=settings.torch_compile,
-        vae_slicing_min_batch=settings.vae_slicing_min_batch,
-    )
-    engine.load()
-    MODEL_LOAD_SECONDS.set(engine.load_seconds)
-    log.info("model %s loaded on %s in %.2f s", engine.model_id, engine.device, engine.load_seconds)
+    engine: BatchEngine
+    if settings.pipeline_process:
+        from gpu_worker.engine_process import EngineConfig, EngineProcess
+
+        split = _cpu_split(settings)
+        process = EngineProcess(
+            EngineConfig(
+                model_path=folder,
+                model_id=settings.model_id,
+                compile_unet=settings.torch_compile,
+                vae_slicing_min_batch=settings.vae_slicing_min_batch,
+                warm_up=settings.warm_up,
+                torch_threads=settings.torch_threads,
+                log_level=settings.log_level,
+                log_format=settings.resolved_log_format,
+                gcp_project=settings.gcp_project,
+                cpus=split.pipeline if split else None,
+            )
+        )
+        info = process.start()
+        if split is not None and info.device == "cpu" and split.serving:
+            from gpu_worker.cpu_pinning import pin_this_process
+
+            pin_this_process(split.serving)
+            log.info("pipeline on CPUs %s, serving on CPUs %s", split.pipeline, split.serving)
+        # This process never touches CUDA: its /metrics shows what the child reports.
+        GPU_MEMORY.report_from(process.gpu_memory)
+        load_s, warm_up_s, device = info.load_seconds, info.warm_up_seconds, info.device
+        engine = process
+    else:
+        import torch
+
+        from gpu_worker.engine import DiffusionEngine
+        from gpu_worker.engine_process import pipeline_threads
+
+        in_process = DiffusionEngine(
+            folder,
+            model_id=settings.model_id,
+            compile_unet=settings.torch_compile,
+            vae_slicing_min_batch=settings.vae_slicing_min_batch,
+        )
+        threads = pipeline_threads(settings.torch_threads, in_process.device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        in_process.load()
+        if settings.warm_up:
+            in_process.warm_up()
+        load_s, warm_up_s, device = (
+            in_process.load_seconds,
+            in_process.warm_up_seconds,
+            in_process.device,
+        )
+        engine = in_process
+    MODEL_LOAD_SECONDS.set(load_s)
+    log.info("model %s loaded on %s in %.2f s", engine.model_id, device, load_s)
     if settings.warm_up:
-        engine.warm_up()
-        MODEL_WARM_UP_SECONDS.set(engine.warm_up_seconds)
-        log.info("warm-up generation took %.2f s", engine.warm_up_seconds)
+        MODEL_WARM_UP_SECONDS.set(warm_up_s)
+        log.info("warm-up generation took %.2f s", warm_up_s)
     return BatchingGenerator(
         engine,
         max_batch_images=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000,
     )
+
+
+def _cpu_split(settings: Settings) -> CpuSplit | None:
+    if not settings.pipeline_cpus:
+        return None
+    from gpu_worker.cpu_pinning import allowed_cpus, split_cpus
+
+    return split_cpus(settings.pipeline_cpus, allowed_cpus())
 
 
 def build_runner(
@@ -203,6 +259,7 @@ def build_worker_services(
     )
     if generator is None:
         generator = build_engine(settings)
+        closers.append(getattr(generator, "close", lambda: None))
     # Delivers the webhooks of the jobs this worker ends, off the ack's path.
     from api.webhooks import build_webhooks
 

@@ -7,7 +7,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -95,6 +96,14 @@ _GPU_SERIES = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    device: str
+    allocated: int
+    peak: int
+    reserved: int
+
+
 def _loaded_cuda() -> Any:
     """torch.cuda if this process has already imported torch and initialised CUDA."""
     torch = sys.modules.get("torch")
@@ -103,20 +112,42 @@ def _loaded_cuda() -> Any:
     return torch.cuda
 
 
+def cuda_memory(cuda: Any) -> list[DeviceMemory]:
+    """One snapshot per CUDA device from a `torch.cuda`-like module (none when it is None)."""
+    if cuda is None:
+        return []
+    return [
+        DeviceMemory(
+            device=f"cuda:{index}",
+            allocated=int(cuda.memory_allocated(index)),
+            peak=int(cuda.max_memory_allocated(index)),
+            reserved=int(cuda.memory_reserved(index)),
+        )
+        for index in range(cuda.device_count())
+    ]
+
+
 class GpuMemoryCollector(Collector):
-    """`txt2img_gpu_memory_allocated_bytes` and `..._peak_bytes` per CUDA device; nothing on a
-    CPU-only process (and never imports torch itself)."""
+    """`txt2img_gpu_memory_allocated_bytes`, `..._peak_bytes` and `..._reserved_bytes` per
+    CUDA device: this process's own (never importing torch itself), or, when the pipeline runs
+    in a process of its own, the snapshot that process last reported (`report_from`)."""
 
     def __init__(self, cuda: Callable[[], Any] = _loaded_cuda) -> None:
         self._cuda = cuda
+        self._reported: Callable[[], Sequence[DeviceMemory]] | None = None
+
+    def report_from(self, snapshot: Callable[[], Sequence[DeviceMemory]] | None) -> None:
+        self._reported = snapshot
 
     def describe(self) -> Iterator[Metric]:
         for name in _GPU_SERIES:
             yield GaugeMetricFamily(name, "", labels=["device"])
 
     def collect(self) -> Iterator[Metric]:
-        cuda = self._cuda()
-        if cuda is None:
+        devices = cuda_memory(self._cuda())
+        if not devices and self._reported is not None:
+            devices = list(self._reported())
+        if not devices:
             return
         allocated = GaugeMetricFamily(
             "txt2img_gpu_memory_allocated_bytes",
@@ -133,11 +164,10 @@ class GpuMemoryCollector(Collector):
             "CUDA memory reserved by the caching allocator now.",
             labels=["device"],
         )
-        for index in range(cuda.device_count()):
-            device = f"cuda:{index}"
-            allocated.add_metric([device], float(cuda.memory_allocated(index)))
-            peak.add_metric([device], float(cuda.max_memory_allocated(index)))
-            reserved.add_metric([device], float(cuda.memory_reserved(index)))
+        for memory in devices:
+            allocated.add_metric([memory.device], float(memory.allocated))
+            peak.add_metric([memory.device], float(memory.peak))
+            reserved.add_metric([memory.device], float(memory.reserved))
         yield allocated
         yield peak
         yield reserved

@@ -47,8 +47,10 @@ def test_batched_images_match_single_runs(engine: DiffusionEngine) -> None:
     results: dict[int, bytes] = {}
 
     def run(i: int) -> None:
-        barrier.wait()
-        results[i] = batcher.generate(requests[i])[0].png
+        # Announced, as the job runner announces a job it is claiming.
+        with batcher.arriving():
+            barrier.wait()
+            results[i] = batcher.generate(requests[i])[0].png
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:

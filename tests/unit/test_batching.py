@@ -4,6 +4,7 @@ own images, progress, cancel and failure."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -40,15 +41,18 @@ def batcher(engine: PatternGenerator) -> Iterator[BatchingGenerator]:
     generator.close()
 
 
-def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
+def concurrently(batcher: BatchingGenerator, calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run `calls` on threads at once, each announced to the batcher first, as the job runner
+    announces a job it is about to claim."""
     barrier = threading.Barrier(len(calls))
 
     def run(call: Callable[[], Any]) -> Any:
-        barrier.wait()
-        try:
-            return call()
-        except Exception as exc:  # returned so the test can look at it
-            return exc
+        with batcher.arriving():
+            barrier.wait()
+            try:
+                return call()
+            except Exception as exc:  # returned so the test can look at it
+                return exc
 
     with ThreadPoolExecutor(len(calls)) as pool:
         return list(pool.map(run, calls))
@@ -57,7 +61,9 @@ def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
 class TestBatching:
     def test_concurrent_compatible_requests_share_one_call(self, batcher, engine) -> None:
         """Four single-image requests arriving together run as one batch of four."""
-        results = concurrently([partial(batcher.generate, request(f"p{i}")) for i in range(4)])
+        results = concurrently(
+            batcher, [partial(batcher.generate, request(f"p{i}")) for i in range(4)]
+        )
         assert [len(r) for r in results] == [1, 1, 1, 1]
         assert [len(b) for b in engine.batches] == [4]
         assert batcher.stats.largest == 4
@@ -65,10 +71,11 @@ class TestBatching:
     def test_each_caller_gets_its_own_images(self, batcher, engine) -> None:
         """Images come back to the request they belong to, in seed order."""
         results = concurrently(
+            batcher,
             [
                 lambda: batcher.generate(request("a", seeds=(10, 11))),
                 lambda: batcher.generate(request("b", seeds=(20,))),
-            ]
+            ],
         )
         a, b = results
         assert [img.seed for img in a] == [10, 11]
@@ -78,7 +85,8 @@ class TestBatching:
     def test_batches_never_exceed_the_image_limit(self, batcher, engine) -> None:
         """Six images' worth of requests are split across batches of at most four images."""
         concurrently(
-            [partial(batcher.generate, request(f"p{i}", seeds=(i, i + 100))) for i in range(3)]
+            batcher,
+            [partial(batcher.generate, request(f"p{i}", seeds=(i, i + 100))) for i in range(3)],
         )
         assert all(sum(len(r.seeds) for r in b) <= 4 for b in engine.batches)
         assert sum(len(b) for b in engine.batches) == 3
@@ -86,34 +94,93 @@ class TestBatching:
     def test_incompatible_requests_run_in_separate_batches(self, batcher, engine) -> None:
         """Different sizes or step counts never share a pipeline call."""
         concurrently(
+            batcher,
             [
                 lambda: batcher.generate(request("a", width=64)),
                 lambda: batcher.generate(request("b", width=128)),
                 lambda: batcher.generate(request("c", steps=5)),
-            ]
+            ],
         )
         assert len(engine.batches) == 3
         for batch in engine.batches:
             assert len({(r.width, r.num_inference_steps) for r in batch}) == 1
 
-    def test_a_lone_request_waits_at_most_max_wait(self, engine) -> None:
-        """With nobody to batch with, a request starts after the wait, not later."""
-        import time
-
-        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=0.05)
+    def test_a_lone_request_with_nobody_on_the_way_starts_at_once(self, engine) -> None:
+        """No caller announced: the request does not wait for batch mates at all."""
+        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=30.0)
         started = time.monotonic()
-        batcher.generate(request("alone"))
-        assert time.monotonic() - started < 1.0
+        with batcher.arriving():
+            batcher.generate(request("alone"))
+        assert time.monotonic() - started < 5.0  # far below the 30 s wait
+        batcher.close()
+
+    def test_a_batch_waits_for_a_caller_on_its_way(self, engine) -> None:
+        """A caller that announced itself (it is claiming its job) is waited for."""
+        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=30.0)
+        announced = threading.Event()
+
+        def slow_caller() -> None:
+            with batcher.arriving():
+                announced.set()
+                time.sleep(0.3)  # claiming its job
+                batcher.generate(request("late"))
+
+        thread = threading.Thread(target=slow_caller)
+        thread.start()
+        announced.wait()
+        batcher.generate(request("early"))
+        thread.join()
+        assert [sorted(r.prompt for r in b) for b in engine.batches] == [["early", "late"]]
+        batcher.close()
+
+    def test_a_caller_that_leaves_without_generating_ends_the_wait(self, engine) -> None:
+        """An announced caller whose claim comes to nothing (a duplicate) releases the batch."""
+        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=30.0)
+        announced = threading.Event()
+
+        def duplicate_delivery() -> None:
+            with batcher.arriving():
+                announced.set()
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=duplicate_delivery)
+        thread.start()
+        announced.wait()
+        started = time.monotonic()
+        batcher.generate(request("only"))
+        thread.join()
+        assert 0.1 < time.monotonic() - started < 5.0
+        assert [len(b) for b in engine.batches] == [1]
+        batcher.close()
+
+    def test_the_wait_for_callers_on_their_way_is_bounded(self, engine) -> None:
+        """A caller that never arrives holds the batch for max_wait at most."""
+        batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=0.1)
+        release = threading.Event()
+
+        def stuck_caller() -> None:
+            with batcher.arriving():
+                release.wait(10)
+
+        thread = threading.Thread(target=stuck_caller)
+        thread.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        batcher.generate(request("waits"))
+        assert 0.05 < time.monotonic() - started < 5.0
+        release.set()
+        thread.join()
         batcher.close()
 
     def test_progress_is_reported_to_every_job(self, batcher) -> None:
         """Each job's step callback sees every step of the shared batch."""
         seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
         concurrently(
+            batcher,
             [
                 lambda: batcher.generate(request("a"), lambda s, t: seen["a"].append((s, t))),
                 lambda: batcher.generate(request("b"), lambda s, t: seen["b"].append((s, t))),
-            ]
+            ],
         )
         assert seen["a"] == seen["b"] == [(1, 3), (2, 3), (3, 3)]
 
@@ -128,10 +195,11 @@ class TestBatching:
                 raise Canceled
 
         results = concurrently(
+            batcher,
             [
                 lambda: batcher.generate(request("stays")),
                 lambda: batcher.generate(request("goes"), cancel_at_two),
-            ]
+            ],
         )
         assert isinstance(results[1], Canceled)
         assert isinstance(results[0], list) and len(results[0]) == 1
@@ -141,11 +209,12 @@ class TestBatching:
         """When a batch fails, each request is retried alone; only the bad one fails."""
         engine.poison_prompts = {"poison"}
         results = concurrently(
+            batcher,
             [
                 lambda: batcher.generate(request("good-1")),
                 lambda: batcher.generate(request("poison")),
                 lambda: batcher.generate(request("good-2")),
-            ]
+            ],
         )
         errors = [r for r in results if isinstance(r, GenerationError)]
         images = [r for r in results if isinstance(r, list)]
@@ -156,7 +225,7 @@ class TestBatching:
     def test_a_transient_failure_reaches_every_caller(self, batcher, engine) -> None:
         """An error that is not about one request (out of memory alone) fails each request."""
         engine.fail_with = GenerationError("out_of_memory", "OOM", retryable=True)
-        results = concurrently([lambda: batcher.generate(request("x")) for _ in range(2)])
+        results = concurrently(batcher, [lambda: batcher.generate(request("x")) for _ in range(2)])
         assert all(isinstance(r, GenerationError) and r.retryable for r in results)
 
     def test_close_refuses_new_work(self, engine) -> None:

@@ -1,0 +1,171 @@
+"""The pipeline in a child process (EngineProcess) keeps every promise of the in-process
+engine: the same images for the same seeds, per-step progress, a stop from the step callback,
+the engine's own errors, and it survives its child being killed. Real tiny model, real child
+processes (spawned)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpu_worker.batching import BatchingGenerator
+from gpu_worker.engine import DiffusionEngine
+from gpu_worker.engine_process import EngineConfig, EngineProcess, pipeline_threads
+from gpu_worker.generation import GenerationError, GenerationRequest
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def req(prompt: str, seeds: tuple[int, ...], *, steps: int = 2, width: int = 64):
+    return GenerationRequest(prompt, None, width, 64, steps, 7.5, seeds)
+
+
+@pytest.fixture(scope="module")
+def child(tiny_model_dir: Path) -> Iterator[EngineProcess]:
+    process = EngineProcess(EngineConfig(model_path=tiny_model_dir, warm_up=True))
+    process.start()
+    yield process
+    process.close()
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_model_dir: Path) -> DiffusionEngine:
+    engine = DiffusionEngine(tiny_model_dir)
+    engine.load()
+    return engine
+
+
+def test_ready_reports_the_model_and_its_timings(child: EngineProcess, tiny_model_dir) -> None:
+    assert child.model_id == tiny_model_dir.name
+    assert child.device == "cpu"
+    assert child.default_size == (64, 64)
+    assert child.load_seconds > 0 and child.warm_up_seconds > 0
+    assert child.pid is not None and child.pid != os.getpid()
+
+
+def test_the_same_seeds_give_the_same_images_as_in_process(
+    child: EngineProcess, in_process: DiffusionEngine
+) -> None:
+    """Each request's images come back in seed order and equal the in-process engine's up to
+    float noise (the child may run on a different number of threads)."""
+    requests = [req("a red fox", (1, 2)), req("a blue bird", (3,))]
+    from_child = child.generate_batch(requests)
+    assert [[i.seed for i in r] for r in from_child] == [[1, 2], [3]]
+    alone = in_process.generate(req("a blue bird", (3,)))[0].png
+    assert np.abs(pixels(from_child[1][0].png) - pixels(alone)).max() <= 2
+    assert child.generate_batch(requests) == from_child  # deterministic, call after call
+
+
+def test_every_step_is_reported_in_the_caller(child: EngineProcess) -> None:
+    seen: list[tuple[int, int, int]] = []
+    child.generate(req("steps", (4,), steps=3), lambda d, t: seen.append((d, t, os.getpid())))
+    assert seen == [(1, 3, os.getpid()), (2, 3, os.getpid()), (3, 3, os.getpid())]
+
+
+def test_a_step_callback_that_raises_stops_the_call_and_the_next_call_works(
+    child: EngineProcess,
+) -> None:
+    class Canceled(Exception):
+        pass
+
+    steps: list[int] = []
+
+    def cancel_at_one(done: int, total: int) -> None:
+        steps.append(done)
+        raise Canceled
+
+    with pytest.raises(Canceled):
+        child.generate(req("stop me", (5,), steps=20), cancel_at_one)
+    assert steps == [1]  # the callback is not called again after it raised
+    assert len(child.generate(req("after", (6,)))) == 1
+
+
+def test_the_engines_own_errors_cross_the_process_boundary(child: EngineProcess) -> None:
+    with pytest.raises(GenerationError) as raised:
+        child.generate(req("odd size", (7,), width=60))  # not a multiple of 8
+    assert raised.value.code == "invalid_parameters" and not raised.value.retryable
+    with pytest.raises(GenerationError) as no_seed:
+        child.generate(req("no seed", ()))
+    assert no_seed.value.code == "invalid_parameters"
+
+
+def test_a_killed_child_fails_the_call_in_flight_retryably_and_is_restarted(
+    tiny_model_dir: Path,
+) -> None:
+    process = EngineProcess(EngineConfig(model_path=tiny_model_dir, warm_up=False))
+    try:
+        first_pid = process.start().pid
+
+        def kill_at_first_step(done: int, total: int) -> None:
+            os.kill(first_pid, signal.SIGKILL)
+
+        with pytest.raises(GenerationError) as raised:
+            process.generate(req("doomed", (8,), steps=50), kill_at_first_step)
+        assert raised.value.code == "engine_crashed" and raised.value.retryable
+        images = process.generate(req("reborn", (9,)))
+        assert len(images) == 1
+        assert process.pid is not None and process.pid != first_pid
+        assert process.restarts == 1
+    finally:
+        process.close()
+
+
+def test_a_model_that_cannot_load_is_reported_not_retried(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text("{}")
+    process = EngineProcess(EngineConfig(model_path=tmp_path, warm_up=False))
+    with pytest.raises(GenerationError) as raised:
+        process.start()
+    assert raised.value.code == "engine_unavailable" and not raised.value.retryable
+    assert process.pid is None
+
+
+def test_close_stops_the_child(tiny_model_dir: Path) -> None:
+    process = EngineProcess(EngineConfig(model_path=tiny_model_dir, warm_up=False))
+    pid = process.start().pid
+    process.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_batched_jobs_in_the_child_keep_their_own_images(
+    child: EngineProcess, in_process: DiffusionEngine
+) -> None:
+    """Through the batcher: three jobs share one call in the child, each gets its own
+    images (equal, up to float noise, to running alone)."""
+    batcher = BatchingGenerator(child, max_batch_images=8, max_wait_s=5.0)
+    requests = [req("a red fox", (11,)), req("a blue bird", (12,)), req("a frog", (13,))]
+    barrier = threading.Barrier(3)
+    results: dict[int, bytes] = {}
+
+    def run(i: int) -> None:
+        with batcher.arriving():
+            barrier.wait()
+            results[i] = batcher.generate(requests[i])[0].png
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert batcher.stats.largest == 3
+    for i, request in enumerate(requests):
+        alone = in_process.generate(request)[0].png
+        assert np.abs(pixels(results[i]) - pixels(alone)).max() <= 2
+
+
+def test_pipeline_threads_leave_a_core_to_serve_unless_pinned() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert pipeline_threads(3, "cpu") == 3
+    assert pipeline_threads(0, "cuda") is None
+    assert pipeline_threads(0, "cpu") == max(1, cores - 1)
+    assert pipeline_threads(0, "cpu", pinned=True) == cores
