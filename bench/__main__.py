@@ -3,12 +3,18 @@ embedded profile and the emulator stack, API submit rate, and worker cold start,
 document (printed, and written to --out).
 
 Every ratio is taken within this run: the limit is measured on the same machine, minutes
-before the end-to-end figures it is compared with.
+before the end-to-end figures it is compared with. The limit is the pipeline as the service
+runs it (its own process, TORCH_THREADS' rule, PIPELINE_CPUS); `limit_all_cores` is the same
+pipeline alone on every core, for reference.
+
+On a CPU the embedded service runs with PIPELINE_CPUS=auto, and the client threads, which
+stand in for remote clients, are kept on the serving CPUs (--no-pin turns both off).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -16,6 +22,7 @@ import subprocess  # nosec B404 # runs our own modules; each call is checked (B6
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from emulators.process import (
     wait_until,
 )
 from emulators.stack import ensure_tiny_model
+from gpu_worker.cpu_pinning import CpuSplit, allowed_cpus, pin_this_process, split_cpus
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789abcdef"
@@ -77,13 +85,16 @@ def end_to_end(
     limit: dict[str, Any],
     max_batch: int,
     client_counts: list[int],
+    all_cores: dict[str, Any] | None = None,
+    clients_on: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for clients in client_counts:
         log(f"{clients} client(s) for {seconds:.0f} s at {base_url}")
-        measured = run_clients(
-            base_url, key, clients=clients, seconds=seconds, warm_up_s=3, body=body
-        )
+        with cpus_of_this_process(clients_on):
+            measured = run_clients(
+                base_url, key, clients=clients, seconds=seconds, warm_up_s=3, body=body
+            )
         # The pipeline time of one job is the call it ran in: alone, or in a full batch.
         batch = min(clients * body.get("num_images", 1), max_batch)
         reference = limit.get(f"batch_{batch}") or limit[f"batch_{max_batch}"]
@@ -99,7 +110,26 @@ def end_to_end(
             },
             "ratio_to_limit_at_max_batch": round(measured["images_per_s"] / limit_ips, 3),
         }
+        if all_cores is not None:
+            best = all_cores[f"batch_{max_batch}"]["images_per_s"]
+            results[f"clients_{clients}"]["ratio_to_all_cores_limit"] = round(
+                measured["images_per_s"] / best, 3
+            )
     return results
+
+
+@contextlib.contextmanager
+def cpus_of_this_process(cpus: tuple[int, ...] | None) -> Iterator[None]:
+    """Run the client threads on `cpus` (None: leave them be), then give every CPU back."""
+    if cpus is None:
+        yield
+        return
+    everything = tuple(sorted(allowed_cpus()))
+    pin_this_process(cpus)
+    try:
+        yield
+    finally:
+        pin_this_process(everything)
 
 
 def embedded(
@@ -111,6 +141,8 @@ def embedded(
     limit: dict[str, Any],
     max_batch: int,
     batch_size: int,
+    split: CpuSplit | None,
+    all_cores: dict[str, Any],
 ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -121,6 +153,7 @@ def embedded(
         PORT=str(port),
         MAX_BATCH_SIZE=str(batch_size),
         INLINE_WORKERS=str(max(batch_size, 1) * 2),
+        **({"PIPELINE_CPUS": ",".join(map(str, split.pipeline))} if split else {}),
     )
     log(f"starting the embedded service (MAX_BATCH_SIZE={batch_size})")
     service = start_process(
@@ -143,10 +176,15 @@ def embedded(
             limit=limit,
             max_batch=max_batch,
             client_counts=counts,
+            all_cores=all_cores,
+            clients_on=split.serving if split else None,
         )
         if batch_size > 1:
             log("API submit rate, 32 clients")
-            result["submit"] = submit_rate(url, KEY, clients=32, requests_per_client=25, body=body)
+            with cpus_of_this_process(split.serving if split else None):
+                result["submit"] = submit_rate(
+                    url, KEY, clients=32, requests_per_client=25, body=body
+                )
         return result
     finally:
         stop_service(service)
@@ -230,6 +268,11 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
     parser.add_argument("--skip-emulator", action="store_true")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="no PIPELINE_CPUS for the embedded service, clients on every CPU",
+    )
     parser.add_argument("--out", type=Path, default=REPO / ".data" / "bench" / "results.json")
     args = parser.parse_args()
 
@@ -243,9 +286,7 @@ def main() -> int:
         "guidance_scale": args.guidance,
     }
     started = time.perf_counter()
-    log("the limit: pipeline calls in process")
-    limit = run_json(
-        "bench.limit",
+    shape = [
         "--model",
         str(model),
         "--width",
@@ -256,12 +297,19 @@ def main() -> int:
         str(args.steps),
         "--guidance",
         str(args.guidance),
-        "--batches",
-        "1",
-        str(args.max_batch),
         "--seconds",
         "5",
+    ]
+    split = None if args.no_pin else split_cpus("auto", allowed_cpus())
+    pinning = ["--cpus", ",".join(map(str, split.pipeline))] if split else []
+    log("the limit: pipeline calls in process, as the service runs them")
+    limit = run_json(
+        "bench.limit", *shape, "--batches", "1", str(args.max_batch), "--service-threads", *pinning
     )
+    if limit["device"] != "cpu":
+        split = None  # a GPU pipeline needs no cores of its own
+    log("the same pipeline alone on every core")
+    all_cores = run_json("bench.limit", *shape, "--batches", str(args.max_batch))
     report: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -272,6 +320,8 @@ def main() -> int:
         "params": body,
         "max_batch_size": args.max_batch,
         "limit": limit,
+        "limit_all_cores": all_cores,
+        "pipeline_cpus": list(split.pipeline) if split else None,
         "cold_start": cold_start(model, work),
     }
     embedded_batched = embedded(
@@ -282,6 +332,8 @@ def main() -> int:
         limit=limit,
         max_batch=args.max_batch,
         batch_size=args.max_batch,
+        split=split,
+        all_cores=all_cores,
     )
     embedded_unbatched = embedded(
         model,
@@ -291,6 +343,8 @@ def main() -> int:
         limit=limit,
         max_batch=args.max_batch,
         batch_size=1,
+        split=split,
+        all_cores=all_cores,
     )
     report["api_submit"] = embedded_batched.pop("submit")
     report["embedded"] = {

@@ -108,6 +108,16 @@ class BatchingGenerator:
         self._batches = 0
         self._images = 0
         self._largest = 0
+        # An engine that queues calls (EngineProcess) takes the next batch while the current one
+        # finishes; it is formed once the current one has done its last step, so it still
+        # gathers as many jobs as it can.
+        self._in_flight = max(1, int(getattr(engine, "max_in_flight", 1)))
+        self._slots = threading.BoundedSemaphore(self._in_flight)
+        self._may_form = threading.Event()
+        self._may_form.set()
+        self._lanes: set[threading.Thread] = set()
+        self._formed = 0  # batches formed so far: the newest one alone may release the next
+        self._last_end = 0.0
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self._thread.start()
 
@@ -168,11 +178,14 @@ class BatchingGenerator:
             waiting = list(self._pending)
             self._pending.clear()
             self._cond.notify_all()
+        self._may_form.set()
         for pending in waiting:
             pending.future.set_exception(
                 GenerationError("shutting_down", "the worker is stopping", retryable=True)
             )
         self._thread.join(timeout=60)
+        for lane in list(self._lanes):
+            lane.join(timeout=60)
         # An engine with a process of its own (EngineProcess) stops it.
         close_engine = getattr(self._engine, "close", None)
         if callable(close_engine):
@@ -182,10 +195,42 @@ class BatchingGenerator:
 
     def _loop(self) -> None:
         while True:
+            self._slots.acquire()
+            self._may_form.wait()
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch)
+            with self._cond:
+                self._formed += 1
+                self._may_form.clear()
+            if self._in_flight == 1:
+                self._run_in_lane(batch, self._formed)
+                continue
+            lane = threading.Thread(
+                target=self._run_in_lane,
+                args=(batch, self._formed),
+                name="batcher-lane",
+                daemon=True,
+            )
+            with self._cond:
+                self._lanes.add(lane)
+            lane.start()
+
+    def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
+        try:
+            self._run(batch, number)
+        finally:
+            self._release_next(number)
+            with self._cond:
+                self._lanes.discard(threading.current_thread())
+            self._slots.release()
+
+    def _release_next(self, number: int) -> None:
+        """Let the next batch form, if `number` is the newest batch (an older one ending or
+        reaching its last step says nothing about the one after it)."""
+        with self._cond:
+            if number == self._formed:
+                self._may_form.set()
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._cond:
@@ -220,7 +265,7 @@ class BatchingGenerator:
     def _images_for(self, key: tuple[int, int, int, float]) -> int:
         return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
 
-    def _run(self, batch: list[_Pending]) -> None:
+    def _run(self, batch: list[_Pending], number: int = 0) -> None:
         # Lines logged for a batch list every job in it; its span continues the first job's
         # trace and links the others'.
         job_ids = tuple(job_id for pending in batch for job_id in pending.job_ids)
@@ -235,13 +280,15 @@ class BatchingGenerator:
                 links=traceparents[1:],
             ),
         ):
-            self._run_batch(batch)
+            self._run_batch(batch, number)
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
-        started = self._clock()
+    def _run_batch(self, batch: list[_Pending], number: int) -> None:
+        # A batch handed over early starts in the engine when the one before it ends.
+        with self._cond:
+            started = max(self._clock(), self._last_end)
         try:
             results = self._engine.generate_batch(
-                [p.request for p in batch], on_step=self._dispatch_step(batch)
+                [p.request for p in batch], on_step=self._dispatch_step(batch, number)
             )
         except _EveryoneLeft:
             record_stopped_batch(seconds=self._clock() - started)
@@ -252,7 +299,7 @@ class BatchingGenerator:
                 log.warning("batch of %d failed (%s); retrying each alone", len(batch), exc.code)
                 for pending in batch:
                     if not pending.dropped:
-                        self._run([pending])
+                        self._run([pending], number)
                 return
             self._fail(batch, exc)
             return
@@ -261,8 +308,10 @@ class BatchingGenerator:
             self._fail(batch, exc)
             return
         images = sum(len(p.request.seeds) for p in batch)
-        record_batch(images=images, seconds=self._clock() - started)
+        ended = self._clock()
+        record_batch(images=images, seconds=ended - started)
         with self._cond:
+            self._last_end = ended
             self._batches += 1
             self._images += images
             self._largest = max(self._largest, images)
@@ -276,8 +325,10 @@ class BatchingGenerator:
             if not pending.dropped:
                 pending.future.set_result(images_of_one)
 
-    def _dispatch_step(self, batch: list[_Pending]) -> StepCallback:
+    def _dispatch_step(self, batch: list[_Pending], number: int) -> StepCallback:
         def on_step(step: int, total: int) -> None:
+            if step >= total:
+                self._release_next(number)  # decoding from here on: the next batch may form
             for pending in batch:
                 if pending.dropped or pending.on_step is None:
                     continue

@@ -26,11 +26,15 @@ with a retryable error and is started again for the next one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
+import queue
+import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -82,8 +86,77 @@ class _Stopped(Exception):
     """The parent asked the child to stop the running call."""
 
 
+class _Child:
+    """One incarnation of the child process: its pipe, and a reader thread that routes each
+    message to the call it belongs to."""
+
+    def __init__(self, process: Any, conn: Connection, info: EngineInfo) -> None:
+        self.process = process
+        self.conn = conn
+        self.info = info
+        self._send_lock = threading.Lock()
+        self._calls: dict[int, queue.SimpleQueue[tuple[Any, ...]]] = {}
+        self._calls_lock = threading.Lock()
+        self.dead = False
+        self._reader = threading.Thread(target=self._read, name="pipeline-reader", daemon=True)
+        self._reader.start()
+
+    def open_call(self, call: int) -> queue.SimpleQueue[tuple[Any, ...]]:
+        inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        with self._calls_lock:
+            if self.dead:
+                raise EOFError("the pipeline process is gone")
+            self._calls[call] = inbox
+        return inbox
+
+    def close_call(self, call: int) -> None:
+        with self._calls_lock:
+            self._calls.pop(call, None)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self.conn.recv()
+                with self._calls_lock:
+                    inbox = self._calls.get(message[1])
+                if inbox is not None:
+                    inbox.put(message)
+        except (EOFError, OSError):
+            pass
+        with self._calls_lock:
+            self.dead = True
+            waiting = list(self._calls.values())
+        for inbox in waiting:
+            inbox.put(("dead", None))
+
+    def stop(self, timeout: float) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.send(("close",))
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        self.conn.close()
+        self._reader.join(timeout)
+
+
+def _exit_code(child: _Child) -> int | None:
+    code = child.process.exitcode
+    return int(code) if code is not None else None
+
+
 class EngineProcess:
-    """A `BatchEngine` whose pipeline runs in a child process (see the module docstring)."""
+    """A `BatchEngine` whose pipeline runs in a child process (see the module docstring).
+
+    Up to `max_in_flight` calls may be outstanding: the child runs them one after the other,
+    so the batcher can hand over the next batch while the current one finishes and the
+    child never waits for the parent between batches."""
+
+    max_in_flight = 2
 
     def __init__(self, config: EngineConfig, *, start_timeout_s: float = _START_TIMEOUT_S) -> None:
         self._config = config
@@ -91,11 +164,9 @@ class EngineProcess:
         # spawn, not fork: the parent has threads (and, under tests, maybe torch) that a
         # forked child would inherit half-initialised.
         self._context = multiprocessing.get_context("spawn")
-        self._lock = threading.Lock()
-        self._process: Any = None
-        self._conn: Connection | None = None
-        self._info: EngineInfo | None = None
-        self._calls = 0
+        self._lifecycle = threading.Lock()
+        self._child: _Child | None = None
+        self._ids = itertools.count(1)
         self._gpu_memory: list[DeviceMemory] = []
         self.restarts = 0
 
@@ -103,12 +174,13 @@ class EngineProcess:
 
     def start(self) -> EngineInfo:
         """Start the child and wait until its model is loaded (and warmed up); idempotent."""
-        with self._lock:
-            return self._ensure_started()
+        return self._running_child().info
 
     def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._stop_child(timeout)
+        with self._lifecycle:
+            child, self._child = self._child, None
+        if child is not None:
+            child.stop(timeout)
 
     @property
     def info(self) -> EngineInfo:
@@ -116,7 +188,8 @@ class EngineProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        child = self._child
+        return child.process.pid if child is not None else None
 
     @property
     def model_id(self) -> str:
@@ -154,45 +227,47 @@ class EngineProcess:
     ) -> list[list[GeneratedImage]]:
         if not requests:
             return []
-        with self._lock:
-            self._ensure_started()
-            assert self._conn is not None  # noqa: S101 - set by _ensure_started
-            self._calls += 1
-            call = self._calls
+        child = self._running_child()
+        call = next(self._ids)
+        try:
+            inbox = child.open_call(call)
             try:
-                self._conn.send(("generate", call, list(requests)))
-                return self._await_result(self._conn, call, on_step)
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                code = self._process.exitcode if self._process is not None else None
-                self._stop_child(timeout=1.0)
-                self.restarts += 1
-                log.error("the pipeline process died (exit code %s); it restarts", code)
-                raise GenerationError(
-                    "engine_crashed",
-                    f"the pipeline process stopped unexpectedly (exit code {code})",
-                    retryable=True,
-                ) from exc
+                child.send(("generate", call, list(requests)))
+                return self._await_result(child, inbox, call, on_step)
+            finally:
+                child.close_call(call)
+        except (EOFError, OSError) as exc:
+            code = self._bury(child)
+            raise GenerationError(
+                "engine_crashed",
+                f"the pipeline process stopped unexpectedly (exit code {code})",
+                retryable=True,
+            ) from exc
 
     def _await_result(
-        self, conn: Connection, call: int, on_step: StepCallback | None
+        self,
+        child: _Child,
+        inbox: queue.SimpleQueue[tuple[Any, ...]],
+        call: int,
+        on_step: StepCallback | None,
     ) -> list[list[GeneratedImage]]:
         raised: BaseException | None = None
         while True:
-            message = conn.recv()
+            message = inbox.get()
             kind = message[0]
-            if message[1] != call:
-                continue  # a late event of an earlier, stopped call
+            if kind == "dead":
+                raise EOFError("the pipeline process is gone")
             if kind == "step":
                 if on_step is not None and raised is None:
                     try:
                         on_step(message[2], message[3])
                     except BaseException as exc:
-                        # Stop the child, then wait for it to say so: the pipe must be quiet
-                        # before the next call.
+                        # Stop the call, then wait for the child to say so, so that the
+                        # call's last messages do not outlive it.
                         raised = exc
-                        conn.send(("stop", call))
+                        child.send(("stop", call))
                 continue
-            if raised is not None and kind in ("stopped", "done", "failed", "crashed"):
+            if raised is not None:
                 raise raised
             if kind == "done":
                 results: list[list[GeneratedImage]] = message[2]
@@ -206,10 +281,30 @@ class EngineProcess:
 
     # --- the child -------------------------------------------------------------------------
 
-    def _ensure_started(self) -> EngineInfo:
-        if self._process is not None and self._process.is_alive() and self._info is not None:
-            return self._info
-        self._stop_child(timeout=1.0)
+    def _running_child(self) -> _Child:
+        with self._lifecycle:
+            child = self._child
+            if child is not None and not child.dead and child.process.is_alive():
+                return child
+            if child is not None:
+                self._child = None
+                child.stop(timeout=1.0)
+            self._child = self._spawn()
+            return self._child
+
+    def _bury(self, child: _Child) -> int | None:
+        """A child died under a call: forget it (once), so the next call starts another."""
+        with self._lifecycle:
+            if self._child is not child:
+                return _exit_code(child)
+            self._child = None
+            self.restarts += 1
+        child.stop(timeout=1.0)
+        code = _exit_code(child)
+        log.error("the pipeline process died (exit code %s); the next call starts another", code)
+        return code
+
+    def _spawn(self) -> _Child:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=serve, args=(child_end, self._config), name="pipeline", daemon=True
@@ -217,7 +312,13 @@ class EngineProcess:
         started = time.monotonic()
         process.start()
         child_end.close()
-        self._process, self._conn = process, parent_end
+
+        def abandon() -> None:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+            parent_end.close()
+
         try:
             if not parent_end.poll(self._start_timeout_s):
                 raise GenerationError(
@@ -227,45 +328,34 @@ class EngineProcess:
                 )
             message = parent_end.recv()
         except (EOFError, OSError) as exc:
-            self._stop_child(timeout=1.0)
+            abandon()
             raise GenerationError(
                 "engine_unavailable",
                 f"the pipeline process exited while starting (exit code {process.exitcode})",
                 retryable=True,
             ) from exc
         except BaseException:
-            self._stop_child(timeout=1.0)
+            abandon()
             raise
         if message[0] != "ready":
-            self._stop_child(timeout=1.0)
+            abandon()
             raise GenerationError("engine_unavailable", str(message[-1]), retryable=False)
-        self._info = message[1]
+        info: EngineInfo = message[1]
         log.info(
             "pipeline process %d ready in %.2f s (model %s on %s)",
             process.pid,
             time.monotonic() - started,
-            self._info.model_id,
-            self._info.device,
+            info.model_id,
+            info.device,
         )
-        return self._info
-
-    def _stop_child(self, timeout: float) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = self._info = None
-        if conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(("close",))
-        if process is not None:
-            process.join(timeout)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout)
-        if conn is not None:
-            conn.close()
+        return _Child(process, parent_end, info)
 
 
 def serve(conn: Connection, config: EngineConfig) -> None:
     """The child's main: load the model, say ready, then run calls until told to close."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when this
+    # process stops (a "close", or the pipe closing when the parent exits).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _configure_child_logging(config)
     if config.cpus:
         # Before torch starts its thread pool, which inherits this.
@@ -289,27 +379,43 @@ def serve(conn: Connection, config: EngineConfig) -> None:
             ),
         )
     )
+    backlog: deque[tuple[Any, ...]] = deque()  # calls sent while another one ran
     while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return  # the parent is gone
+        if backlog:
+            message = backlog.popleft()
+        else:
+            try:
+                message = conn.recv()
+            except EOFError:
+                return  # the parent is gone
         if message[0] == "close":
             return
         if message[0] == "generate":
-            _run_call(conn, engine, message[1], message[2])
+            _run_call(conn, engine, message[1], message[2], backlog)
         # A "stop" for a call that already ended needs nothing.
 
 
-def _run_call(conn: Connection, engine: Any, call: int, requests: list[GenerationRequest]) -> None:
+def _run_call(
+    conn: Connection,
+    engine: Any,
+    call: int,
+    requests: list[GenerationRequest],
+    backlog: deque[tuple[Any, ...]],
+) -> None:
     from gpu_worker.engine import DiffusionEngine
 
     assert isinstance(engine, DiffusionEngine)  # noqa: S101 - narrows the type for mypy
 
     def on_step(done: int, total: int) -> None:
+        # Between steps: take in what the parent sent meanwhile.
         while conn.poll():
             message = conn.recv()
-            if message[0] in ("stop", "close") and (message[0] == "close" or message[1] == call):
+            if message[0] == "generate":
+                backlog.append(message)
+            elif message[0] == "close":
+                backlog.appendleft(message)
+                raise _Stopped
+            elif message[0] == "stop" and message[1] == call:
                 raise _Stopped
         conn.send(("step", call, done, total))
 

@@ -16,6 +16,7 @@ An idempotency key is made unique per owner by a side document
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -305,10 +306,34 @@ class FirestoreJobStore:
         return total - refunded
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
-        def compute(job: Job, now: datetime) -> Job:
-            return job if job.enqueued_at is not None else job.with_changes(enqueued_at=at)
-
-        return self._update(job_id, compute, f"marking job {job_id!r} enqueued")
+        # Not a transaction: the API marks a job just after publishing it, while a worker may
+        # be claiming it, and two transactions on one document keep aborting each other in
+        # the emulator (seen: a submit held 2 s, the claim with it). A write guarded by the
+        # read's update time holds no lock; if the job changed in between, read it again.
+        if not is_valid_document_id(job_id):
+            raise JobNotFound(job_id)
+        ref = self._jobs.document(job_id)
+        deadline = time.monotonic() + self._timeout_s
+        with translate_errors(STORE, f"marking job {job_id!r} enqueued"):
+            while True:
+                snapshot = ref.get(retry=self._retry, timeout=self._timeout_s)
+                if not snapshot.exists:
+                    raise JobNotFound(job_id)
+                job = _from_snapshot(snapshot)
+                if job.enqueued_at is not None:
+                    return job  # the first mark wins
+                try:
+                    ref.update(
+                        {"enqueued_at": to_timestamp(at)},
+                        option=self._client.write_option(last_update_time=snapshot.update_time),
+                        retry=self._retry,
+                        timeout=self._timeout_s,
+                    )
+                except gexc.FailedPrecondition:
+                    if time.monotonic() >= deadline:
+                        raise
+                    continue
+                return job.with_changes(enqueued_at=at)
 
     def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
         if limit < 1:

@@ -149,7 +149,8 @@ def until(check: Callable[[], Any], *, timeout: float, what: str, every: float =
 
 def submit(c: httpx.Client, **body: Any) -> str:
     response = c.post("/v1/jobs", json=body)
-    assert response.status_code == 202, response.text
+    # 200 when the worker finished the job before the submit answered (it can, for FAST).
+    assert response.status_code in (200, 202), response.text
     return str(response.json()["id"])
 
 

@@ -51,7 +51,8 @@ def test_one_jobs_log_lines_share_a_trace_and_metrics_show_the_series(stack: Sta
     }
     with httpx.Client(base_url=stack.api_url, headers=headers, timeout=60) as client:
         submitted = client.post("/v1/jobs", json={"prompt": "a beacon at dusk", **FAST})
-        assert submitted.status_code == 202, submitted.text
+        # 200 if the worker finished before the submit answered
+        assert submitted.status_code in (200, 202), submitted.text
         job_id = submitted.json()["id"]
         job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers={"Prefer": "wait=60"}).json()
     assert job["status"] == "succeeded", job

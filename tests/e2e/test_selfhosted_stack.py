@@ -181,7 +181,8 @@ class TestCeleryFlow:
         download through the signed URL."""
         with client(selfhosted) as c:
             response = c.post("/v1/jobs", json={"prompt": "a harbour", "seed": 5, **FAST})
-            assert response.status_code == 202, response.text
+            # 200 if the worker finished before the submit answered
+            assert response.status_code in (200, 202), response.text
             job_id = response.json()["id"]
             job = wait_for(c, job_id, {"succeeded", "failed"})
         assert job["status"] == "succeeded", job

@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,75 @@ def test_pipeline_threads_leave_a_core_to_serve_unless_pinned() -> None:
     assert pipeline_threads(0, "cuda") is None
     assert pipeline_threads(0, "cpu") == max(1, cores - 1)
     assert pipeline_threads(0, "cpu", pinned=True) == cores
+
+
+def test_two_outstanding_calls_run_one_after_the_other_and_both_answer(
+    child: EngineProcess,
+) -> None:
+    """The second call, sent while the first runs, waits in the child and is answered with
+    its own images; a stop of the running call leaves the queued one alone."""
+    results: dict[str, object] = {}
+    first_started = threading.Event()
+
+    class Canceled(Exception):
+        pass
+
+    def first() -> None:
+        def cancel_later(done: int, total: int) -> None:
+            first_started.set()
+            if done == 3:
+                raise Canceled
+
+        try:
+            child.generate(req("first", (21,), steps=30), cancel_later)
+        except Canceled as exc:
+            results["first"] = exc
+
+    def second() -> None:
+        first_started.wait(30)
+        results["second"] = child.generate(req("second", (22,)))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert isinstance(results["first"], Canceled)
+    second_images = results["second"]
+    assert isinstance(second_images, list) and [i.seed for i in second_images] == [22]
+    assert child.generate(req("second", (22,)))[0].png == second_images[0].png
+
+
+def test_a_child_killed_with_two_calls_outstanding_fails_both_retryably(
+    tiny_model_dir: Path,
+) -> None:
+    process = EngineProcess(EngineConfig(model_path=tiny_model_dir, warm_up=False))
+    try:
+        pid = process.start().pid
+        errors: list[BaseException] = []
+        running = threading.Event()
+
+        def call(steps: int, on_step) -> None:  # type: ignore[no-untyped-def]
+            try:
+                process.generate(req("doomed", (1,), steps=steps), on_step)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def mark_running(done: int, total: int) -> None:
+            running.set()
+
+        first = threading.Thread(target=call, args=(200, mark_running))
+        first.start()
+        running.wait(60)
+        second = threading.Thread(target=call, args=(2, None))
+        second.start()
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        first.join(60)
+        second.join(60)
+        assert len(errors) == 2
+        assert all(isinstance(e, GenerationError) and e.code == "engine_crashed" for e in errors)
+        assert process.restarts == 1
+        assert len(process.generate(req("reborn", (2,)))) == 1
+    finally:
+        process.close()

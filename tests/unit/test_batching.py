@@ -235,3 +235,86 @@ class TestBatching:
         with pytest.raises(GenerationError) as raised:
             batcher.generate(request("late"))
         assert raised.value.retryable
+
+
+class QueuedEngine(PatternGenerator):
+    """Runs calls one at a time, as the pipeline process does, but accepts a second one while
+    the first runs (max_in_flight = 2); records what happened in order."""
+
+    max_in_flight = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._serial = threading.Lock()
+        self._count = threading.Lock()
+        self.events: list[tuple[str, int]] = []
+        self.outstanding = 0
+        self.most_outstanding = 0
+        self.handed = 0
+
+    def generate_batch(self, requests, on_step=None):  # type: ignore[no-untyped-def]
+        with self._count:
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+            number = self.handed
+            self.handed += 1
+            self.events.append(("handed over", number))
+        try:
+            with self._serial:
+
+                def step(done: int, total: int) -> None:
+                    time.sleep(0.02)
+                    if done == total:
+                        self.events.append(("last step", number))
+                    if on_step is not None:
+                        on_step(done, total)
+
+                return super().generate_batch(requests, step)
+        finally:
+            with self._count:
+                self.outstanding -= 1
+
+
+class TestHandOver:
+    def test_the_next_batch_is_handed_over_while_the_current_one_finishes(self) -> None:
+        """With an engine that queues calls, the batcher hands over the next batch once the
+        running one has done its last step: never more than two outstanding, and every job
+        still gets its own images."""
+        engine = QueuedEngine()
+        batcher = BatchingGenerator(engine, max_batch_images=2, max_wait_s=0.5)
+        results = concurrently(
+            batcher, [partial(batcher.generate, request(f"p{i}")) for i in range(8)]
+        )
+        batcher.close()
+        assert sorted(r[0].seed for r in results) == [1] * 8
+        assert [r[0] for r in results] == [
+            PatternGenerator().generate(request(f"p{i}"))[0] for i in range(8)
+        ]
+        assert engine.most_outstanding == 2
+        assert engine.handed == len(engine.batches) >= 4
+        # Batch n+1 is handed over only after batch n reached its last step.
+        for n in range(1, engine.handed):
+            handed_over = engine.events.index(("handed over", n))
+            assert engine.events.index(("last step", n - 1)) < handed_over, engine.events
+
+    def test_an_engine_without_a_queue_gets_one_call_at_a_time(self, engine) -> None:
+        batcher = BatchingGenerator(engine, max_batch_images=2, max_wait_s=0.5)
+        active = {"now": 0, "most": 0}
+        lock = threading.Lock()
+        original = engine.generate_batch
+
+        def counting(requests, on_step=None):  # type: ignore[no-untyped-def]
+            with lock:
+                active["now"] += 1
+                active["most"] = max(active["most"], active["now"])
+            try:
+                time.sleep(0.01)
+                return original(requests, on_step)
+            finally:
+                with lock:
+                    active["now"] -= 1
+
+        engine.generate_batch = counting
+        concurrently(batcher, [partial(batcher.generate, request(f"p{i}")) for i in range(6)])
+        batcher.close()
+        assert active["most"] == 1

@@ -41,7 +41,9 @@ class Outbox:
             self.jobs, queue, grace_s=GRACE_S, give_up_s=GIVE_UP_S, clock=self.clock
         )
 
-    def service(self, failpoints: Failpoints | None = None) -> JobService:
+    def service(
+        self, failpoints: Failpoints | None = None, *, enqueued_on_create: bool = False
+    ) -> JobService:
         return JobService(
             jobs=self.jobs,
             queue=self.queue,
@@ -50,6 +52,7 @@ class Outbox:
             defaults=GenerationDefaults(64, 64, 2, 1.0),
             clock=self.clock,
             failpoints=failpoints,
+            enqueued_on_create=enqueued_on_create,
         )
 
     def strand(self, prompt: str = "lost") -> str:
@@ -76,6 +79,22 @@ class TestSubmit:
         submitted = outbox.service().submit(owner="alice", request=JobRequest(prompt="fine"))
         assert submitted.job.enqueued_at == T0
         assert outbox.jobs.get(submitted.job.id).enqueued_at == T0
+        outbox.clock.advance(GIVE_UP_S + 1)
+        assert outbox.sweeper.sweep() == []
+        assert outbox.queue.pending == [submitted.job.id]
+
+    def test_a_queue_rebuilt_from_the_store_records_the_job_as_enqueued(
+        self, outbox: Outbox
+    ) -> None:
+        """The inline queue re-enqueues every queued job at start, so the job is recorded
+        enqueued from the start (no marker write) and a process that dies right after
+        recording leaves nothing for the sweeper: its restart runs the job."""
+        service = outbox.service(enqueued_on_create=True)
+        submitted = service.submit(owner="alice", request=JobRequest(prompt="inline"))
+        assert outbox.jobs.get(submitted.job.id).enqueued_at == T0 == submitted.job.created_at
+        dying = outbox.service(Failpoints({"after_job_recorded": "error"}), enqueued_on_create=True)
+        with pytest.raises(FailpointTriggered):
+            dying.submit(owner="alice", request=JobRequest(prompt="dies"))
         outbox.clock.advance(GIVE_UP_S + 1)
         assert outbox.sweeper.sweep() == []
         assert outbox.queue.pending == [submitted.job.id]
