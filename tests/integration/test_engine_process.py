@@ -218,7 +218,7 @@ def test_a_child_killed_with_two_calls_outstanding_fails_both_retryably(
         errors: list[BaseException] = []
         running = threading.Event()
 
-        def call(steps: int, on_step) -> None:  # type: ignore[no-untyped-def]
+        def call(steps: int, on_step) -> None:
             try:
                 process.generate(req("doomed", (1,), steps=steps), on_step)
             except BaseException as exc:

@@ -252,7 +252,7 @@ class QueuedEngine(PatternGenerator):
         self.most_outstanding = 0
         self.handed = 0
 
-    def generate_batch(self, requests, on_step=None):  # type: ignore[no-untyped-def]
+    def generate_batch(self, requests, on_step=None):
         with self._count:
             self.outstanding += 1
             self.most_outstanding = max(self.most_outstanding, self.outstanding)
@@ -303,7 +303,7 @@ class TestHandOver:
         lock = threading.Lock()
         original = engine.generate_batch
 
-        def counting(requests, on_step=None):  # type: ignore[no-untyped-def]
+        def counting(requests, on_step=None):
             with lock:
                 active["now"] += 1
                 active["most"] = max(active["most"], active["now"])
