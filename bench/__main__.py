@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import run_clients, submit_rate
+from bench.cpu_time import CpuMeter
 from bench.stats import ms, percentile
 from emulators.process import (
     ServiceUnavailable,
@@ -87,16 +88,25 @@ def end_to_end(
     client_counts: list[int],
     all_cores: dict[str, Any] | None = None,
     clients_on: tuple[int, ...] | None = None,
+    service_pid: int | None = None,
+    service_batch: int | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for clients in client_counts:
         log(f"{clients} client(s) for {seconds:.0f} s at {base_url}")
+        meter = CpuMeter(service_pid) if service_pid is not None else None
         with cpus_of_this_process(clients_on):
             measured = run_clients(
                 base_url, key, clients=clients, seconds=seconds, warm_up_s=3, body=body
             )
-        # The pipeline time of one job is the call it ran in: alone, or in a full batch.
-        batch = min(clients * body.get("num_images", 1), max_batch)
+        if meter is not None:
+            # The whole run, warm-up included, over every job it finished.
+            measured["cpu_ms_per_job"] = meter.per_job_ms(measured.pop("jobs_total"))
+        else:
+            measured.pop("jobs_total")
+        # The pipeline time of one job is the call it ran in: alone, or in a full batch (of
+        # the service's MAX_BATCH_SIZE, which is 1 for the unbatched run).
+        batch = min(clients * body.get("num_images", 1), service_batch or max_batch)
         reference = limit.get(f"batch_{batch}") or limit[f"batch_{max_batch}"]
         pipeline_s = reference["seconds_per_call"]
         added = [latency - pipeline_s for latency in measured.pop("latencies_s")]
@@ -178,6 +188,8 @@ def embedded(
             client_counts=counts,
             all_cores=all_cores,
             clients_on=split.serving if split else None,
+            service_pid=service.pid,
+            service_batch=batch_size,
         )
         if batch_size > 1:
             log("API submit rate, 32 clients")

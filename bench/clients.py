@@ -94,6 +94,7 @@ def run_clients(
         "clients": clients,
         "window_s": seconds,
         "jobs_finished": len(finished),
+        "jobs_total": len(run.timings),
         "images_per_s": round(images / seconds, 2),
         "latency_ms": {
             "p50": ms(percentile(latencies, 50)),
