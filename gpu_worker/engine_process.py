@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dal.telemetry.collectors import DeviceMemory, cuda_memory
 from gpu_worker.generation import (
@@ -48,6 +48,9 @@ from gpu_worker.generation import (
     GenerationRequest,
     StepCallback,
 )
+
+if TYPE_CHECKING:  # the serving process never imports torch
+    from gpu_worker.engine import DiffusionEngine
 
 log = logging.getLogger(__name__)
 
@@ -397,15 +400,11 @@ def serve(conn: Connection, config: EngineConfig) -> None:
 
 def _run_call(
     conn: Connection,
-    engine: Any,
+    engine: DiffusionEngine,
     call: int,
     requests: list[GenerationRequest],
     backlog: deque[tuple[Any, ...]],
 ) -> None:
-    from gpu_worker.engine import DiffusionEngine
-
-    assert isinstance(engine, DiffusionEngine)  # noqa: S101 - narrows the type for mypy
-
     def on_step(done: int, total: int) -> None:
         # Between steps: take in what the parent sent meanwhile.
         while conn.poll():
@@ -455,7 +454,7 @@ def _gpu_memory() -> list[DeviceMemory]:
     return cuda_memory(torch.cuda)
 
 
-def _load(config: EngineConfig) -> Any:
+def _load(config: EngineConfig) -> DiffusionEngine:
     import torch
 
     from gpu_worker.engine import DiffusionEngine
