@@ -340,15 +340,18 @@ class TestRedisOutage:
             headers = {"Authorization": f"Bearer {faults.stack.api_key}"}
             with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
 
-                def burst(n: int, label: str) -> list[int]:
+                def burst(n: int, label: str) -> list[int | str]:
+                    """Status codes, with 200 and 202 both as "accepted": the worker may
+                    finish a FAST job before its submit is answered."""
                     body = {"prompt": label, **FAST}
-                    return [c.post("/v1/jobs", json=body).status_code for _ in range(n)]
+                    codes = [c.post("/v1/jobs", json=body).status_code for _ in range(n)]
+                    return ["accepted" if code in (200, 202) else code for code in codes]
 
-                assert burst(3, "before") == [202, 202, 429]
+                assert burst(3, "before") == ["accepted", "accepted", 429]
 
                 redis.stop()
                 started = time.monotonic()
-                assert burst(4, "during") == [202] * 4
+                assert burst(4, "during") == ["accepted"] * 4
                 listed = c.get("/v1/jobs", params={"limit": 1})
                 assert listed.status_code == 200, listed.text
                 read = c.get(f"/v1/jobs/{listed.json()['items'][0]['id']}")
@@ -356,7 +359,7 @@ class TestRedisOutage:
                 assert time.monotonic() - started < 10
 
                 redis.start()  # same port, empty: a fresh bucket of 2
-                assert burst(3, "after") == [202, 202, 429]
+                assert burst(3, "after") == ["accepted", "accepted", 429]
         finally:
             if api is not None:
                 stop_service(api)

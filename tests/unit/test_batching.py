@@ -269,7 +269,9 @@ class QueuedEngine(PatternGenerator):
                     if on_step is not None:
                         on_step(done, total)
 
-                return super().generate_batch(requests, step)
+                images = super().generate_batch(requests, step)
+                time.sleep(0.1)  # decoding after the last step: the next batch is handed over
+                return images
         finally:
             with self._count:
                 self.outstanding -= 1

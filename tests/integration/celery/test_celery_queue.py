@@ -23,7 +23,7 @@ from dal.celery import (
 from dal.celery.app import key_prefix
 from dal.errors import StoreUnavailable
 from dal.ports import JobStore
-from dal.records import Job, JobParams, JobStatus
+from dal.records import Job, JobParams, JobStatus, utcnow
 from dal.redis.client import make_redis_client
 from dal.settings import Settings
 from dal.trace_context import set_traceparent
@@ -303,7 +303,12 @@ class TestDeadLetters:
         with make_worker(settings) as worker:
             jobs = worker.services.jobs
             jobs.create(make_job("j-poison"))
-            jobs.claim("j-poison", lease_s=0.01)  # the last worker's claim, long expired
+            claimed = jobs.claim("j-poison", lease_s=0.01)  # the last worker's claim
+            # ...long expired by the time the task comes back (a live lease is another
+            # worker's, which record_dead_letter rightly leaves alone).
+            lapses = claimed.lease_expires_at
+            assert lapses is not None
+            wait_until(lambda: utcnow() > lapses, 5, "the last claim's lease lapsed")
             counter = key_prefix(settings) + "deliveries:task-poison"
             client = redis_client(settings)
             try:
