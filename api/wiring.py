@@ -21,6 +21,7 @@ from dal.factory import (
     UnsupportedAdapter,
     build_blob_store,
     build_broker_queue,
+    build_job_events,
     build_rate_limiter,
     build_redis_client,
     build_request_cache,
@@ -28,7 +29,7 @@ from dal.factory import (
     build_url_signer,
     close_all,
 )
-from dal.fail_open import FailOpenRateLimiter, FailOpenRequestCache
+from dal.fail_open import FailOpenJobEvents, FailOpenRateLimiter, FailOpenRequestCache
 from dal.failpoints import Failpoints
 from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
@@ -63,6 +64,7 @@ class Services:
     outbox: OutboxSweeper
     generator: ImageGenerator | None = None
     job_waits: JobWaits = field(default_factory=JobWaits)
+    job_events: FailOpenJobEvents | None = None
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -97,6 +99,11 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         )
 
     job_waits = JobWaits()
+    # Workers in other processes say when a job ends; the waiting requests answer at once.
+    bus = build_job_events(settings, redis_client=redis_client)
+    job_events = FailOpenJobEvents(bus) if bus is not None else None
+    if job_events is not None:
+        closers.append(job_events.subscribe(job_waits.notify))
     # Before the inline queue, so it closes after the queue's last job has ended.
     webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
     queue: JobQueue
@@ -183,6 +190,7 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         ),
         generator=generator,
         job_waits=job_waits,
+        job_events=job_events,
         readiness_checks=checks,
         _closers=closers,
     )

@@ -7,7 +7,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from dal.ports import ApiKeyStore, BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
+from dal.ports import (
+    ApiKeyStore,
+    BlobStore,
+    JobEvents,
+    JobQueue,
+    JobStore,
+    RateLimiter,
+    RequestCache,
+)
 from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
 
@@ -93,13 +101,30 @@ def build_blob_store(settings: Settings, signer: HmacUrlSigner) -> BlobStore:
 
 def build_redis_client(settings: Settings, closers: Closers) -> Any | None:
     """One Redis client (thread-safe, pooled) for everything in a process that uses Redis."""
-    if "redis" not in (settings.rate_limiter, settings.request_cache):
+    if "redis" not in (settings.rate_limiter, settings.request_cache, settings.job_events):
         return None
     from dal.redis.client import make_redis_client
 
     client = make_redis_client(settings.redis_url)
     closers.append(client.close)
     return client
+
+
+def build_job_events(settings: Settings, *, redis_client: Any | None = None) -> JobEvents | None:
+    """The job-events bus, or None (JOB_EVENTS=none: waiters only re-read the job store)."""
+    if settings.job_events == "memory":
+        from dal.memory import MemoryJobEvents
+
+        return MemoryJobEvents()
+    if settings.job_events == "redis":
+        from dal.redis import RedisJobEvents
+
+        if redis_client is None:
+            raise ValueError("JOB_EVENTS=redis needs a Redis client")
+        return RedisJobEvents(redis_client, channel=f"{settings.redis_key_prefix}job-events")
+    if settings.job_events == "none":
+        return None
+    raise UnsupportedAdapter("JOB_EVENTS", str(settings.job_events), "memory, redis, none")
 
 
 def build_rate_limiter(

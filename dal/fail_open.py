@@ -3,16 +3,18 @@
 Policy (docs/operations.md): rate limiting fails OPEN — an outage of the limiter must not take
 the API down with it, so requests are allowed (and each refusal to check is logged). The request
 cache fails OPEN too — idempotency stays guaranteed by the job store's own unique key, and
-deduplication of finished requests is an optimisation.
+deduplication of finished requests is an optimisation. Job events fail OPEN: waiting requests
+re-read the job store anyway.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from dal.errors import StoreUnavailable
-from dal.ports import RateLimitDecision, RateLimiter, RequestCache
+from dal.ports import JobEvents, RateLimitDecision, RateLimiter, RequestCache
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,21 @@ class FailOpenRequestCache:
 
     def ping(self) -> None:
         self._inner.ping()
+
+
+class FailOpenJobEvents:
+    """Publishing a job's end is a latency optimisation (waiters re-read the job store
+    anyway): a bus outage is logged, throttled, and never fails the job or its ack."""
+
+    def __init__(self, inner: JobEvents) -> None:
+        self._inner = inner
+        self._outage = _Throttled("job events")
+
+    def publish_finished(self, job_id: str) -> None:
+        try:
+            self._inner.publish_finished(job_id)
+        except StoreUnavailable as exc:
+            self._outage.report(exc)
+
+    def subscribe(self, on_finished: Callable[[str], None]) -> Callable[[], None]:
+        return self._inner.subscribe(on_finished)

@@ -6,7 +6,7 @@ tests as the real adapters (tests/unit/contracts, tests/integration/contracts).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -157,6 +157,23 @@ class BlobStore(Protocol):
         ...
 
     def ping(self) -> None: ...
+
+
+class JobEvents(Protocol):
+    """Tells every API process that a job has ended, so the requests waiting on it
+    (`Prefer: wait`, the event stream) answer at once instead of at their next re-read of the
+    job store. Best effort by design: waiters still re-read the store, so a lost event costs
+    latency, never a wrong answer."""
+
+    def publish_finished(self, job_id: str) -> None:
+        """Raises StoreUnavailable when the bus is down."""
+        ...
+
+    def subscribe(self, on_finished: Callable[[str], None]) -> Callable[[], None]:
+        """Call `on_finished(job_id)` for jobs ended from now on, from a background thread,
+        until the returned function is called. Outages are survived (the subscription comes
+        back by itself); events published meanwhile are lost."""
+        ...
 
 
 class JobQueue(Protocol):

@@ -23,6 +23,7 @@ BlobStoreKind = Literal["memory", "filesystem", "gcs"]
 JobQueueKind = Literal["memory", "inline", "pubsub", "celery"]
 RateLimiterKind = Literal["memory", "redis"]
 RequestCacheKind = Literal["memory", "redis"]
+JobEventsKind = Literal["memory", "redis", "none"]
 PushAuthKind = Literal["oidc", "none"]
 # public: https to public addresses only; any: also http, and loopback/private hosts.
 WebhookTargets = Literal["public", "any"]
@@ -39,6 +40,7 @@ _CLOUD = {
     "job_queue": "pubsub",
     "rate_limiter": "redis",
     "request_cache": "redis",
+    "job_events": "redis",
 }
 PROFILES: dict[str, dict[str, str]] = {
     "local": {
@@ -47,6 +49,8 @@ PROFILES: dict[str, dict[str, str]] = {
         "job_queue": "inline",
         "rate_limiter": "memory",
         "request_cache": "memory",
+        # Jobs end in the API process itself, which wakes its waiters directly.
+        "job_events": "none",
         "push_auth": "none",
     },
     "test": {
@@ -55,6 +59,7 @@ PROFILES: dict[str, dict[str, str]] = {
         "job_queue": "memory",
         "rate_limiter": "memory",
         "request_cache": "memory",
+        "job_events": "memory",
         "push_auth": "none",
     },
     # The emulators send no OIDC token with push requests.
@@ -66,12 +71,20 @@ PROFILES: dict[str, dict[str, str]] = {
         "job_queue": "celery",
         "rate_limiter": "redis",
         "request_cache": "redis",
+        "job_events": "redis",
         "push_auth": "none",
     },
     "staging": {**_CLOUD, "push_auth": "oidc"},
     "prod": {**_CLOUD, "push_auth": "oidc"},
 }
-_ADAPTER_FIELDS = ("job_store", "blob_store", "job_queue", "rate_limiter", "request_cache")
+_ADAPTER_FIELDS = (
+    "job_store",
+    "blob_store",
+    "job_queue",
+    "rate_limiter",
+    "request_cache",
+    "job_events",
+)
 
 
 class Settings(BaseSettings):
@@ -88,6 +101,11 @@ class Settings(BaseSettings):
     rate_limiter: RateLimiterKind | None = None
     request_cache: RequestCacheKind | None = Field(
         default=None, description="Idempotency keys and finished-request dedupe."
+    )
+    job_events: JobEventsKind | None = Field(
+        default=None,
+        description="How workers tell API processes a job ended, so waiting requests answer "
+        "at once; `none`: they re-read the job store every PREFER_WAIT_POLL_S.",
     )
 
     # --- where things live ---
@@ -347,6 +365,7 @@ class Settings(BaseSettings):
             "blob_store": "memory",
             "job_queue": "memory",
             "rate_limiter": "memory",
+            "job_events": "memory",
         }
         for name, fake in fakes.items():
             if getattr(self, name) == fake:

@@ -14,13 +14,14 @@ from pathlib import Path
 from dal.errors import JobNotFound, StoreUnavailable
 from dal.factory import (
     build_blob_store,
+    build_job_events,
     build_redis_client,
     build_request_cache,
     build_stores,
     build_url_signer,
     close_all,
 )
-from dal.fail_open import FailOpenRequestCache
+from dal.fail_open import FailOpenJobEvents, FailOpenRequestCache
 from dal.ports import BlobStore, JobStore, RequestCache
 from dal.records import JobChanges, JobError, JobStatus, utcnow
 from dal.request_keys import finished_job_key
@@ -254,9 +255,10 @@ def build_worker_services(
     closers: list[Callable[[], None]] = []
     jobs, _ = build_stores(settings, closers)
     blobs = build_blob_store(settings, build_url_signer(settings))
-    cache = FailOpenRequestCache(
-        build_request_cache(settings, redis_client=build_redis_client(settings, closers))
-    )
+    redis_client = build_redis_client(settings, closers)
+    cache = FailOpenRequestCache(build_request_cache(settings, redis_client=redis_client))
+    bus = build_job_events(settings, redis_client=redis_client)
+    job_events = FailOpenJobEvents(bus) if bus is not None else None
     if generator is None:
         generator = build_engine(settings)
         closers.append(getattr(generator, "close", lambda: None))
@@ -264,8 +266,14 @@ def build_worker_services(
     from api.webhooks import build_webhooks
 
     webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
+
+    def on_finished(job_id: str) -> None:
+        webhooks.notify(job_id)
+        if job_events is not None:
+            job_events.publish_finished(job_id)  # the API processes' waiting requests
+
     runner = build_runner(
-        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=webhooks.notify
+        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=on_finished
     )
     return WorkerServices(
         settings=settings,

@@ -226,5 +226,7 @@ def cancel_job(
     job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
     JOBS_FINISHED.labels("canceled").inc()
     services.job_waits.notify(job.id)
+    if services.job_events is not None:
+        services.job_events.publish_finished(job.id)  # waiters on the other API instances
     services.webhooks.notify(job.id)
     return job_view(job, services, str(request.base_url))

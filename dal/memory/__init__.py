@@ -1,6 +1,7 @@
 """In-memory adapters: real implementations of every port, for tests and the `test` profile."""
 
 from dal.memory.blob_store import MemoryBlobStore
+from dal.memory.job_events import MemoryJobEvents
 from dal.memory.job_queue import MemoryJobQueue
 from dal.memory.job_store import MemoryJobStore
 from dal.memory.key_store import MemoryApiKeyStore
@@ -10,6 +11,7 @@ from dal.memory.request_cache import MemoryRequestCache
 __all__ = [
     "MemoryApiKeyStore",
     "MemoryBlobStore",
+    "MemoryJobEvents",
     "MemoryJobQueue",
     "MemoryJobStore",
     "MemoryRateLimiter",

@@ -1,11 +1,13 @@
-"""Redis adapters: one rate limit and one request cache shared by every API instance.
+"""Redis adapters: one rate limit and one request cache shared by every API instance, and
+the job-events channel between workers and API processes.
 
 Needs the `redis` package (the `cloud` extra). Build the client with
 `dal.redis.client.make_redis_client`, which fails fast when Redis is down.
 """
 
 from dal.redis.client import make_redis_client
+from dal.redis.job_events import RedisJobEvents
 from dal.redis.rate_limiter import RedisRateLimiter
 from dal.redis.request_cache import RedisRequestCache
 
-__all__ = ["RedisRateLimiter", "RedisRequestCache", "make_redis_client"]
+__all__ = ["RedisJobEvents", "RedisRateLimiter", "RedisRequestCache", "make_redis_client"]

@@ -14,9 +14,10 @@ import pytest
 import redis
 
 from dal.errors import StoreUnavailable
-from dal.redis import RedisRateLimiter, RedisRequestCache, make_redis_client
+from dal.redis import RedisJobEvents, RedisRateLimiter, RedisRequestCache, make_redis_client
 from emulators import redis as redis_emulator
 from emulators.process import Service, ServiceUnavailable, free_port
+from tests.contracts.job_events_contract import Heard
 from tests.integration.availability import missing
 
 # make_redis_client: 0.5 s to connect, 1 s to answer, no retries.
@@ -146,3 +147,28 @@ def test_a_frozen_server_times_out_instead_of_hanging(
     finally:
         server.signal(signal.SIGCONT)
     assert_all_work(operations)
+
+
+def test_job_events_fail_while_redis_is_down_and_the_listener_comes_back(
+    server: DedicatedRedis, client: redis.Redis
+) -> None:
+    """Publishing raises StoreUnavailable during the outage; the subscription reconnects by
+    itself after the restart and hears the next job, without being subscribed again."""
+    events = RedisJobEvents(client, channel="txt2img:job-events")
+    heard = Heard()
+    stop = events.subscribe(heard)
+    try:
+        events.publish_finished("before")
+        assert heard.wait_for(1) == ["before"]
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            events.publish_finished("during")
+        server.start()  # same port, empty
+        deadline = time.monotonic() + 15
+        # Published until the listener is back (it reconnects with backoff, up to 5 s).
+        while len(heard.ids) < 2 and time.monotonic() < deadline:
+            events.publish_finished("after")
+            heard.wait_for(2, timeout=0.5)
+        assert heard.ids[0] == "before" and set(heard.ids[1:]) == {"after"}
+    finally:
+        stop()

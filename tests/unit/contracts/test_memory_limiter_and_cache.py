@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from dal.memory import MemoryRateLimiter, MemoryRequestCache
-from dal.ports import RateLimiter
+from dal.errors import StoreUnavailable
+from dal.memory import MemoryJobEvents, MemoryRateLimiter, MemoryRequestCache
+from dal.ports import JobEvents, RateLimiter
+from tests.contracts.job_events_contract import JobEventsContract
 from tests.contracts.rate_limiter_contract import (
     Advance,
     MakeLimiter,
@@ -42,3 +44,15 @@ class TestMemoryRequestCache(RequestCacheContract):
     @pytest.fixture
     def cache(self, clock: ManualMonotonic) -> MemoryRequestCache:
         return MemoryRequestCache(clock=clock)
+
+
+class TestMemoryJobEvents(JobEventsContract):
+    @pytest.fixture
+    def events(self) -> JobEvents:
+        return MemoryJobEvents()
+
+    def test_an_unavailable_bus_raises_store_unavailable(self) -> None:
+        events = MemoryJobEvents()
+        events.available = False
+        with pytest.raises(StoreUnavailable):
+            events.publish_finished("job-1")
