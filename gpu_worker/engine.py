@@ -7,7 +7,6 @@ per-call state (scheduler timesteps, guidance settings) and a GPU runs one batch
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -24,6 +23,7 @@ from gpu_worker.generation import (
     GenerationRequest,
     StepCallback,
 )
+from gpu_worker.images import split_by_request
 
 # torch.Generator.manual_seed accepts any unsigned 64-bit value.
 _MAX_SEED = 2**64 - 1
@@ -167,21 +167,7 @@ class DiffusionEngine:
         guidance (prompts, negative prompts and seeds may differ). Returns each request's
         images in its seed order. Every image has its own generator, so it depends on its own
         seed only (batched and single runs differ by float noise, ~1e-6)."""
-        images = self.run_pipeline(requests, on_step=on_step)
-        results: list[list[GeneratedImage]] = []
-        position = 0
-        for request in requests:
-            mine = images[position : position + len(request.seeds)]
-            position += len(request.seeds)
-            results.append(
-                [
-                    GeneratedImage(
-                        png=_encode_png(image), width=image.width, height=image.height, seed=s
-                    )
-                    for image, s in zip(mine, request.seeds, strict=True)
-                ]
-            )
-        return results
+        return split_by_request(requests, self.run_pipeline(requests, on_step=on_step))
 
     def run_pipeline(
         self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
@@ -295,11 +281,3 @@ def _check_request(request: GenerationRequest) -> None:
         problems.append("width and height must be positive")
     if problems:
         raise GenerationError("invalid_parameters", "; ".join(problems), retryable=False)
-
-
-def _encode_png(image: Any) -> bytes:
-    # PIL writes no timestamp or other varying chunk unless asked, so equal pixels give equal
-    # bytes; the pipeline's images carry no `info` to copy either.
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -4,23 +4,25 @@ Why: a diffusers pipeline is driven from Python, op by op, and needs the GIL bet
 kernel it launches. In the process that also serves HTTP (the embedded API, the push worker),
 each request handler holding the GIL makes the pipeline wait for it; measured on a 2-core
 machine, one thread doing Python work 30% of the time halves the pipeline's throughput, and
-changing the interpreter's switch interval does not help. A child process has its own GIL, runs
-the pipeline on its main thread (where OpenMP runs it fastest) and encodes the PNGs, so the
-server process keeps only request handling, the job store and the batcher. This is the
+changing the interpreter's switch interval does not help. A child process has its own GIL and
+runs the pipeline on its main thread (where OpenMP runs it fastest), so the server process
+keeps only request handling, the job store, the batcher and PNG encoding. This is the
 API-server / model-runner split of BentoML, TorchServe or Triton, inside one container.
 
 The protocol over one duplex pipe (pickled tuples):
 
     parent → child   ("generate", call, requests) · ("stop", call) · ("close",)
-    child → parent   ("ready", info) · ("step", call, done, total) · ("done", call, results)
-                     ("failed", call, code, message, retryable) · ("stopped", call)
-                     ("crashed", call, description)
+    child → parent   ("ready", info) · ("step", call, done, total)
+                     ("done", call, raw images, GPU memory) · ("stopped", call)
+                     ("failed", call, code, message, retryable) · ("crashed", call, description)
 
-One call runs at a time (the batcher sends one batch at a time; a lock enforces it). Step
-events stream back while the child goes on: the parent's step callback (progress, cancel)
-runs in the parent, and if it raises, the parent sends "stop", which the child sees at its
-next step. A child that dies (killed for memory, a crashed driver) fails the call in flight
-with a retryable error and is started again for the next one.
+Calls run one after the other in the child; up to two may be outstanding (`max_in_flight`), so
+the next batch waits in the child while the current one finishes, and the parent encodes one
+batch's PNGs while the child runs the next. Step events stream back while the child goes on:
+the parent's step callback (progress, cancel) runs in the parent, and if it raises, the parent
+sends "stop", which the child sees at its next step. A child that dies (killed for memory, a
+crashed driver) fails the calls in flight with a retryable error and is started again for the
+next one.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from gpu_worker.generation import (
     GenerationRequest,
     StepCallback,
 )
+from gpu_worker.images import from_raw, split_by_request, to_raw
 
 if TYPE_CHECKING:  # the serving process never imports torch
     from gpu_worker.engine import DiffusionEngine
@@ -236,7 +239,7 @@ class EngineProcess:
             inbox = child.open_call(call)
             try:
                 child.send(("generate", call, list(requests)))
-                return self._await_result(child, inbox, call, on_step)
+                return self._await_result(child, inbox, call, requests, on_step)
             finally:
                 child.close_call(call)
         except (EOFError, OSError) as exc:
@@ -252,6 +255,7 @@ class EngineProcess:
         child: _Child,
         inbox: queue.SimpleQueue[tuple[Any, ...]],
         call: int,
+        requests: Sequence[GenerationRequest],
         on_step: StepCallback | None,
     ) -> list[list[GeneratedImage]]:
         raised: BaseException | None = None
@@ -273,9 +277,8 @@ class EngineProcess:
             if raised is not None:
                 raise raised
             if kind == "done":
-                results: list[list[GeneratedImage]] = message[2]
                 self._gpu_memory = message[3]
-                return results
+                return split_by_request(requests, [from_raw(raw) for raw in message[2]])
             if kind == "failed":
                 raise GenerationError(message[2], message[3], retryable=message[4])
             if kind == "crashed":
@@ -419,7 +422,9 @@ def _run_call(
         conn.send(("step", call, done, total))
 
     try:
-        results = engine.generate_batch(requests, on_step=on_step)
+        # Raw pixels, not PNGs: the serving process encodes them while this process already
+        # runs the next batch.
+        images = [to_raw(image) for image in engine.run_pipeline(requests, on_step=on_step)]
     except _Stopped:
         conn.send(("stopped", call))
         return
@@ -430,7 +435,7 @@ def _run_call(
         log.exception("pipeline call failed")
         conn.send(("crashed", call, f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("done", call, results, _gpu_memory()))
+    conn.send(("done", call, images, _gpu_memory()))
 
 
 def pipeline_threads(requested: int, device: str, *, pinned: bool = False) -> int | None:
