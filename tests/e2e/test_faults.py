@@ -181,6 +181,8 @@ class TestWorkerKilled:
         assert job["attempts"] == 2
         assert len(job["images"]) == 2
         assert len(faults.blobs_of(job_id)) == 2
+        # The worker logs the run just after recording it: the line may trail the status.
+        until(lambda: faults.runs_of(job_id) >= 1, timeout=10, what="the worker's log line")
         assert faults.runs_of(job_id) == 1
 
 
@@ -224,6 +226,8 @@ class TestJobStoreUnreachable:
             job = wait_for(c, job_id, TERMINAL, timeout=60)
         assert job["status"] == "succeeded", job
         assert job["attempts"] == 1
+        # The worker logs the run just after recording it: the line may trail the status.
+        until(lambda: faults.runs_of(job_id) >= 1, timeout=10, what="the worker's log line")
         assert faults.runs_of(job_id) == 1
 
 
