@@ -265,7 +265,7 @@ class BatchingGenerator:
     def _images_for(self, key: tuple[int, int, int, float]) -> int:
         return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
 
-    def _run(self, batch: list[_Pending], number: int = 0) -> None:
+    def _run(self, batch: list[_Pending], number: int) -> None:
         # Lines logged for a batch list every job in it; its span continues the first job's
         # trace and links the others'.
         job_ids = tuple(job_id for pending in batch for job_id in pending.job_ids)

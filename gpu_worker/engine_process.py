@@ -367,7 +367,7 @@ def serve(conn: Connection, config: EngineConfig) -> None:
         # Before torch starts its thread pool, which inherits this.
         os.sched_setaffinity(0, config.cpus)
     try:
-        engine = _load(config)
+        engine = load_engine(config)
     except BaseException as exc:
         log.exception("the pipeline process could not load the model")
         conn.send(("failed", 0, "model_load_failed", f"{type(exc).__name__}: {exc}", False))
@@ -459,7 +459,9 @@ def _gpu_memory() -> list[DeviceMemory]:
     return cuda_memory(torch.cuda)
 
 
-def _load(config: EngineConfig) -> DiffusionEngine:
+def load_engine(config: EngineConfig) -> DiffusionEngine:
+    """The engine `config` describes, loaded (and warmed up): in the pipeline process, or in
+    this one when PIPELINE_PROCESS is off."""
     import torch
 
     from gpu_worker.engine import DiffusionEngine

@@ -65,27 +65,24 @@ def build_engine(settings: Settings) -> ImageGenerator:
     process and this process never imports torch. Called once per process, before it reports
     ready."""
     from gpu_worker.batching import BatchEngine, BatchingGenerator
+    from gpu_worker.engine_process import EngineConfig, EngineProcess, load_engine
 
-    folder = ensure_model_folder(settings)
+    split = _cpu_split(settings) if settings.pipeline_process else None
+    config = EngineConfig(
+        model_path=ensure_model_folder(settings),
+        model_id=settings.model_id,
+        compile_unet=settings.torch_compile,
+        vae_slicing_min_batch=settings.vae_slicing_min_batch,
+        warm_up=settings.warm_up,
+        torch_threads=settings.torch_threads,
+        log_level=settings.log_level,
+        log_format=settings.resolved_log_format,
+        gcp_project=settings.gcp_project,
+        cpus=split.pipeline if split else None,
+    )
     engine: BatchEngine
     if settings.pipeline_process:
-        from gpu_worker.engine_process import EngineConfig, EngineProcess
-
-        split = _cpu_split(settings)
-        process = EngineProcess(
-            EngineConfig(
-                model_path=folder,
-                model_id=settings.model_id,
-                compile_unet=settings.torch_compile,
-                vae_slicing_min_batch=settings.vae_slicing_min_batch,
-                warm_up=settings.warm_up,
-                torch_threads=settings.torch_threads,
-                log_level=settings.log_level,
-                log_format=settings.resolved_log_format,
-                gcp_project=settings.gcp_project,
-                cpus=split.pipeline if split else None,
-            )
-        )
+        process = EngineProcess(config)
         info = process.start()
         if split is not None and info.device == "cpu" and split.serving:
             from gpu_worker.cpu_pinning import pin_this_process
@@ -97,23 +94,7 @@ def build_engine(settings: Settings) -> ImageGenerator:
         load_s, warm_up_s, device = info.load_seconds, info.warm_up_seconds, info.device
         engine = process
     else:
-        import torch
-
-        from gpu_worker.engine import DiffusionEngine
-        from gpu_worker.engine_process import pipeline_threads
-
-        in_process = DiffusionEngine(
-            folder,
-            model_id=settings.model_id,
-            compile_unet=settings.torch_compile,
-            vae_slicing_min_batch=settings.vae_slicing_min_batch,
-        )
-        threads = pipeline_threads(settings.torch_threads, in_process.device)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        in_process.load()
-        if settings.warm_up:
-            in_process.warm_up()
+        in_process = load_engine(config)
         load_s, warm_up_s, device = (
             in_process.load_seconds,
             in_process.warm_up_seconds,

@@ -24,14 +24,15 @@ from gpu_worker.wiring import build_engine
 settings = Settings(app_env="test", model_path=Path(sys.argv[1]), **json.loads(sys.argv[2]))
 generator = build_engine(settings)
 images = generator.generate(GenerationRequest("a fox", None, 64, 64, 2, 1.0, (1,)))
-child = generator.engine.pid
+child = getattr(generator.engine, "pid", None)  # None: the engine is in this process
 late = threading.Thread(target=lambda: None)  # a thread started after pinning
 late.start(); late.join()
 print(json.dumps({
     "images": len(images),
     "torch_imported": "torch" in sys.modules,
     "child_pid": child,
-    "child_cpus": sorted(os.sched_getaffinity(child)),
+    "engine": type(generator.engine).__name__,
+    "child_cpus": sorted(os.sched_getaffinity(child)) if child else None,
     "serving_cpus": sorted(os.sched_getaffinity(0)),
     "other_threads_cpus": sorted({
         cpu
@@ -62,6 +63,15 @@ def test_the_serving_process_never_imports_torch(tiny_model_dir: Path) -> None:
     assert result["images"] == 1
     assert result["torch_imported"] is False
     assert result["child_pid"] != os.getpid()
+
+
+def test_without_a_pipeline_process_the_engine_loads_in_this_process(
+    tiny_model_dir: Path,
+) -> None:
+    result = run(tiny_model_dir, pipeline_process=False)
+    assert result["images"] == 1
+    assert result["engine"] == "DiffusionEngine"
+    assert result["child_pid"] is None and result["torch_imported"] is True
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs")
