@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import threading
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from PIL import Image
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.engine import DiffusionEngine
 from gpu_worker.generation import GenerationRequest
+from tests.concurrent_callers import concurrently
 
 
 def pixels(png: bytes) -> np.ndarray:
@@ -43,20 +44,10 @@ def test_batched_images_match_single_runs(engine: DiffusionEngine) -> None:
     requests = [req("a red fox", 1), req("a blue bird", 2, "blurry"), req("a green frog", 3)]
     solo = [engine.generate(r)[0].png for r in requests]
     batcher = BatchingGenerator(engine, max_batch_images=8, max_wait_s=0.5)
-    barrier = threading.Barrier(3)
-    results: dict[int, bytes] = {}
-
-    def run(i: int) -> None:
-        # Announced, as the job runner announces a job it is claiming.
-        with batcher.arriving():
-            barrier.wait()
-            results[i] = batcher.generate(requests[i])[0].png
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = [
+        images[0].png
+        for images in concurrently(batcher, [partial(batcher.generate, r) for r in requests])
+    ]
     batcher.close()
     assert batcher.stats.largest == 3  # they really shared one call
     for i in range(3):

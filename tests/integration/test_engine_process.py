@@ -5,26 +5,23 @@ processes (spawned)."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.engine import DiffusionEngine
 from gpu_worker.engine_process import EngineConfig, EngineProcess, pipeline_threads
 from gpu_worker.generation import GenerationError, GenerationRequest
-
-
-def pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+from tests.concurrent_callers import concurrently
+from tests.integration.test_batched_engine import pixels
 
 
 def req(prompt: str, seeds: tuple[int, ...], *, steps: int = 2, width: int = 64):
@@ -145,19 +142,10 @@ def test_batched_jobs_in_the_child_keep_their_own_images(
     images (equal, up to float noise, to running alone)."""
     batcher = BatchingGenerator(child, max_batch_images=8, max_wait_s=5.0)
     requests = [req("a red fox", (11,)), req("a blue bird", (12,)), req("a frog", (13,))]
-    barrier = threading.Barrier(3)
-    results: dict[int, bytes] = {}
-
-    def run(i: int) -> None:
-        with batcher.arriving():
-            barrier.wait()
-            results[i] = batcher.generate(requests[i])[0].png
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = [
+        images[0].png
+        for images in concurrently(batcher, [partial(batcher.generate, r) for r in requests])
+    ]
     assert batcher.stats.largest == 3
     for i, request in enumerate(requests):
         alone = in_process.generate(request)[0].png

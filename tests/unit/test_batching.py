@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from functools import partial
-from typing import Any
 
 import pytest
 
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.generation import GeneratedImage, GenerationError, GenerationRequest
+from tests.concurrent_callers import concurrently
 from tests.fakes import PatternGenerator
 
 
@@ -39,23 +38,6 @@ def batcher(engine: PatternGenerator) -> Iterator[BatchingGenerator]:
     generator = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.2)
     yield generator
     generator.close()
-
-
-def concurrently(batcher: BatchingGenerator, calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run `calls` on threads at once, each announced to the batcher first, as the job runner
-    announces a job it is about to claim."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], Any]) -> Any:
-        with batcher.arriving():
-            barrier.wait()
-            try:
-                return call()
-            except Exception as exc:  # returned so the test can look at it
-                return exc
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 class TestBatching:
