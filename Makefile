@@ -5,11 +5,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Re-install when the dependency list changes.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+UV := $(BIN)/uv
+LOCKS := tools/locks
+# Every environment installs from the locks in tools/locks (tools/locks.py says what each holds)
+# and never resolves: `make lock` writes them on purpose, `make upgrade` moves versions forward.
+# Re-install when a lock (or the project's own metadata) changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCKS)/installers.txt $(LOCKS)/dev.txt $(LOCKS)/torch-cpu.txt | sha1sum | cut -c1-12)
+# Where the CPU build of torch is found: the machine's pip find-links (which uv does not read)
+# where it has one, PyTorch's CPU page otherwise. torch-cpu.txt pins its hash either way.
+TORCH_FIND_LINKS ?= $(or $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),https://download.pytorch.org/whl/cpu/torch/)
+export TORCH_FIND_LINKS
 
 CHECKOV_VENV ?= .venv-checkov
-CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum tools/requirements-checkov.txt | cut -c1-12)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha1sum $(LOCKS)/checkov.txt | cut -c1-12)
 
 # For test and lint, independent prerequisites (the two virtualenvs, lint and services) build
 # side by side. No --output-sync: it would hold pytest's whole output back until it ends.
@@ -24,27 +32,39 @@ unexport PYTHONDONTWRITEBYTECODE
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
+.PHONY: help setup lock upgrade run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+# The installers first (pip only bootstraps uv, ignoring the machine's pip configuration), then
+# exactly the locks: `uv pip sync` adds, upgrades and removes until .venv holds what they say,
+# checking every hash. Then the project itself, editable, built by the locked setuptools.
+$(STAMP): pyproject.toml $(LOCKS)/installers.txt $(LOCKS)/dev.txt $(LOCKS)/torch-cpu.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: the locks are resolved for it, as the images run it (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch is pinned to 2.13.0 in the worker group: pip takes the CPU wheel, not a CUDA build.
-	$(BIN)/python -m pip install --quiet -e '.[api,worker,cloud,otel,dev]'
+	test -x $(UV) || $(BIN)/python -m pip install --isolated --quiet --no-deps --require-hashes -r $(LOCKS)/installers.txt
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes --find-links '$(TORCH_FIND_LINKS)' \
+		$(LOCKS)/installers.txt $(LOCKS)/dev.txt $(LOCKS)/torch-cpu.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 # checkov in its own venv: it breaks when python-hcl2 (in .venv) shares its environment.
-$(CHECKOV_STAMP): tools/requirements-checkov.txt
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/requirements-checkov.txt
+$(CHECKOV_STAMP): $(LOCKS)/checkov.txt | $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(CHECKOV_VENV)
+	$(UV) pip sync --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes $(LOCKS)/checkov.txt
 	rm -f $(CHECKOV_VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP) ## Create .venv with the API, worker and dev dependencies
+setup: $(STAMP) ## Create .venv from the locks (tools/locks): API, worker and dev dependencies
+
+lock: $(STAMP) ## Re-resolve tools/locks/*.txt after a change to pyproject.toml or tools/locks/*.in (keeps pins that still fit)
+	$(BIN)/python tools/locks.py compile
+
+upgrade: $(STAMP) ## Move every locked version to the newest that fits; review the diff, commit it alone
+	$(BIN)/python tools/locks.py upgrade
+	git --no-pager diff --stat -- $(LOCKS)
 
 run: $(STAMP) ## Serve the API with the embedded profile on http://127.0.0.1:8080 (PORT overrides)
 	$(BIN)/python -m api
@@ -85,11 +105,12 @@ test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, th
 test-e2e: $(STAMP) services browser ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
-lint: $(STAMP) $(CHECKOV_STAMP) ## ruff, mypy, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
+lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
+	$(BIN)/python tools/locks.py check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench
+	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench tools
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
 	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh tools/ensure-chromium.sh
 	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \
