@@ -62,9 +62,7 @@ class RedisJobEvents:
         while not stopped.is_set():
             pubsub: Any = None
             try:
-                pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
-                    ignore_subscribe_messages=True
-                )
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 if failures:
                     log.info("job events: listening on Redis again after %d failures", failures)
