@@ -96,12 +96,26 @@ def upstream(build: dict[str, Any], step_id: str) -> set[str]:
 
 class TestSteps:
     def test_every_step_image_is_pinned_or_a_known_builder(self, build: dict[str, Any]) -> None:
+        """Or an image this build made, at its commit's tag."""
         for step in build["steps"]:
             name = step["name"]
-            if name in KNOWN_BUILDERS:
+            if name in KNOWN_BUILDERS or name in build["images"]:
                 continue
             tag = PINNED.search(name)
             assert tag and tag.group(0), f"step {step['id']}: {name} is not pinned"
+
+    def test_the_staging_smoke_test_runs_in_the_api_image_it_tests(
+        self, build: dict[str, Any]
+    ) -> None:
+        """The admin command and the smoke test run in the API image this build made (after it
+        was built), with what that image holds: no step installs Python packages by hand."""
+        steps = {s["id"]: s for s in build["steps"]}
+        smoke = steps["smoke-staging"]
+        assert smoke["name"] in build["images"] and smoke["name"].endswith("/api:${SHORT_SHA}")
+        assert "build-api" in upstream(build, "smoke-staging")
+        assert "txt2img-admin" in step_text(smoke) and "smoke_test.py" in step_text(smoke)
+        for step in build["steps"]:
+            assert not re.search(r"\bpip3? install\b", step_text(step)), step["id"]
 
     def test_ids_are_unique_and_waits_name_real_steps(self, build: dict[str, Any]) -> None:
         ids = [step["id"] for step in build["steps"]]

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from dal.settings import Settings
+from tests.image_entry_points import ENTRY_POINT_MODULES
 from tests.integration.availability import missing
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -208,12 +209,44 @@ class TestDockerfiles:
         install = instructions[source + 1]
         assert "--no-deps" in install.args, "the project must not re-resolve its dependencies"
 
-    def test_the_requirements_stage_copies_only_pyproject(self, dockerfile: Dockerfile) -> None:
-        """The dependency layers depend on pyproject.toml alone, not on the source tree."""
-        copies = [
-            i.args for i in dockerfile.stage("requirements").instructions if i.keyword == "COPY"
+    def test_the_dependency_layers_copy_nothing_but_locks(self, dockerfile: Dockerfile) -> None:
+        """The dependency layers depend on committed locks alone (not on the source tree, not
+        on pyproject.toml), and install them with every hash checked."""
+        deps = dockerfile.stage("deps").instructions
+        copied = [
+            path
+            for i in deps
+            if i.keyword == "COPY"
+            for path in i.args.split()[:-1]
+            if not path.startswith("--")
         ]
-        assert copies == ["pyproject.toml /src/pyproject.toml"]
+        assert copied and all(path.startswith("tools/locks/") for path in copied)
+        assert all((ROOT / path).is_file() for path in copied)
+        installs = [i.args for i in deps if i.keyword == "RUN" and "pip install" in i.args]
+        assert any("--require-hashes" in run for run in installs)
+
+    def test_the_wheel_is_built_by_the_locked_backend(self, dockerfile: Dockerfile) -> None:
+        """No build isolation: setuptools comes from tools/locks/build.txt, hashes checked, not
+        from whatever the index serves that day."""
+        wheel = " ".join(i.args for i in dockerfile.stage("wheel").instructions)
+        assert "tools/locks/build.txt" in wheel and "--require-hashes" in wheel
+        assert "--no-build-isolation" in wheel
+
+    def test_the_build_proves_the_dependency_set_complete(self, dockerfile: Dockerfile) -> None:
+        runtime = " ".join(i.args for i in dockerfile.stage("runtime").instructions)
+        assert "pip check" in runtime
+
+    def test_the_build_imports_every_entry_point(
+        self, dockerfile: Dockerfile, request: pytest.FixtureRequest
+    ) -> None:
+        """The image's own build check imports the modules its entry points run (the same list
+        the runtime-closure test imports in an environment built from the image's lock)."""
+        runtime = " ".join(i.args for i in dockerfile.stage("runtime").instructions)
+        imported = set()
+        for statement in re.findall(r'python -c "import ([\w., ]+)"', runtime):
+            imported |= {name.strip() for name in statement.split(",")}
+        image = "api" if "[api]" in request.node.name else "worker"
+        assert set(ENTRY_POINT_MODULES[image]) <= imported
 
     def test_ports_and_python_settings(self, dockerfile: Dockerfile) -> None:
         instructions = dockerfile.final_instructions()
@@ -227,21 +260,25 @@ def pyproject() -> dict[str, Any]:
         return tomllib.load(fh)
 
 
+def lock_pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "tools" / "locks" / name).read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][\w.-]*)==([^\s\\;]+)", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
 class TestApiImage:
-    def test_installs_the_api_cloud_and_otel_extras_only(self) -> None:
-        """The API image never gets the worker extra (torch) and proves it at build time."""
+    def test_installs_the_api_lock_which_holds_no_pipeline(self) -> None:
+        """The API image installs api.txt, which holds no torch, diffusers or transformers,
+        and proves at build time that torch did not sneak in."""
         api = parse_dockerfile(API_DOCKERFILE)
-        extract = next(i for i in api.stage("requirements").instructions if i.keyword == "RUN")
-        assert extract.args.split("/src/pyproject.toml")[-1].split(">")[0].split() == [
-            "api",
-            "cloud",
-            "otel",
-        ]
+        deps = " ".join(i.args for i in api.stage("deps").instructions)
+        assert "tools/locks/api.txt" in deps and "worker.txt" not in deps
+        assert not {"torch", "diffusers", "transformers", "accelerate"} & set(lock_pins("api.txt"))
         runtime = " ".join(i.args for i in api.stage("runtime").instructions)
-        assert "import api.app" in runtime and "find_spec('torch')" in runtime
-        extras = pyproject()["project"]["optional-dependencies"]
-        api_extras = extras["api"] + extras["cloud"] + extras["otel"]
-        assert not [d for d in api_extras if d.startswith("torch")]
+        assert "find_spec('torch')" in runtime
 
     def test_listens_on_all_interfaces_on_port_8080(self) -> None:
         env = env_of(parse_dockerfile(API_DOCKERFILE).final_instructions())
@@ -250,7 +287,8 @@ class TestApiImage:
 
 class TestWorkerImage:
     def test_cuda_base_matches_the_cloud_run_l4_driver(self) -> None:
-        """CUDA 12.2 base (driver 535), torch from a CUDA 12 index, the pyproject pin."""
+        """CUDA 12.2 base (driver 535); torch is the CUDA 12 build of the version the worker
+        extra pins (torch-cuda.txt), installed from a CUDA 12 index, and checked at build."""
         worker = parse_dockerfile(WORKER_DOCKERFILE)
         assert worker.global_args["CUDA_IMAGE"].startswith("nvidia/cuda:12.2.")
         deps = worker.stage("deps")
@@ -260,18 +298,22 @@ class TestWorkerImage:
             for d in pyproject()["project"]["optional-dependencies"]["worker"]
             if d.startswith("torch")
         )
-        assert pin == f"torch=={stage_arg_default(deps, 'TORCH_VERSION')}"
-        assert "torch.version.cuda" in " ".join(i.args for i in deps.instructions)
+        cuda_build = lock_pins("torch-cuda.txt")["torch"]
+        assert pin == "torch==" + cuda_build.split("+")[0]
+        assert cuda_build.split("+")[1].startswith("cu12")
+        run = " ".join(i.args for i in deps.instructions)
+        assert "torch-cuda.txt" in run and "torch.version.cuda" in run
 
-    def test_installs_api_worker_cloud_and_otel_extras(self) -> None:
-        worker = parse_dockerfile(WORKER_DOCKERFILE)
-        extract = next(i for i in worker.stage("requirements").instructions if i.keyword == "RUN")
-        assert extract.args.split("/src/pyproject.toml")[-1].split(">")[0].split() == [
-            "api",
-            "worker",
-            "cloud",
-            "otel",
-        ]
+    def test_installs_the_worker_lock_then_torch(self) -> None:
+        """worker.txt carries everything but torch (its own dependencies included) with hashes;
+        torch's CUDA build comes after, so pip installs only it and its CUDA libraries."""
+        run = " ".join(
+            i.args for i in parse_dockerfile(WORKER_DOCKERFILE).stage("deps").instructions
+        )
+        assert run.index("worker.txt") < run.index("torch-cuda.txt")
+        pins = lock_pins("worker.txt")
+        assert "torch" not in pins
+        assert {"diffusers", "transformers", "accelerate", "sympy", "fastapi"} <= set(pins)
 
     def test_model_is_baked_from_one_of_three_sources_or_mounted(self) -> None:
         """MODEL_SOURCE picks a stage (none, gcs, context); MODEL_PATH points at /opt/model."""
@@ -374,6 +416,8 @@ class TestDockerignore:
             ".env",
             ".gcloud-token",
             "api/Dockerfile",
+            "tools/locks.py",
+            "tools/locks/installers.in",
             "txt2img_service.egg-info/PKG-INFO",
         ],
     )
@@ -385,6 +429,10 @@ class TestDockerignore:
         [
             "pyproject.toml",
             "README.md",
+            "tools/locks/api.txt",
+            "tools/locks/worker.txt",
+            "tools/locks/build.txt",
+            "tools/locks/torch-cuda.txt",
             "api/app.py",
             "dal/sql/migrations/versions/0001_initial.py",
             "gpu_worker/tiny_model.py",
