@@ -1,5 +1,6 @@
 """Building a Firestore client, and what the Firestore adapters share: error translation,
-document id rules, timestamps, retry policy."""
+document id rules, timestamps, retry policies, and transactions for changes that span
+documents."""
 
 from __future__ import annotations
 
@@ -71,6 +72,20 @@ def read_retry(deadline_s: float) -> gretry.Retry:
     )
 
 
+def write_retry(deadline_s: float) -> gretry.Retry:
+    """Retry one commit (a transaction's, or a single write's) for at most `deadline_s`, and,
+    as the library's own commit policy does, only on the errors that say it was not applied
+    (ResourceExhausted, ServiceUnavailable): a write whose answer was lost is not sent again,
+    since a second try of a conditional write would fail against its own first one."""
+    return gretry.Retry(
+        predicate=gretry.if_exception_type(gexc.ResourceExhausted, gexc.ServiceUnavailable),
+        initial=0.1,
+        maximum=2.0,
+        multiplier=2.0,
+        timeout=deadline_s,
+    )
+
+
 class BoundedTransaction(Transaction):  # type: ignore[misc]  # the library is untyped
     """A transaction whose every call (begin, reads, commit, rollback) gives up after
     `deadline_s`, retries included.
@@ -86,14 +101,7 @@ class BoundedTransaction(Transaction):  # type: ignore[misc]  # the library is u
         super().__init__(client, max_attempts=1)
         self.deadline_s = deadline_s
         self._idempotent_retry = read_retry(deadline_s)
-        # As the library's commit policy: retry only what cannot have been applied.
-        self._commit_retry = gretry.Retry(
-            predicate=gretry.if_exception_type(gexc.ResourceExhausted, gexc.ServiceUnavailable),
-            initial=0.1,
-            maximum=2.0,
-            multiplier=2.0,
-            timeout=deadline_s,
-        )
+        self._commit_retry = write_retry(deadline_s)
 
     def get_document(self, ref: DocumentReference) -> DocumentSnapshot:
         snapshot: DocumentSnapshot = ref.get(
@@ -155,23 +163,24 @@ def run_transaction(
     deadline_s: float,
     backoff_s: float = 0.05,
     max_backoff_s: float = 2.0,
-    before_retry: Callable[[], None] | None = None,
 ) -> Any:
     """Run `function(transaction, *args)` in a Firestore transaction (firestore.transactional),
     retrying it up to `max_attempts` times when it loses to concurrent transactions (ABORTED),
     with jittered exponential backoff between attempts.
 
-    The library's own retry restarts at once; the emulator, which breaks lock deadlocks only by
-    timing out (~2 s), aborts every contender together and they then collide again in lock
-    step, so eight claimers of one job could all fail. A random pause lets one go first, and
-    lost attempts are retried for `deadline_s` even past `max_attempts`: ten contenders have
-    been seen to abort one another for four seconds before one got through.
+    Only changes that span several documents use this (a job with its idempotency key, an API
+    key with its hash): a change to one document is a conditional write instead (see
+    dal.firestore.job_store), which takes no lock. Firestore in its default pessimistic mode,
+    and the emulator, lock what a transaction reads and resolve contention by failing or
+    delaying contenders (https://cloud.google.com/firestore/docs/transaction-data-contention);
+    the emulator breaks a lock deadlock only by timing out (~2 s) and aborts every contender
+    together, which then collide again in lock step. The library's own retry restarts at once;
+    a random pause here lets one go first, and lost attempts are retried for `deadline_s` even
+    past `max_attempts`.
     The wrapper firestore.transactional returns also keeps the ids of the transaction it runs,
     so it is made per call: a shared one would mix up concurrent calls from several threads.
     Exceptions raised by `function` (DalErrors, ValueError) end the transaction at once.
     Each call of each attempt gives up after `deadline_s` (BoundedTransaction).
-    `before_retry`, called after each lost attempt, may end the contest by raising (e.g. a
-    TransitionConflict once another writer has moved the record on).
     """
     started = time.monotonic()
     attempt = 0
@@ -187,8 +196,6 @@ def run_transaction(
                 raise
         pause = min(max_backoff_s, backoff_s * 2 ** min(attempt - 1, 16))
         time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret  # nosec B311
-        if before_retry is not None:
-            before_retry()
 
 
 def is_valid_document_id(value: str) -> bool:

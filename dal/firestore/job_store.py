@@ -1,21 +1,35 @@
 """JobStore on Cloud Firestore (native mode).
 
-One document per job in `{prefix}jobs`, its id the job id. Every conditional change (transition,
-claim, release, reopen, progress) reads the job and writes it back in one Firestore
-transaction, so of several concurrent callers exactly one sees the status it expects; the
-others are aborted, retried after a jittered pause (dal.firestore.client.run_transaction),
-read the new status, and conflict.
+One document per job in `{prefix}jobs`, its id the job id. Every conditional change (claim,
+transition, release, reopen, progress, webhook delivery, enqueue mark) is one conditional
+write that holds no lock: read the job, compute the new record, and update only the fields
+that changed, on the precondition that the document's update time is still the one read
+("the target document must exist and have been last updated at that time":
+https://cloud.google.com/ruby/docs/reference/google-cloud-firestore-v1/latest/Google-Cloud-Firestore-V1-Precondition).
+If another writer got in between, the write fails with FAILED_PRECONDITION and the change is
+read and computed again; so of several concurrent callers exactly one sees the status it
+expects, and the others read the new status and conflict at once. Nothing is written when
+nothing changes.
 
-Reads and plain creates give up after `timeout_s` (StoreUnavailable). Transactions begin and
-commit with the client library's own retry policy, which keeps retrying an unreachable
-Firestore for up to 60 s before the StoreUnavailable.
+Why not a transaction: Firestore's default (pessimistic) concurrency locks what a transaction
+reads and resolves contention by delaying or aborting contenders
+(https://cloud.google.com/firestore/docs/transaction-data-contention). The emulator breaks
+such deadlocks only by timing out, so ten deliveries of one job claiming it in ten
+transactions kept aborting each other past their deadline, and nine were answered 503. A
+conditional write has no lock to wait for: the losers of a claim race learn so in one round
+trip, on real Firestore and on the emulator alike.
+
+Every call gives up after `timeout_s`, retries and contention included (StoreUnavailable).
 
 An idempotency key is made unique per owner by a side document
-`{prefix}idempotency_keys/{sha256(owner NUL key)}` created in the same transaction as the job.
+`{prefix}idempotency_keys/{sha256(owner NUL key)}` created in the same transaction as the job
+(two documents: the one change that is still a transaction, dal.firestore.client
+.run_transaction).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
@@ -25,7 +39,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
-from dal.errors import IdempotencyKeyReused, InvalidCursor, JobNotFound, TransitionConflict
+from dal.errors import (
+    IdempotencyKeyReused,
+    InvalidCursor,
+    JobNotFound,
+    StoreUnavailable,
+    TransitionConflict,
+)
 from dal.firestore.client import (
     BoundedTransaction,
     check_prefix,
@@ -37,6 +57,7 @@ from dal.firestore.client import (
     run_transaction,
     to_timestamp,
     translate_errors,
+    write_retry,
 )
 from dal.paging import decode_cursor, encode_cursor
 from dal.records import (
@@ -58,9 +79,14 @@ from dal.webhooks.state import has_succeeded, is_owed, webhook_event
 
 STORE = "job store"
 DEFAULT_TIMEOUT_S = 10.0
-# Attempts of one transaction under contention before it gives up (StoreUnavailable), with a
-# jittered pause between them (dal.firestore.client.run_transaction).
+# Attempts of the create-with-idempotency-key transaction under contention before it gives up
+# (StoreUnavailable), with a jittered pause between them (dal.firestore.client.run_transaction).
 DEFAULT_MAX_ATTEMPTS = 10
+# The pause before reading a job again after a conditional write lost to another writer:
+# random up to FIRST, doubling each round up to MAX, so that writers of compatible changes
+# (progress, a webhook delivery) do not collide again in lock step.
+FIRST_CONFLICT_PAUSE_S = 0.01
+MAX_CONFLICT_PAUSE_S = 0.5
 
 # What a conditional change does with the current record at `now`: the new record (the same
 # one when nothing is to be written), or an exception (TransitionConflict) to refuse.
@@ -306,34 +332,12 @@ class FirestoreJobStore:
         return total - refunded
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
-        # Not a transaction: the API marks a job just after publishing it, while a worker may
-        # be claiming it, and two transactions on one document keep aborting each other in
-        # the emulator (seen: a submit held 2 s, the claim with it). A write guarded by the
-        # read's update time holds no lock; if the job changed in between, read it again.
-        if not is_valid_document_id(job_id):
-            raise JobNotFound(job_id)
-        ref = self._jobs.document(job_id)
-        deadline = time.monotonic() + self._timeout_s
-        with translate_errors(STORE, f"marking job {job_id!r} enqueued"):
-            while True:
-                snapshot = ref.get(retry=self._retry, timeout=self._timeout_s)
-                if not snapshot.exists:
-                    raise JobNotFound(job_id)
-                job = _from_snapshot(snapshot)
-                if job.enqueued_at is not None:
-                    return job  # the first mark wins
-                try:
-                    ref.update(
-                        {"enqueued_at": to_timestamp(at)},
-                        option=self._client.write_option(last_update_time=snapshot.update_time),
-                        retry=self._retry,
-                        timeout=self._timeout_s,
-                    )
-                except gexc.FailedPrecondition:
-                    if time.monotonic() >= deadline:
-                        raise
-                    continue
-                return job.with_changes(enqueued_at=at)
+        def compute(job: Job, now: datetime) -> Job:
+            if job.enqueued_at is not None:
+                return job  # the first mark wins
+            return job.with_changes(enqueued_at=at)
+
+        return self._update(job_id, compute, f"marking job {job_id!r} enqueued")
 
     def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
         if limit < 1:
@@ -355,31 +359,50 @@ class FirestoreJobStore:
     # ---- helpers -----------------------------------------------------------------------------
 
     def _update(self, job_id: str, compute: Compute, what: str) -> Job:
+        """Apply `compute` to the job as one conditional write (see the module docstring):
+        read, compute, write the changed fields if the job's update time is still the one
+        read; else read again, after a short random pause, until `timeout_s` has passed."""
         if not is_valid_document_id(job_id):
             raise JobNotFound(job_id)
         ref = self._jobs.document(job_id)
+        deadline = time.monotonic() + self._timeout_s
 
-        def still_applies() -> None:
-            # After a lost attempt: if another writer has moved the job on so that this
-            # change no longer applies (ten deliveries racing to claim it, one of them won),
-            # conflict now rather than contend again. The emulator resolves contention only by
-            # aborting contenders, and ten of them can keep each other aborting for seconds.
-            snapshot = ref.get(retry=self._retry, timeout=self._timeout_s)
-            if snapshot.exists:
-                compute(_from_snapshot(snapshot), self._clock())
+        def left() -> float:  # every call of every round shares the one deadline
+            return max(deadline - time.monotonic(), 0.001)
 
+        pause_s = FIRST_CONFLICT_PAUSE_S
         with translate_errors(STORE, what):
-            job: Job = run_transaction(
-                self._client,
-                _update_job,
-                ref,
-                compute,
-                self._clock,
-                max_attempts=self._max_attempts,
-                deadline_s=self._timeout_s,
-                before_retry=still_applies,
-            )
-        return job
+            while True:
+                budget = left()
+                snapshot = ref.get(retry=self._retry.with_timeout(budget), timeout=budget)
+                if not snapshot.exists:
+                    raise JobNotFound(job_id)
+                current = _from_snapshot(snapshot)
+                updated = compute(current, self._clock())  # may refuse: TransitionConflict
+                before = _to_doc(current)
+                changed = {k: v for k, v in _to_doc(updated).items() if before[k] != v}
+                if not changed:
+                    return updated
+                budget = left()
+                try:
+                    ref.update(
+                        changed,
+                        option=self._client.write_option(last_update_time=snapshot.update_time),
+                        retry=write_retry(budget),
+                        timeout=budget,
+                    )
+                except gexc.FailedPrecondition as exc:
+                    # Written (or deleted) by someone else since our read.
+                    if time.monotonic() >= deadline:
+                        raise StoreUnavailable(
+                            f"{STORE} unavailable: job {job_id!r} kept changing under "
+                            f"{what} for {self._timeout_s:g} s"
+                        ) from exc
+                    jitter = random.uniform(0, pause_s)  # noqa: S311  # nosec B311 - not a secret
+                    time.sleep(min(left(), jitter))
+                    pause_s = min(MAX_CONFLICT_PAUSE_S, pause_s * 2)
+                    continue
+                return updated
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         return run_transaction(
@@ -398,7 +421,7 @@ def _aggregate(query: Any, retry: Any, timeout_s: float) -> int:
     return int(value or 0)
 
 
-# ---- transaction bodies (re-run from the top on each retry; no side effects but writes) -----
+# ---- transaction body (re-run from the top on each retry; no side effects but writes) -------
 
 
 def _create_with_key(
@@ -429,24 +452,6 @@ def _create_with_key(
             "created_at": to_timestamp(job.created_at),
         },
     )
-
-
-def _update_job(
-    transaction: BoundedTransaction,
-    ref: DocumentReference,
-    compute: Compute,
-    clock: Callable[[], datetime],
-) -> Job:
-    snapshot = transaction.get_document(ref)
-    if not snapshot.exists:
-        raise JobNotFound(ref.id)
-    current = _from_snapshot(snapshot)
-    updated = compute(current, clock())
-    before = _to_doc(current)
-    changed = {name: value for name, value in _to_doc(updated).items() if before[name] != value}
-    if changed:
-        transaction.update(ref, changed)
-    return updated
 
 
 # ---- documents ---------------------------------------------------------------------------------

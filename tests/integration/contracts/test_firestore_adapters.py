@@ -5,9 +5,9 @@ emulator (which may be a shared one named by FIRESTORE_EMULATOR_HOST)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from dal.errors import InvalidCursor, JobNotFound, NotFound, StoreUnavailable
+from dal.errors import (
+    InvalidCursor,
+    JobNotFound,
+    NotFound,
+    StoreUnavailable,
+    TransitionConflict,
+)
 from dal.firestore import FirestoreApiKeyStore, FirestoreJobStore, make_firestore_client
 from dal.paging import encode_cursor
-from dal.records import ImageRef, JobError, JobStatus
+from dal.records import ImageRef, JobError, JobStatus, WebhookDelivery
 from emulators import firestore as emulators_firestore
 from emulators.process import Service, ServiceUnavailable, free_port
+from tests.concurrent_callers import at_once
 from tests.contracts.api_key_store_contract import ApiKeyStoreContract, make_key
 from tests.contracts.job_store_contract import T0, JobStoreContract, ManualClock, make_job
 from tests.integration import firestore_service
@@ -150,24 +157,7 @@ def test_concurrent_adds_of_one_key_hash_keep_one(
     """Of 3 threads adding different keys with one hash at once, exactly one succeeds."""
     store = FirestoreApiKeyStore(firestore_client, collection_prefix=prefix)
     keys = [make_key(f"k{i}", key_hash="same-hash") for i in range(3)]
-    barrier = threading.Barrier(len(keys))
-    outcomes: list[object] = []
-    lock = threading.Lock()
-
-    def add(index: int) -> None:
-        barrier.wait(timeout=10)
-        try:
-            result: object = store.add(keys[index])
-        except Exception as exc:
-            result = exc
-        with lock:
-            outcomes.append(result)
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(len(keys))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    outcomes = at_once([functools.partial(store.add, key) for key in keys])
     winners = [o for o in outcomes if not isinstance(o, Exception)]
     assert len(winners) == 1
     assert all(isinstance(o, ValueError) for o in outcomes if o not in winners)
@@ -175,12 +165,70 @@ def test_concurrent_adds_of_one_key_hash_keep_one(
     assert store.find_by_hash("same-hash") == winners[0]
 
 
+def test_ten_concurrent_claims_conflict_without_waiting_for_locks(
+    firestore_client: firestore.Client, prefix: str
+) -> None:
+    """Ten deliveries of one job claim it at once under a deadline shorter than the
+    emulator's lock timeout (~2 s): one wins and nine get TransitionConflict, none
+    StoreUnavailable. A claim is a conditional write that holds no lock; as transactions,
+    ten claims kept aborting one another until the deadline."""
+    store = FirestoreJobStore(firestore_client, collection_prefix=prefix, timeout_s=1.5)
+    store.create(make_job("job-1"))
+    outcomes = at_once([lambda: store.claim("job-1", lease_s=30)] * 10)
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert [type(o) for o in outcomes if o not in winners] == [TransitionConflict] * 9
+    assert len(winners) == 1
+    assert store.get("job-1") == winners[0]
+    assert winners[0].attempts == 1
+
+
+def test_concurrent_changes_of_one_job_are_not_lost(
+    firestore_client: firestore.Client, prefix: str
+) -> None:
+    """Changes made at once to one job (a claim, the enqueue mark, two webhook deliveries) all
+    land: a write whose read is stale is refused by its precondition and made again on a
+    fresh read, never over another's change."""
+    store = FirestoreJobStore(firestore_client, collection_prefix=prefix)
+    store.create(make_job("job-1"))
+    outcomes = at_once(
+        [
+            lambda: store.claim("job-1", lease_s=30),
+            lambda: store.mark_enqueued("job-1", at=T0),
+            *(
+                lambda n=n: store.record_webhook_delivery(
+                    "job-1", WebhookDelivery(n, "job.succeeded", T0, status_code=500)
+                )
+                for n in (1, 2)
+            ),
+        ]
+    )
+    assert [o for o in outcomes if isinstance(o, Exception)] == []
+    final = store.get("job-1")
+    assert (final.status, final.attempts, final.enqueued_at) == (JobStatus.RUNNING, 1, T0)
+    assert sorted(d.attempt for d in final.webhook_deliveries) == [1, 2]
+
+
+def test_a_change_that_changes_nothing_writes_nothing(
+    firestore_client: firestore.Client, prefix: str
+) -> None:
+    """A second enqueue mark, or progress of a job that is not running, leaves the document
+    as it was: its update time does not move."""
+    store = FirestoreJobStore(firestore_client, collection_prefix=prefix)
+    store.create(make_job("job-1"))
+    store.mark_enqueued("job-1", at=T0)
+    ref = firestore_client.collection(f"{prefix}jobs").document("job-1")
+    written = ref.get().update_time
+    assert store.mark_enqueued("job-1", at=T0 + timedelta(seconds=1)).enqueued_at == T0
+    assert store.record_progress("job-1", 0.5).progress == 0.0
+    assert ref.get().update_time == written
+
+
 def test_unreachable_firestore_raises_store_unavailable_promptly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With nothing listening, reads, plain creates, ping and every transaction (begin,
-    reads, commit, rollback: BoundedTransaction) fail with StoreUnavailable within the store's
-    timeout instead of the client library's minutes of retries."""
+    """With nothing listening, reads, plain creates, ping, conditional writes and every
+    transaction (begin, reads, commit, rollback: BoundedTransaction) fail with StoreUnavailable
+    within the store's timeout instead of the client library's minutes of retries."""
     dead = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", dead)
     client = make_firestore_client(firestore_service.PROJECT)
@@ -198,6 +246,7 @@ def test_unreachable_firestore_raises_store_unavailable_promptly(
         lambda: jobs.claim("job-1", lease_s=30),
         lambda: jobs.transition("job-1", expected={JobStatus.QUEUED}, target=JobStatus.CANCELED),
         lambda: jobs.record_progress("job-1", 0.5),
+        lambda: jobs.mark_enqueued("job-1", at=T0),
         lambda: keys.add(make_key("key-1")),
         lambda: keys.revoke("key-1", at=T0),
     ]
