@@ -1,6 +1,7 @@
-"""The modules each image's entry points run, for the tests that prove an image's dependency
-set covers them: its Dockerfile's build check imports them (tests/unit/infra), and so does an
-environment built from the image's lock alone (tests/integration/test_image_closure.py)."""
+"""What the images are made of, for the tests that prove an image's dependency set covers what
+it runs: its Dockerfile's build check imports these modules (tests/unit/infra), and so does an
+environment built from the image's lock alone (tests/integration/test_image_closure.py), with
+the project's wheel built from the same sources as the Dockerfiles' wheel stage."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ ENTRY_POINT_MODULES: dict[str, tuple[str, ...]] = {
         "api.admin_cli",
     ),
 }
+
+# What the Dockerfiles' wheel stage copies into a fresh /src before building the wheel.
+WHEEL_SOURCES: tuple[str, ...] = (
+    "pyproject.toml",
+    "README.md",
+    "api",
+    "dal",
+    "gpu_worker",
+    "emulators",
+)

@@ -10,6 +10,7 @@ made by uv from its cache, so after `make setup` nothing is downloaded, torch le
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.image_entry_points import ENTRY_POINT_MODULES
+from tests.image_entry_points import ENTRY_POINT_MODULES, WHEEL_SOURCES
 from tests.integration import redis_service
 from tests.integration.availability import missing
 from tools.locks import LOCKS, torch_find_links
@@ -56,8 +57,17 @@ def run(
 
 @pytest.fixture(scope="module")
 def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel, built as the images build it: by the locked setuptools, without
-    build isolation (the dev environment holds exactly build.txt's setuptools)."""
+    """The project's wheel, built as the images build it: from a fresh copy of what the
+    Dockerfiles copy (no stale build/ folder can slip old modules in), by the locked
+    setuptools, without build isolation (the dev environment holds build.txt's setuptools)."""
+    source = tmp_path_factory.mktemp("src")
+    for name in WHEEL_SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
     run(
         [
@@ -69,7 +79,7 @@ def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             sys.executable,
             "--out-dir",
             out,
-            ROOT,
+            source,
         ]
     )
     (wheel,) = out.glob("*.whl")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from dal.settings import Settings
-from tests.image_entry_points import ENTRY_POINT_MODULES
+from tests.image_entry_points import ENTRY_POINT_MODULES, WHEEL_SOURCES
 from tests.integration.availability import missing
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -231,6 +231,17 @@ class TestDockerfiles:
         wheel = " ".join(i.args for i in dockerfile.stage("wheel").instructions)
         assert "tools/locks/build.txt" in wheel and "--require-hashes" in wheel
         assert "--no-build-isolation" in wheel
+
+    def test_the_wheel_is_built_from_what_the_closure_test_builds_it_from(
+        self, dockerfile: Dockerfile
+    ) -> None:
+        copied = [
+            path
+            for i in dockerfile.stage("wheel").instructions
+            if i.keyword == "COPY" and not i.args.startswith("tools/locks/")
+            for path in i.args.split()[:-1]
+        ]
+        assert sorted(copied) == sorted(WHEEL_SOURCES)
 
     def test_the_build_proves_the_dependency_set_complete(self, dockerfile: Dockerfile) -> None:
         runtime = " ".join(i.args for i in dockerfile.stage("runtime").instructions)
