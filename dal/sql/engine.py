@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import random
+import sqlite3
 import threading
+import time
 import weakref
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -23,6 +26,9 @@ POSTGRES_CONNECT_ARGS: dict[str, int] = {
     "tcp_user_timeout": 30_000,
 }
 _LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
+# How long a connection waits for SQLite's locks: the busy handler's timeout, and the bound on
+# retrying the switch to WAL, which SQLite refuses at once instead of waiting (below).
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 def create_sql_engine(url: str, *, echo: bool = False, connect_timeout_s: int = 5) -> Engine:
@@ -52,21 +58,42 @@ def create_sql_engine(url: str, *, echo: bool = False, connect_timeout_s: int = 
     engine = create_engine(
         url,
         echo=echo,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
         **pool,
     )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        # WAL lets readers (polling clients) proceed while the worker writes progress.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Put the database in WAL mode, which lets readers (polling clients) proceed while the
+    worker writes progress.
+
+    WAL is a property of the database file, so only the first connection to a new database
+    switches it. That switch needs an exclusive lock, and SQLite answers "database is locked"
+    at once rather than through the busy handler when another connection holds the file at
+    that moment: several processes opening a new database together (API instances migrating
+    it at start) then fail. So the switch is retried, with a short random pause, for as long
+    as the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter  # nosec B311
 
 
 def _postgres_engine(url: URL, *, echo: bool, connect_timeout_s: int) -> Engine:
