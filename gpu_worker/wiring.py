@@ -6,6 +6,7 @@ module is imported inside build_engine).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,29 @@ class ModelNotFound(RuntimeError):
     pass
 
 
+class PipelineNotInstalled(RuntimeError):
+    """This environment lacks the packages that run the pipeline (the `worker` extra)."""
+
+
+# What running the pipeline imports; the API image holds none of them.
+PIPELINE_PACKAGES = ("torch", "diffusers", "transformers")
+
+
+def require_pipeline_packages(settings: Settings) -> None:
+    """Refuse at once, saying what to do, where the pipeline cannot run: an API image (built
+    from tools/locks/api.txt) started with the inline queue would otherwise fail deep in the
+    model's loading with a bare ModuleNotFoundError."""
+    absent = [name for name in PIPELINE_PACKAGES if importlib.util.find_spec(name) is None]
+    if absent:
+        raise PipelineNotInstalled(
+            f"JOB_QUEUE={settings.job_queue} runs the diffusion pipeline in this process, but "
+            f"{', '.join(absent)} {'is' if len(absent) == 1 else 'are'} not installed here "
+            "(the API image holds no pipeline): hand jobs to GPU workers with "
+            "JOB_QUEUE=pubsub or JOB_QUEUE=celery, or install the `worker` extra "
+            "(tools/locks/worker.txt and torch)"
+        )
+
+
 def ensure_model_folder(settings: Settings) -> Path:
     """MODEL_PATH when set (it must be a diffusers folder); otherwise the tiny development
     model, built offline on first use."""
@@ -67,6 +91,7 @@ def build_engine(settings: Settings) -> ImageGenerator:
     from gpu_worker.batching import BatchEngine, BatchingGenerator
     from gpu_worker.engine_process import EngineConfig, EngineProcess, load_engine
 
+    require_pipeline_packages(settings)
     split = _cpu_split(settings) if settings.pipeline_process else None
     config = EngineConfig(
         model_path=ensure_model_folder(settings),

@@ -220,6 +220,32 @@ class TestApiImage:
                     raise
                 time.sleep(0.2)
 
+    def test_the_inline_queue_is_refused_with_what_to_do(
+        self, tmp_path: Path, project_wheel: Path
+    ) -> None:
+        """The embedded profile's inline queue runs the pipeline in the API process, which
+        the API image cannot: the API exits at start naming the queues it can use."""
+        python = image_environment("api", tmp_path, project_wheel)
+        env = _clean_env() | {
+            "APP_ENV": "local",
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+            "DATA_DIR": str(tmp_path / "data"),
+        }
+        started = subprocess.run(
+            [str(python), "-I", "-m", "api"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert started.returncode != 0
+        output = started.stdout + started.stderr
+        assert "PipelineNotInstalled" in output and "JOB_QUEUE=celery" in output
+        assert "ModuleNotFoundError" not in output
+
 
 class TestWorkerImage:
     def test_imports_every_entry_point_and_builds_a_pipeline(
