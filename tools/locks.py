@@ -383,11 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--uv", default=str(Path(sys.executable).with_name("uv")))
         sub.add_argument("--only", nargs="*", default=(), choices=sorted(BY_NAME))
-    commands.add_parser("find-links", help="print where the CPU build of torch is found")
     args = parser.parse_args(argv)
-    if args.command == "find-links":
-        print(torch_find_links())  # noqa: T201 - the command's output
-        return 0
     if args.command == "check":
         problems = check(load_project())
         for problem in problems:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from emulators.process import free_port, stop_pid
 from tests.image_entry_points import ENTRY_POINT_MODULES, WHEEL_SOURCES
 from tests.integration import redis_service
 from tests.integration.availability import missing
@@ -132,13 +132,6 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def api_server(
     tmp_path: Path, project_wheel: Path, redis_url: str
@@ -163,16 +156,12 @@ def api_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         yield python, f"http://127.0.0.1:{port}", server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_pid(server.pid)
 
 
 class TestApiImage:
