@@ -24,7 +24,7 @@ where it has one, PyTorch's CPU page otherwise); its hash is in torch-cpu.txt ei
 api.txt, worker.txt and build.txt are resolved with dev.txt as constraints, so a package has
 one version everywhere: the images run exactly what the tests ran.
 
-`check` works offline. Each lock's second line holds a digest of its inputs (the dependency
+`check` works offline. Each lock's first line holds a digest of its inputs (the dependency
 tables of pyproject.toml and the *.in files); a lock whose digest differs was not written from
 today's inputs. It also checks that every requirement of each set is pinned at a version its
 specifier admits, and that the sets agree with one another.
@@ -43,6 +43,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -76,7 +77,7 @@ class LockSet:
 
     name: str
     extras: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()  # *.in files beside the locks
+    input_file: str | None = None  # an *.in file beside the locks
     constrained_by_dev: bool = True
     without_torch: bool = True
     no_deps: bool = False
@@ -104,15 +105,11 @@ SETS: tuple[LockSet, ...] = (
         needs_torch_wheels=True,
     ),
     LockSet("build", without_torch=False),
-    LockSet("installers", inputs=("installers.in",), constrained_by_dev=False),
-    LockSet("checkov", inputs=("checkov.in",), constrained_by_dev=False),
+    LockSet("installers", input_file="installers.in", constrained_by_dev=False),
+    LockSet("checkov", input_file="checkov.in", constrained_by_dev=False),
 )
 BY_NAME = {s.name: s for s in SETS}
 TORCH_CUDA = LOCKS / "torch-cuda.txt"
-
-
-class LockError(Exception):
-    """A lock disagrees with its inputs or with another lock."""
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -123,13 +120,19 @@ def load_project(path: Path = PYPROJECT) -> dict[str, object]:
         return tomllib.load(f)
 
 
+def _table(project: Mapping[str, object], key: str) -> dict[str, Any]:
+    """A table of pyproject.toml (empty where it has none)."""
+    table = project.get(key, {})
+    if not isinstance(table, dict):
+        raise TypeError(f"pyproject.toml: [{key}] is not a table")
+    return table
+
+
 def inputs_digest(project: Mapping[str, object], locks: Path = LOCKS) -> str:
     """sha256 over everything the locks are resolved from, in a canonical form: a change in
     formatting or comments of pyproject.toml does not count, a changed requirement does."""
-    table = project["project"]
-    assert isinstance(table, dict)  # noqa: S101 - tomllib's shape  # nosec B101
-    build = project.get("build-system", {})
-    assert isinstance(build, dict)  # noqa: S101  # nosec B101
+    table = _table(project, "project")
+    build = _table(project, "build-system")
     payload = {
         "requires-python": table.get("requires-python"),
         "dependencies": table.get("dependencies", []),
@@ -144,13 +147,17 @@ def inputs_digest(project: Mapping[str, object], locks: Path = LOCKS) -> str:
 def requirements_of(project: Mapping[str, object], extras: Iterable[str]) -> list[Requirement]:
     """The project's core requirements and those of `extras`, markers evaluated for the
     locks' target (a requirement that does not apply there is left out)."""
-    table = project["project"]
-    assert isinstance(table, dict)  # noqa: S101  # nosec B101
+    table = _table(project, "project")
     raw = list(table.get("dependencies", []))
     optional = table.get("optional-dependencies", {})
     for extra in extras:
         raw.extend(optional[extra])
     return [r for r in map(Requirement, raw) if applies(r.marker)]
+
+
+def torch_requirements(project: Mapping[str, object]) -> list[Requirement]:
+    """The worker extra's torch requirement(s): one, whose version both torch locks pin."""
+    return [r for r in requirements_of(project, ("worker",)) if r.name == "torch"]
 
 
 def applies(marker: Marker | None) -> bool:
@@ -229,7 +236,7 @@ def check(project: Mapping[str, object], locks: Path = LOCKS) -> list[str]:
 def _check_torch(
     project: Mapping[str, object], cpu_pins: Mapping[str, Version], locks: Path
 ) -> list[str]:
-    wanted = [r for r in requirements_of(project, ("worker",)) if r.name == "torch"]
+    wanted = torch_requirements(project)
     if len(wanted) != 1:
         return ["the worker extra must require torch exactly once"]
     specifier = wanted[0].specifier
@@ -301,12 +308,10 @@ def compile_command(
     return command
 
 
-def write_locks(
-    uv: str, *, upgrade: bool, only: Sequence[str] = (), find_links: str | None = None
-) -> None:
+def write_locks(uv: str, *, upgrade: bool, only: Sequence[str] = ()) -> None:
     project = load_project()
     digest = inputs_digest(project)
-    links = find_links or torch_find_links()
+    links = torch_find_links()
     for lock in SETS:
         if only and lock.name not in only:
             continue
@@ -328,15 +333,13 @@ def _source_of(lock: LockSet, project: Mapping[str, object]) -> tuple[str, str |
     to its standard input ("-")."""
     if lock.extras:
         return str(PYPROJECT.relative_to(ROOT)), None
-    if lock.inputs:
-        return str((LOCKS / lock.inputs[0]).relative_to(ROOT)), None
+    if lock.input_file:
+        return str((LOCKS / lock.input_file).relative_to(ROOT)), None
     if lock.name == "torch-cpu":
-        torch = [r for r in requirements_of(project, ("worker",)) if r.name == "torch"]
-        return "-", f"{torch[0]}\n"
+        return "-", "".join(f"{r}\n" for r in torch_requirements(project))
     if lock.name == "build":
-        build = project.get("build-system", {})
-        assert isinstance(build, dict)  # noqa: S101  # nosec B101
-        return "-", "".join(f"{r}\n" for r in build.get("requires", []))
+        requires = _table(project, "build-system").get("requires", [])
+        return "-", "".join(f"{r}\n" for r in requires)
     raise ValueError(f"no source for {lock.name}")
 
 

@@ -13,14 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from emulators.process import free_port, stop_pid
+from emulators.process import free_port, stop_pid, wait_until
 from tests.image_entry_points import ENTRY_POINT_MODULES, WHEEL_SOURCES
 from tests.integration import redis_service
 from tests.integration.availability import missing
@@ -103,7 +102,7 @@ def image_environment(image: str, where: Path, wheel: Path) -> Path:
             python,
             "--require-hashes",
             "--find-links",
-            os.environ.get("TORCH_FIND_LINKS") or torch_find_links(),
+            torch_find_links(),
             *locks,
         ]
     )
@@ -195,19 +194,18 @@ class TestApiImage:
         self, api_server: tuple[Path, str, subprocess.Popen[str]]
     ) -> None:
         _, url, server = api_server
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers_healthz() -> bool:
             if server.poll() is not None:
                 output = server.stdout.read() if server.stdout else ""
                 pytest.fail(f"the API exited with {server.returncode}:\n{output}")
             try:
                 with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
-                    assert response.status == 200
-                    return
+                    return bool(response.status == 200)
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+
+        wait_until(answers_healthz, timeout=60, what="the API image's /healthz")
 
     def test_the_inline_queue_is_refused_with_what_to_do(
         self, tmp_path: Path, project_wheel: Path

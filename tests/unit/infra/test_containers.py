@@ -23,6 +23,7 @@ import yaml
 from dal.settings import Settings
 from tests.image_entry_points import ENTRY_POINT_MODULES, WHEEL_SOURCES
 from tests.integration.availability import missing
+from tools.locks import LOCKS, read_pins
 
 ROOT = Path(__file__).resolve().parents[3]
 API_DOCKERFILE = ROOT / "api" / "Dockerfile"
@@ -271,15 +272,6 @@ def pyproject() -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-def lock_pins(name: str) -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "tools" / "locks" / name).read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9][\w.-]*)==([^\s\\;]+)", line)
-        if match:
-            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
-    return pins
-
-
 class TestApiImage:
     def test_installs_the_api_lock_which_holds_no_pipeline(self) -> None:
         """The API image installs api.txt, which holds no torch, diffusers or transformers,
@@ -287,7 +279,9 @@ class TestApiImage:
         api = parse_dockerfile(API_DOCKERFILE)
         deps = " ".join(i.args for i in api.stage("deps").instructions)
         assert "tools/locks/api.txt" in deps and "worker.txt" not in deps
-        assert not {"torch", "diffusers", "transformers", "accelerate"} & set(lock_pins("api.txt"))
+        assert not {"torch", "diffusers", "transformers", "accelerate"} & set(
+            read_pins(LOCKS / "api.txt")
+        )
         runtime = " ".join(i.args for i in api.stage("runtime").instructions)
         assert "find_spec('torch')" in runtime
 
@@ -309,9 +303,9 @@ class TestWorkerImage:
             for d in pyproject()["project"]["optional-dependencies"]["worker"]
             if d.startswith("torch")
         )
-        cuda_build = lock_pins("torch-cuda.txt")["torch"]
-        assert pin == "torch==" + cuda_build.split("+")[0]
-        assert cuda_build.split("+")[1].startswith("cu12")
+        cuda_build = read_pins(LOCKS / "torch-cuda.txt")["torch"]
+        assert pin == f"torch=={cuda_build.public}"
+        assert (cuda_build.local or "").startswith("cu12")
         run = " ".join(i.args for i in deps.instructions)
         assert "torch-cuda.txt" in run and "torch.version.cuda" in run
 
@@ -322,7 +316,7 @@ class TestWorkerImage:
             i.args for i in parse_dockerfile(WORKER_DOCKERFILE).stage("deps").instructions
         )
         assert run.index("worker.txt") < run.index("torch-cuda.txt")
-        pins = lock_pins("worker.txt")
+        pins = read_pins(LOCKS / "worker.txt")
         assert "torch" not in pins
         assert {"diffusers", "transformers", "accelerate", "sympy", "fastapi"} <= set(pins)
 
