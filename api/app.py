@@ -17,9 +17,9 @@ from api.problems import install_problem_handlers
 from api.routes import blobs, events, health, jobs, web, webhooks
 from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
+from dal.ports import ImageGenerator
 from dal.settings import Settings
 from dal.telemetry.http_middleware import RequestTelemetryMiddleware, bind_path_job_id
-from gpu_worker.generation import ImageGenerator
 
 DESCRIPTION = """
 Generate images from text. Submit a job, poll it until it has `succeeded`, then download its

@@ -31,12 +31,11 @@ from dal.factory import (
 )
 from dal.fail_open import FailOpenJobEvents, FailOpenRateLimiter, FailOpenRequestCache
 from dal.failpoints import Failpoints
-from dal.ports import BlobStore, JobQueue, JobStore, RateLimiter, RequestCache
+from dal.ports import BlobStore, ImageGenerator, JobQueue, JobStore, RateLimiter, RequestCache
 from dal.settings import Settings
 from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
 from dal.webhooks.dispatcher import WebhookDispatcher
-from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import read_default_size
 
 __all__ = ["Services", "UnsupportedAdapter", "build_services", "build_stores"]

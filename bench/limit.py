@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from gpu_worker.generation import GenerationRequest
+from dal.records import GenerationRequest
 
 
 def measure(

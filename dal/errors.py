@@ -61,3 +61,14 @@ class InvalidCursor(DalError):
 
 class StoreUnavailable(DalError):
     """Transient: the database, bucket or broker did not answer. Safe to retry."""
+
+
+class GenerationError(Exception):
+    """A generation failed. `code` is machine-readable; `retryable` says whether trying again
+    later (another instance, more memory free) could succeed."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from dal.records import ApiKey, Job, JobChanges, JobError, JobStatus, Page, WebhookDelivery
+from dal.records import (
+    ApiKey,
+    GeneratedImage,
+    GenerationRequest,
+    Job,
+    JobChanges,
+    JobError,
+    JobStatus,
+    Page,
+    StepCallback,
+    WebhookDelivery,
+)
 
 
 class JobStore(Protocol):
@@ -216,3 +227,23 @@ class RequestCache(Protocol):
     def delete(self, key: str) -> None: ...
 
     def ping(self) -> None: ...
+
+
+class ImageGenerator(Protocol):
+    """What a job runner asks of an image generator, independent of torch.
+    `gpu_worker.batching.BatchingGenerator` over the diffusion engine is the real one; tests
+    may use any other generator that keeps the same promises."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(width, height) the model was trained for."""
+        ...
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[GeneratedImage]:
+        """Raises GenerationError; whatever `on_step` raises propagates."""
+        ...

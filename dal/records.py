@@ -7,6 +7,7 @@ store's conditional operations.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -259,3 +260,31 @@ class ApiKey:
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# ---- image generation: what a job runner asks of a generator (dal.ports.ImageGenerator) ----
+
+# Called after each denoising step with (steps_done, steps_total). It may raise to stop the
+# generation (the runner raises JobCanceled this way); the exception propagates out of generate().
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    # One seed per image: image i is generated from seeds[i] alone, so a job's images do not
+    # depend on how many images were asked for or what else shared the batch.
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    png: bytes
+    width: int
+    height: int
+    seed: int

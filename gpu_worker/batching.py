@@ -31,15 +31,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from dal.telemetry import current_job_ids, job_context, span
 from dal.telemetry.metrics import record_batch, record_failed_batch, record_stopped_batch
 from dal.trace_context import current_traceparent, set_traceparent
-from gpu_worker.generation import (
-    GeneratedImage,
-    GenerationError,
-    GenerationRequest,
-    StepCallback,
-)
 
 log = logging.getLogger(__name__)
 

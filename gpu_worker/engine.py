@@ -17,12 +17,8 @@ from typing import Any
 
 import torch
 
-from gpu_worker.generation import (
-    GeneratedImage,
-    GenerationError,
-    GenerationRequest,
-    StepCallback,
-)
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from gpu_worker.images import split_by_request
 
 # torch.Generator.manual_seed accepts any unsigned 64-bit value.

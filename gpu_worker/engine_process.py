@@ -43,13 +43,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from dal.telemetry.collectors import DeviceMemory, cuda_memory
-from gpu_worker.generation import (
-    GeneratedImage,
-    GenerationError,
-    GenerationRequest,
-    StepCallback,
-)
 from gpu_worker.images import from_raw, split_by_request, to_raw
 
 if TYPE_CHECKING:  # the serving process never imports torch

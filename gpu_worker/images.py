@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from gpu_worker.generation import GeneratedImage, GenerationRequest
+from dal.records import GeneratedImage, GenerationRequest
 
 
 def encode_png(image: Any) -> bytes:

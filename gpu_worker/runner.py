@@ -17,10 +17,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from dal.errors import JobNotFound, StoreUnavailable, TransitionConflict
-from dal.ports import BlobStore, JobStore
+from dal.errors import GenerationError, JobNotFound, StoreUnavailable, TransitionConflict
+from dal.ports import BlobStore, ImageGenerator, JobStore
 from dal.records import (
     DEAD_LETTERED,
+    GenerationRequest,
     ImageRef,
     Job,
     JobChanges,
@@ -35,7 +36,6 @@ from dal.telemetry.metrics import (
     JOBS_FINISHED,
     QUEUE_WAIT_SECONDS,
 )
-from gpu_worker.generation import GenerationError, GenerationRequest, ImageGenerator
 from gpu_worker.progress import JobCanceled, ProgressReporter
 
 log = logging.getLogger(__name__)

@@ -23,14 +23,13 @@ from dal.factory import (
     close_all,
 )
 from dal.fail_open import FailOpenJobEvents, FailOpenRequestCache
-from dal.ports import BlobStore, JobStore, RequestCache
+from dal.ports import BlobStore, ImageGenerator, JobStore, RequestCache
 from dal.records import JobChanges, JobError, JobStatus, utcnow
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
 from dal.telemetry import GPU_MEMORY
 from dal.telemetry.metrics import JOBS_FINISHED, MODEL_LOAD_SECONDS, MODEL_WARM_UP_SECONDS
 from gpu_worker.cpu_pinning import CpuSplit
-from gpu_worker.generation import ImageGenerator
 from gpu_worker.model_folder import is_model_folder
 from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome

@@ -14,12 +14,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from gpu_worker.generation import (
-    GeneratedImage,
-    GenerationError,
-    GenerationRequest,
-    StepCallback,
-)
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest, StepCallback
 
 
 class PatternGenerator:

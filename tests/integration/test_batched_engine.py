@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dal.records import GenerationRequest
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.engine import DiffusionEngine
-from gpu_worker.generation import GenerationRequest
 from tests.concurrent_callers import concurrently
 
 

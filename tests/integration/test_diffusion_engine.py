@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest
 from gpu_worker.engine import DiffusionEngine
-from gpu_worker.generation import GeneratedImage, GenerationError, GenerationRequest
 from gpu_worker.tiny_model import MARKER_FILE, build_tiny_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

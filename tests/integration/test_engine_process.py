@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dal.errors import GenerationError
+from dal.records import GenerationRequest
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.engine import DiffusionEngine
 from gpu_worker.engine_process import EngineConfig, EngineProcess, pipeline_threads
-from gpu_worker.generation import GenerationError, GenerationRequest
 from tests.concurrent_callers import concurrently
 from tests.integration.test_batched_engine import pixels
 

@@ -18,7 +18,7 @@ SCRIPT = """
 import json, os, sys, threading
 from pathlib import Path
 from dal.settings import Settings
-from gpu_worker.generation import GenerationRequest
+from dal.records import GenerationRequest
 from gpu_worker.wiring import build_engine
 
 settings = Settings(app_env="test", model_path=Path(sys.argv[1]), **json.loads(sys.argv[2]))

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from dal.errors import GenerationError
 from dal.memory import MemoryJobStore
 from dal.pubsub import DeadLetterBox, PubSubJobQueue
 from dal.pubsub.client import make_publisher, make_subscriber, subscription_path, topic_path
 from dal.records import Job, JobParams, JobStatus
 from dal.settings import Settings
-from gpu_worker.generation import GenerationError
 from gpu_worker.pull import PullWorker
 from gpu_worker.wiring import WorkerServices, build_worker_services
 from tests.fakes import PatternGenerator

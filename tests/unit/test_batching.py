@@ -10,8 +10,9 @@ from functools import partial
 
 import pytest
 
+from dal.errors import GenerationError
+from dal.records import GeneratedImage, GenerationRequest
 from gpu_worker.batching import BatchingGenerator
-from gpu_worker.generation import GeneratedImage, GenerationError, GenerationRequest
 from tests.concurrent_callers import concurrently
 from tests.fakes import PatternGenerator
 

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from dal.errors import StoreUnavailable
+from dal.errors import GenerationError, StoreUnavailable
 from dal.memory import MemoryBlobStore, MemoryJobStore
 from dal.records import Job, JobChanges, JobParams, JobStatus
 from dal.url_signing import HmacUrlSigner
-from gpu_worker.generation import GenerationError
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 from tests.contracts.job_store_contract import ManualClock
 from tests.fakes import PatternGenerator

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from api import admin_cli
 from api.app import create_app
 from api.wiring import build_services
+from dal.errors import GenerationError
 from dal.memory import MemoryBlobStore, MemoryJobStore
 from dal.records import JobStatus
 from dal.url_signing import HmacUrlSigner
 from dal.webhooks.signing import owner_secret, verify
-from gpu_worker.generation import GenerationError
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 from tests.contracts.job_store_contract import make_job
 from tests.fakes import PatternGenerator

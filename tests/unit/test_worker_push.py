@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from dal.errors import GenerationError
 from dal.records import DEAD_LETTERED, Job, JobParams, JobStatus
 from dal.settings import Settings
 from gpu_worker.app import create_worker_app
-from gpu_worker.generation import GenerationError
 from gpu_worker.wiring import WorkerServices, build_worker_services
 from tests.fakes import PatternGenerator
 

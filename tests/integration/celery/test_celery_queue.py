@@ -21,14 +21,13 @@ from dal.celery import (
     retry_countdown,
 )
 from dal.celery.app import key_prefix
-from dal.errors import StoreUnavailable
+from dal.errors import GenerationError, StoreUnavailable
 from dal.ports import JobStore
 from dal.records import Job, JobParams, JobStatus, utcnow
 from dal.redis.client import make_redis_client
 from dal.settings import Settings
 from dal.trace_context import set_traceparent
 from emulators.process import free_port
-from gpu_worker.generation import GenerationError
 from tests.integration.celery.conftest import celery_settings
 from tests.integration.postgres_service import empty_postgres_url
 
