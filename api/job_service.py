@@ -14,8 +14,12 @@ from datetime import datetime
 
 from api.quotas import QuotaLimits, check_quotas
 from dal.errors import (
+    EnqueueFailed,
+    IdempotencyConflict,
     IdempotencyKeyReused,
+    JobAlreadyFinished,
     JobNotFound,
+    QueueUnavailable,
     StoreUnavailable,
     TransitionConflict,
 )
@@ -25,30 +29,6 @@ from dal.records import Job, JobChanges, JobError, JobParams, JobStatus, Page, u
 from dal.request_keys import finished_request_key, idempotency_cache_key
 
 log = logging.getLogger(__name__)
-
-
-class IdempotencyConflict(Exception):
-    def __init__(self, key: str, existing: Job) -> None:
-        super().__init__(
-            f"Idempotency-Key {key!r} was already used with a different request body "
-            f"(job {existing.id})"
-        )
-        self.key = key
-        self.existing = existing
-
-
-class JobAlreadyFinished(Exception):
-    def __init__(self, job: Job) -> None:
-        super().__init__(f"job {job.id} is already {job.status.value}")
-        self.job = job
-
-
-class QueueUnavailable(Exception):
-    """The job was recorded but could not be handed to the workers; it has been marked failed."""
-
-    def __init__(self, job: Job) -> None:
-        super().__init__("the job queue is unavailable; try again shortly")
-        self.job = job
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +174,11 @@ class JobService:
         self._failpoints.hit("after_job_recorded")
         try:
             self._queue.enqueue(job)
-        except StoreUnavailable as exc:
+        except QueueUnavailable as exc:
             # Never leave a job queued with no message behind it: fail it visibly.
             log.error("could not enqueue job %s: %s", job.id, exc)
             failed = self._mark_enqueue_failed(job)
-            raise QueueUnavailable(failed) from exc
+            raise EnqueueFailed(failed) from exc
         if self._enqueued_on_create:
             return Submitted(job=job, created=True)
         return Submitted(job=self._mark_enqueued(job), created=True)

@@ -23,7 +23,7 @@ from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from dal.errors import DalError, StoreUnavailable, TransitionConflict
+from dal.errors import DalError, QueueUnavailable, StoreUnavailable, TransitionConflict
 from dal.ports import JobQueue, JobStore
 from dal.records import ENQUEUE_FAILED, Job, JobChanges, JobError, JobStatus, utcnow
 
@@ -85,7 +85,7 @@ class OutboxSweeper:
             return SweepResult(job.id, "would-enqueue", detail)
         try:
             self._queue.enqueue(job)
-        except StoreUnavailable as exc:
+        except QueueUnavailable as exc:
             return SweepResult(job.id, "skipped", f"publish failed: {exc}")
         try:
             self._jobs.mark_enqueued(job.id, at=self._clock())

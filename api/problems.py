@@ -14,9 +14,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.job_service import IdempotencyConflict, JobAlreadyFinished, QueueUnavailable
-from api.quotas import DailyImageQuotaExceeded, QuotaExceeded
-from dal.errors import InvalidCursor, NotFound, StoreUnavailable
+from api.quotas import DailyImageQuotaExceeded
+from dal.errors import (
+    EnqueueFailed,
+    IdempotencyConflict,
+    InvalidCursor,
+    JobAlreadyFinished,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +157,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(problem, request.url.path)
 
     async def on_queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        exc = _as(exc, QueueUnavailable)
+        exc = _as(exc, EnqueueFailed)
         problem = ProblemError(
             "service-unavailable",
             f"The job could not be queued and was marked failed (job {exc.job.id}); "
@@ -193,7 +200,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, on_not_found)
     app.add_exception_handler(InvalidCursor, on_invalid_cursor)
     app.add_exception_handler(StoreUnavailable, on_unavailable)
-    app.add_exception_handler(QueueUnavailable, on_queue_unavailable)
+    app.add_exception_handler(EnqueueFailed, on_queue_unavailable)
     app.add_exception_handler(IdempotencyConflict, on_idempotency_conflict)
     app.add_exception_handler(JobAlreadyFinished, on_job_finished)
     app.add_exception_handler(QuotaExceeded, on_quota_exceeded)

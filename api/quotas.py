@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from dal.errors import QuotaExceeded
 from dal.ports import JobStore
 
 # A job in flight ends in seconds to minutes; there is no better moment to name.
@@ -41,18 +42,6 @@ class QuotaLimits:
     @property
     def unlimited(self) -> bool:
         return self.max_in_flight == 0 and self.images_per_day == 0
-
-
-class QuotaExceeded(Exception):
-    """A submission refused by a quota; nothing was recorded."""
-
-    code: str
-
-    def __init__(self, message: str, *, limit: int, usage: int, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.usage = usage
-        self.retry_after_s = retry_after_s
 
 
 class InFlightQuotaExceeded(QuotaExceeded):

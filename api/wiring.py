@@ -17,8 +17,8 @@ from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
 from api.webhooks import build_webhooks
+from dal.errors import UnsupportedAdapter
 from dal.factory import (
-    UnsupportedAdapter,
     build_blob_store,
     build_broker_queue,
     build_job_events,

@@ -1,14 +1,40 @@
-"""The DAL's own exceptions. Adapters translate vendor errors into these; the API maps them
-to HTTP at its edge.
+"""Every exception the service raises on purpose, in one tree. Adapters translate vendor errors
+into these; the API maps them to HTTP in one place (api/problems.py), the workers to an
+acknowledgement or a retry.
 
-    DalError
-    ├── NotFound
-    │   ├── JobNotFound
-    │   └── BlobNotFound
-    ├── TransitionConflict        a conditional transition found the job in another status
-    ├── IdempotencyKeyReused      a job with this owner + Idempotency-Key already exists
-    ├── InvalidCursor             a paging cursor that this store did not issue
-    └── StoreUnavailable          the backing service cannot be reached now (retry later)
+    ServiceError
+    ├── DalError                      what a store, queue or cache adapter says
+    │   ├── NotFound
+    │   │   ├── JobNotFound
+    │   │   ├── BlobNotFound
+    │   │   └── ApiKeyNotFound
+    │   ├── TransitionConflict        a conditional change found the job in another status
+    │   ├── IdempotencyKeyReused      a job with this owner + Idempotency-Key already exists
+    │   ├── InvalidCursor             a paging cursor that this store did not issue
+    │   └── Unavailable               the backing service cannot be reached now (retry later)
+    │       ├── StoreUnavailable      a database, bucket or cache
+    │       └── QueueUnavailable      the broker did not take the message
+    ├── SubmissionRefused             a job refused before anything was recorded
+    │   ├── IdempotencyConflict       the key was used with another request body
+    │   ├── QuotaExceeded             (api.quotas: InFlight…, DailyImages…)
+    │   └── InvalidWebhookUrl         malformed, or somewhere the service must not POST to
+    ├── JobAlreadyFinished            cancel of a job that has ended
+    ├── EnqueueFailed                 the job was recorded but not queued; it has been failed
+    ├── SignatureInvalid
+    │   ├── BlobUrlSignatureInvalid   a blob URL we did not sign, altered or expired
+    │   └── WebhookSignatureInvalid   a webhook delivery that does not verify
+    ├── PushUnauthorized              a push request not from our subscription
+    ├── MalformedMessage              a queue message or push body we cannot read
+    ├── GenerationError               the pipeline failed (code, retryable)
+    ├── GeneratorUnavailable          the pipeline cannot take work now (readiness)
+    └── ConfigurationError            the settings cannot work (raised at start)
+        ├── UnsupportedAdapter
+        ├── ModelNotFound
+        ├── PipelineNotInstalled
+        └── SigningNotConfigured
+
+InvalidWebhookUrl and MalformedMessage are also ValueErrors, ConfigurationError a RuntimeError,
+so callers that validate generically keep working.
 """
 
 from __future__ import annotations
@@ -19,7 +45,14 @@ if TYPE_CHECKING:
     from dal.records import Job, JobStatus
 
 
-class DalError(Exception):
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+# ---- the DAL ------------------------------------------------------------------------------
+
+
+class DalError(ServiceError):
     """Base of every error a DAL adapter raises on purpose."""
 
 
@@ -37,6 +70,12 @@ class BlobNotFound(NotFound):
     def __init__(self, key: str) -> None:
         super().__init__(f"blob {key!r} does not exist")
         self.key = key
+
+
+class ApiKeyNotFound(NotFound):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id!r} does not exist")
+        self.key_id = key_id
 
 
 class TransitionConflict(DalError):
@@ -59,11 +98,92 @@ class InvalidCursor(DalError):
     pass
 
 
-class StoreUnavailable(DalError):
-    """Transient: the database, bucket or broker did not answer. Safe to retry."""
+class Unavailable(DalError):
+    """Transient: a backing service did not answer. Safe to retry."""
 
 
-class GenerationError(Exception):
+class StoreUnavailable(Unavailable):
+    """The database, bucket, cache or event bus did not answer."""
+
+
+class QueueUnavailable(Unavailable):
+    """The queue's broker (Pub/Sub, Redis for Celery) did not take the message."""
+
+
+# ---- submissions and jobs -----------------------------------------------------------------
+
+
+class SubmissionRefused(ServiceError):
+    """A submission refused before anything was recorded."""
+
+
+class IdempotencyConflict(SubmissionRefused):
+    def __init__(self, key: str, existing: Job) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request body "
+            f"(job {existing.id})"
+        )
+        self.key = key
+        self.existing = existing
+
+
+class QuotaExceeded(SubmissionRefused):
+    """A submission refused by a quota; nothing was recorded. `code` names which quota."""
+
+    code: str = "quota-exceeded"
+
+    def __init__(self, message: str, *, limit: int, usage: int, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.usage = usage
+        self.retry_after_s = retry_after_s
+
+
+class InvalidWebhookUrl(SubmissionRefused, ValueError):
+    """The URL is malformed or points somewhere the service must not POST to."""
+
+
+class JobAlreadyFinished(ServiceError):
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} is already {job.status.value}")
+        self.job = job
+
+
+class EnqueueFailed(ServiceError):
+    """The job was recorded but could not be handed to the workers; it has been marked failed."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__("the job queue is unavailable; try again shortly")
+        self.job = job
+
+
+# ---- signatures and messages --------------------------------------------------------------
+
+
+class SignatureInvalid(ServiceError):
+    pass
+
+
+class BlobUrlSignatureInvalid(SignatureInvalid):
+    """The URL was not signed by us, was altered, or has expired."""
+
+
+class WebhookSignatureInvalid(SignatureInvalid):
+    """The delivery was not signed with this secret, was altered, or is too old."""
+
+
+class PushUnauthorized(ServiceError):
+    """The push request does not carry our push subscription's token."""
+
+
+class MalformedMessage(ServiceError, ValueError):
+    """A queue message or push body that cannot be read; retrying cannot help."""
+
+
+# ---- generation ---------------------------------------------------------------------------
+
+
+class GenerationError(ServiceError):
     """A generation failed. `code` is machine-readable; `retryable` says whether trying again
     later (another instance, more memory free) could succeed."""
 
@@ -72,3 +192,37 @@ class GenerationError(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+
+class GeneratorUnavailable(ServiceError):
+    """The generator cannot take work now (see ImageGenerator.check_ready); `reason` is safe
+    to show on /readyz."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+class ConfigurationError(ServiceError, RuntimeError):
+    """The settings cannot work; raised while a process starts."""
+
+
+class UnsupportedAdapter(ConfigurationError):
+    def __init__(self, variable: str, value: str, supported: str) -> None:
+        super().__init__(f"{variable}={value} has no adapter (supported: {supported})")
+
+
+class ModelNotFound(ConfigurationError):
+    pass
+
+
+class PipelineNotInstalled(ConfigurationError):
+    """This environment lacks the packages that run the pipeline (the `worker` extra)."""
+
+
+class SigningNotConfigured(ConfigurationError):
+    """URLs cannot be signed with the credentials at hand (e.g. user credentials with no
+    service account): a deployment error, not a transient one."""

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from dal.errors import UnsupportedAdapter
 from dal.ports import (
     ApiKeyStore,
     BlobStore,
@@ -32,11 +33,6 @@ def close_all(closers: Closers) -> None:
         except Exception:
             log.warning("error while shutting down", exc_info=True)
     closers.clear()
-
-
-class UnsupportedAdapter(RuntimeError):
-    def __init__(self, variable: str, value: str, supported: str) -> None:
-        super().__init__(f"{variable}={value} has no adapter (supported: {supported})")
 
 
 def build_stores(settings: Settings, closers: Closers) -> tuple[JobStore, ApiKeyStore]:

@@ -7,6 +7,7 @@ tests as the real adapters (tests/unit/contracts, tests/integration/contracts).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -246,4 +247,19 @@ class ImageGenerator(Protocol):
         self, request: GenerationRequest, on_step: StepCallback | None = None
     ) -> list[GeneratedImage]:
         """Raises GenerationError; whatever `on_step` raises propagates."""
+        ...
+
+    def arriving(self) -> AbstractContextManager[None]:
+        """Held by a runner from its claim until its generate() call: a batching generator
+        lets the batch it is forming wait for the jobs on their way (and starts one with
+        nobody on the way at once). Others return a context that does nothing."""
+        ...
+
+    def check_ready(self) -> None:
+        """Raises GeneratorUnavailable, saying why, when generate() cannot work now (the
+        pipeline process cannot start or keeps crashing); the worker's /readyz reports it."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (and its process); generate() must not be called afterwards."""
         ...

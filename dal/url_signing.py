@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+from dal.errors import BlobUrlSignatureInvalid
 from dal.ports import SignedUrl
 from dal.records import utcnow
 
@@ -27,10 +28,6 @@ def validate_blob_key(key: str) -> str:
     if len(key) > 512 or not _KEY_PATTERN.match(key):
         raise ValueError(f"invalid blob key {key!r}")
     return key
-
-
-class SignatureInvalid(Exception):
-    """The URL was not signed by us, was altered, or has expired."""
 
 
 class HmacUrlSigner:
@@ -58,14 +55,15 @@ class HmacUrlSigner:
         return SignedUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
 
     def verify(self, key: str, *, expires: int, sig: str) -> None:
-        """Raises SignatureInvalid unless `sig` is ours for (key, expires) and not expired."""
+        """Raises BlobUrlSignatureInvalid unless `sig` is ours for (key, expires) and not
+        expired."""
         expected = self._signature(key, expires)
         # As bytes: compare_digest raises TypeError on a str with non-ASCII characters, and
         # the signature comes straight from the query string.
         if not hmac.compare_digest(expected.encode(), sig.encode()):
-            raise SignatureInvalid("signature does not match")
+            raise BlobUrlSignatureInvalid("signature does not match")
         if self._clock().timestamp() >= expires:
-            raise SignatureInvalid("URL has expired")
+            raise BlobUrlSignatureInvalid("URL has expired")
 
     def _signature(self, key: str, expires: int) -> str:
         message = f"GET\n{key}\n{expires}".encode()

@@ -11,14 +11,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dal.errors import StoreUnavailable
+from dal.errors import PushUnauthorized, StoreUnavailable
 from dal.health import run_checks
 from dal.ports import ImageGenerator
 from dal.settings import Settings
 from dal.telemetry import METRICS_CONTENT_TYPE, job_context, metrics_text, scrape_allowed
 from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 from dal.trace_context import set_traceparent
-from gpu_worker.push_auth import PushUnauthorized
 from gpu_worker.push_envelope import MalformedEnvelope, PushMessage, parse_push_body
 from gpu_worker.wiring import WorkerServices, build_worker_services
 

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from dal.telemetry import current_job_ids, job_context, span
 from dal.telemetry.metrics import record_batch, record_failed_batch, record_stopped_batch
@@ -167,6 +167,10 @@ class BatchingGenerator:
     def stats(self) -> BatchStats:
         with self._cond:
             return BatchStats(self._batches, self._images, self._largest)
+
+    def check_ready(self) -> None:
+        if self._closed or not self._thread.is_alive():
+            raise GeneratorUnavailable("the batcher has stopped")
 
     def close(self) -> None:
         with self._cond:

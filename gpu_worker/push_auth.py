@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dal.errors import PushUnauthorized
+
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-
-
-class PushUnauthorized(Exception):
-    pass
 
 
 class PushAuthenticator(Protocol):

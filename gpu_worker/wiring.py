@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dal.errors import JobNotFound, StoreUnavailable
+from dal.errors import JobNotFound, ModelNotFound, PipelineNotInstalled, StoreUnavailable
 from dal.factory import (
     build_blob_store,
     build_job_events,
@@ -35,14 +35,6 @@ from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotFound(RuntimeError):
-    pass
-
-
-class PipelineNotInstalled(RuntimeError):
-    """This environment lacks the packages that run the pipeline (the `worker` extra)."""
 
 
 # What running the pipeline imports; the API image holds none of them.

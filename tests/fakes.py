@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from PIL import Image
 
@@ -31,6 +32,16 @@ class PatternGenerator:
         self.batches: list[list[GenerationRequest]] = []
         # Prompts that make a whole batch fail (as a pipeline ValueError would).
         self.poison_prompts: set[str] = set()
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        yield
+
+    def check_ready(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Response
 from api.deps import ServicesDep
 from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from api.schemas import Problem
-from dal.url_signing import SignatureInvalid, validate_blob_key
+from dal.errors import BlobUrlSignatureInvalid
+from dal.url_signing import validate_blob_key
 
 router = APIRouter(tags=["images"])
 
@@ -36,7 +37,7 @@ def get_blob(
     try:
         validate_blob_key(key)
         signer.verify(key, expires=expires, sig=sig)
-    except (ValueError, SignatureInvalid) as exc:
+    except (ValueError, BlobUrlSignatureInvalid) as exc:
         raise ProblemError("forbidden", f"The signed URL is not valid: {exc}.") from None
     try:
         data = services.blobs.get(key)

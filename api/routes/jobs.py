@@ -15,10 +15,10 @@ from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from api.quotas import QuotaLimits
 from api.schemas import JobCreate, JobListOut, JobOut, Problem
 from api.wiring import Services
+from dal.errors import InvalidWebhookUrl
 from dal.records import Job
 from dal.telemetry import set_job_ids
 from dal.telemetry.metrics import JOBS_FINISHED, JOBS_SUBMITTED
-from dal.webhooks.urls import InvalidWebhookUrl
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import kombu.exceptions
 import redis.exceptions
 
 from dal.celery.app import TASK_NAME
-from dal.errors import StoreUnavailable
+from dal.errors import QueueUnavailable
 from dal.records import Job
 from dal.trace_context import current_traceparent
 
@@ -41,14 +41,14 @@ class CeleryJobQueue:
         self.publish(job.id)
 
     def publish(self, job_id: str, *, traceparent: str | None = None) -> str:
-        """Send one task for the job; returns the task id. Raises StoreUnavailable when the
+        """Send one task for the job; returns the task id. Raises QueueUnavailable when the
         broker does not take it (after the app's bounded publish retry policy)."""
         traceparent = traceparent or current_traceparent()
         kwargs = {"traceparent": traceparent} if traceparent else {}
         try:
             result = self._app.send_task(TASK_NAME, args=[job_id], kwargs=kwargs, queue=self._queue)
         except PUBLISH_ERRORS as exc:
-            raise StoreUnavailable(f"could not publish job {job_id} to Celery: {exc}") from exc
+            raise QueueUnavailable(f"could not publish job {job_id} to Celery: {exc}") from exc
         task_id = str(result.id)
         log.debug("published job %s as task %s on %s", job_id, task_id, self._queue)
         return task_id

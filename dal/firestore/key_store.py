@@ -17,7 +17,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
-from dal.errors import NotFound
+from dal.errors import ApiKeyNotFound
 from dal.firestore.client import (
     BoundedTransaction,
     check_prefix,
@@ -87,7 +87,7 @@ class FirestoreApiKeyStore:
 
     def revoke(self, key_id: str, *, at: datetime) -> ApiKey:
         if not is_valid_document_id(key_id):
-            raise NotFound(f"API key {key_id!r} does not exist")
+            raise ApiKeyNotFound(key_id)
         revoked_at = to_timestamp(at)
         ref = self._keys.document(key_id)
         with translate_errors(STORE, f"revoking API key {key_id!r}"):
@@ -123,7 +123,7 @@ def _revoke_key(
 ) -> ApiKey:
     snapshot = transaction.get_document(ref)
     if not snapshot.exists:
-        raise NotFound(f"API key {ref.id!r} does not exist")
+        raise ApiKeyNotFound(ref.id)
     key = _from_snapshot(snapshot)
     if key.revoked_at is not None:
         return key

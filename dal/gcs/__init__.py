@@ -10,7 +10,6 @@ from dal.gcs.signing import (
     GcsUrlSigner,
     IamUrlSigner,
     KeyFileUrlSigner,
-    SigningNotConfigured,
     generate_local_signing_key,
     make_url_signer,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "GcsUrlSigner",
     "IamUrlSigner",
     "KeyFileUrlSigner",
-    "SigningNotConfigured",
     "emulator_endpoint",
     "generate_local_signing_key",
     "make_storage_client",

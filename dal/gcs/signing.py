@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
+from dal.errors import SigningNotConfigured
 from dal.gcs.client import emulator_endpoint
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -46,11 +47,6 @@ DEFAULT_LOCAL_SIGNER_EMAIL = "local-signer@local-project.iam.gserviceaccount.com
 # Named here: in the key-file dict literal, bandit (B105) reads a string under a "token" key
 # as a hard-coded password.
 GOOGLE_OAUTH2_URL = "https://oauth2.googleapis.com/token"
-
-
-class SigningNotConfigured(RuntimeError):
-    """URLs cannot be signed with the credentials at hand (e.g. user credentials with no
-    service account): a deployment error, not a transient one."""
 
 
 class GcsUrlSigner(Protocol):

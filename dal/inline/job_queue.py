@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import cast
 
-from dal.errors import StoreUnavailable
+from dal.errors import QueueUnavailable
 from dal.records import Job
 from dal.trace_context import current_traceparent, set_traceparent
 
@@ -52,7 +52,7 @@ class InlineJobQueue:
         # Under the lock, so close() cannot slip its stop markers in ahead of this job.
         with self._busy_lock:
             if self._closed:
-                raise StoreUnavailable("the inline queue is shut down")
+                raise QueueUnavailable("the inline queue is shut down")
             self._busy += 1
             # With the trace of the request that submitted it, as a message attribute would.
             self._queue.put((job_id, current_traceparent()))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from dal.errors import StoreUnavailable
+from dal.errors import QueueUnavailable
 from dal.records import Job
 
 
@@ -18,7 +18,7 @@ class MemoryJobQueue:
 
     def enqueue(self, job: Job) -> None:
         if not self.available:
-            raise StoreUnavailable("queue is unavailable")
+            raise QueueUnavailable("queue is unavailable")
         with self._lock:
             self._pending.append(job.id)
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from dal.errors import NotFound
+from dal.errors import ApiKeyNotFound
 from dal.records import ApiKey
 
 
@@ -34,7 +34,7 @@ class MemoryApiKeyStore:
         with self._lock:
             key = self._keys.get(key_id)
             if key is None:
-                raise NotFound(f"API key {key_id!r} does not exist")
+                raise ApiKeyNotFound(key_id)
             if key.revoked_at is None:
                 key = replace(key, revoked_at=at)
                 self._keys[key_id] = key

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from dal.errors import StoreUnavailable
+from dal.errors import QueueUnavailable
 from dal.records import Job
 from dal.telemetry import job_context, span
 from dal.trace_context import current_traceparent
@@ -57,6 +57,6 @@ class PubSubJobQueue:
             future = self._publisher.publish(self._topic_path, data, **attributes)
             message_id: str = future.result(timeout=self._timeout_s)
         except (gexc.GoogleAPICallError, gexc.RetryError, FutureTimeout, OSError) as exc:
-            raise StoreUnavailable(f"could not publish to {self._topic_path}: {exc}") from exc
+            raise QueueUnavailable(f"could not publish to {self._topic_path}: {exc}") from exc
         log.debug("published job %s as message %s", attributes.get("job_id"), message_id)
         return message_id

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from dal.errors import NotFound, StoreUnavailable
+from dal.errors import ApiKeyNotFound, StoreUnavailable
 from dal.records import ApiKey
 from dal.sql.engine import write_lock
 from dal.sql.schema import api_keys
@@ -62,7 +62,7 @@ class SqlApiKeyStore:
             )
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
         if row is None:
-            raise NotFound(f"API key {key_id!r} does not exist")
+            raise ApiKeyNotFound(key_id)
         return _from_row(row)
 
     @contextmanager

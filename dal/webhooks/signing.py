@@ -15,6 +15,8 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from dal.errors import WebhookSignatureInvalid
+
 SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105 # a marker, not a secret
 SIGNATURE_VERSION = "v1"
 DEFAULT_MAX_AGE_S = 300
@@ -22,10 +24,6 @@ DEFAULT_MAX_AGE_S = 300
 ID_HEADER = "Webhook-Id"
 TIMESTAMP_HEADER = "Webhook-Timestamp"
 SIGNATURE_HEADER = "Webhook-Signature"
-
-
-class SignatureInvalid(Exception):
-    """The delivery was not signed with this secret, was altered, or is too old."""
 
 
 def owner_secret(master_secret: str, owner: str) -> str:
@@ -59,27 +57,27 @@ def verify(
     max_age_s: float = DEFAULT_MAX_AGE_S,
     now: float | None = None,
 ) -> None:
-    """Raises SignatureInvalid unless one of the signatures in the header is ours for this
+    """Raises WebhookSignatureInvalid unless one of the signatures in the header is ours for this
     body and timestamp, and the timestamp is within `max_age_s` of `now` (either way: a clock
     ahead of ours is as suspicious as a replay). `headers` lookups are case-insensitive when
     the mapping is (e.g. httpx or Starlette headers); plain dicts need the exact names."""
     raw_timestamp = headers.get(TIMESTAMP_HEADER)
     raw_signature = headers.get(SIGNATURE_HEADER)
     if not raw_timestamp or not raw_signature:
-        raise SignatureInvalid("missing Webhook-Timestamp or Webhook-Signature")
+        raise WebhookSignatureInvalid("missing Webhook-Timestamp or Webhook-Signature")
     try:
         timestamp = int(raw_timestamp)
     except ValueError:
-        raise SignatureInvalid("Webhook-Timestamp is not an integer") from None
+        raise WebhookSignatureInvalid("Webhook-Timestamp is not an integer") from None
     current = time.time() if now is None else now
     if abs(current - timestamp) > max_age_s:
-        raise SignatureInvalid("Webhook-Timestamp is outside the allowed age")
+        raise WebhookSignatureInvalid("Webhook-Timestamp is outside the allowed age")
     expected = sign(secret, timestamp, body)
     # Several space-separated signatures may be sent while a secret rotates.
     # Bytes, not str: compare_digest raises TypeError on non-ASCII text, and a forged header
-    # must fail as SignatureInvalid like any other mismatch.
+    # must fail as WebhookSignatureInvalid like any other mismatch.
     wanted = expected.encode()
     if not any(
         hmac.compare_digest(wanted, candidate.encode()) for candidate in raw_signature.split()
     ):
-        raise SignatureInvalid("no signature matches")
+        raise WebhookSignatureInvalid("no signature matches")

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from dal.errors import InvalidWebhookUrl
 from dal.settings import WebhookTargets
 
 MAX_URL_LENGTH = 2048
@@ -23,10 +24,6 @@ MAX_URL_LENGTH = 2048
 _METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog"})
 
 Resolver = Callable[[str, int], Sequence[str]]
-
-
-class InvalidWebhookUrl(ValueError):
-    """The URL is malformed or points somewhere the service must not POST to."""
 
 
 def resolve_addresses(host: str, port: int) -> Sequence[str]:

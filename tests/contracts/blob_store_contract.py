@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from dal.errors import BlobNotFound
+from dal.errors import BlobNotFound, BlobUrlSignatureInvalid
 from dal.ports import BlobStore
-from dal.url_signing import HmacUrlSigner, SignatureInvalid
+from dal.url_signing import HmacUrlSigner
 from tests.contracts.job_store_contract import ManualClock
 
 BASE_URL = "https://api.example.test"
@@ -180,7 +180,7 @@ class HmacSignedUrlContract:
         signed = store.signed_url(KEY, expires_in=timedelta(minutes=15))
         key, expires, sig = parse_signed_url(signed.url)
         clock.now = signed.expires_at + past_expiry
-        with pytest.raises(SignatureInvalid):
+        with pytest.raises(BlobUrlSignatureInvalid):
             signer.verify(key, expires=expires, sig=sig)
 
     @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ class HmacSignedUrlContract:
             store.signed_url(KEY, expires_in=timedelta(minutes=15)).url
         )
         assert tampered_key != key
-        with pytest.raises(SignatureInvalid):
+        with pytest.raises(BlobUrlSignatureInvalid):
             signer.verify(tampered_key, expires=expires, sig=sig)
 
     @pytest.mark.parametrize("delta", [1, -1, 3600, 10**9])
@@ -211,7 +211,7 @@ class HmacSignedUrlContract:
         key, expires, sig = parse_signed_url(
             store.signed_url(KEY, expires_in=timedelta(minutes=15)).url
         )
-        with pytest.raises(SignatureInvalid):
+        with pytest.raises(BlobUrlSignatureInvalid):
             signer.verify(key, expires=expires + delta, sig=sig)
 
     def test_signature_fails_when_tampered(
@@ -232,5 +232,5 @@ class HmacSignedUrlContract:
         non_ascii = "é" * 64
         for bad in (flipped, sig[:-1], sig.upper(), "", "0" * 64, foreign_sig, non_ascii):
             assert bad != sig
-            with pytest.raises(SignatureInvalid):
+            with pytest.raises(BlobUrlSignatureInvalid):
                 signer.verify(key, expires=expires, sig=bad)

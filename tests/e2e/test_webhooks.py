@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from dal.webhooks.signing import SignatureInvalid, verify
+from dal.errors import WebhookSignatureInvalid
+from dal.webhooks.signing import verify
 from tests.e2e.conftest import RunningService
 
 
@@ -46,7 +47,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             verify(self.server.secret, headers, body)
             signature_ok = True
-        except SignatureInvalid:
+        except WebhookSignatureInvalid:
             signature_ok = False
         with self.server.lock:
             # A bad signature is refused for good (4xx); the first good one fails (500).

@@ -98,14 +98,14 @@ class TestPubSubQueue:
         subscriber.acknowledge(subscription=topology["sub"], ack_ids=[received.ack_id])
 
     def test_unreachable_pubsub_is_store_unavailable(self, monkeypatch) -> None:
-        """Publishing with nothing listening fails fast with StoreUnavailable."""
-        from dal.errors import StoreUnavailable
+        """Publishing with nothing listening fails fast with QueueUnavailable."""
+        from dal.errors import QueueUnavailable
         from emulators.process import free_port
 
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
         queue = PubSubJobQueue(make_publisher(), topic_path(PROJECT, "nowhere"), timeout_s=2)
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(QueueUnavailable):
             queue.enqueue(make_job("j-down"))
         assert time.monotonic() - started < 10
 

@@ -23,10 +23,10 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.oauth2 import service_account
 
+from dal.errors import SigningNotConfigured
 from dal.gcs import (
     IamUrlSigner,
     KeyFileUrlSigner,
-    SigningNotConfigured,
     emulator_endpoint,
     generate_local_signing_key,
     make_storage_client,

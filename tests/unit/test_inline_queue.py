@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dal.errors import StoreUnavailable
+from dal.errors import QueueUnavailable
 from dal.inline import InlineJobQueue
 from dal.records import Job, JobParams
 
@@ -134,10 +134,10 @@ def test_several_workers_run_every_job_once(make_queue: QueueFactory, recorder: 
 def test_enqueue_after_close_raises_store_unavailable(
     make_queue: QueueFactory, recorder: Recorder
 ) -> None:
-    """A closed queue refuses new jobs with StoreUnavailable and runs nothing more."""
+    """A closed queue refuses new jobs with QueueUnavailable and runs nothing more."""
     queue = make_queue(recorder)
     queue.close(timeout=WAIT_S)
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(QueueUnavailable):
         queue.enqueue_id("late")
     assert recorder.ran == []
     queue.close(timeout=WAIT_S)  # closing twice is harmless

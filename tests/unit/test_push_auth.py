@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushUnauthorized
+from dal.errors import PushUnauthorized
+from gpu_worker.push_auth import NoPushAuth, OidcPushAuth
 
 AUDIENCE = "https://worker.example.run.app/pubsub/push"
 PUSH_ACCOUNT = "push-invoker@proj.iam.gserviceaccount.com"

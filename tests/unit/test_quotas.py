@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.job_service import GenerationDefaults, JobRequest, JobService, QueueUnavailable
+from api.job_service import GenerationDefaults, JobRequest, JobService
 from api.quotas import (
     DailyImageQuotaExceeded,
     InFlightQuotaExceeded,
-    QuotaExceeded,
     QuotaLimits,
     seconds_to_next_utc_day,
 )
+from dal.errors import EnqueueFailed, QuotaExceeded
 from dal.memory import MemoryJobQueue, MemoryJobStore, MemoryRequestCache
 from dal.records import JobStatus
 from dal.request_keys import finished_request_key
@@ -134,7 +134,7 @@ class TestImagesPerDay:
         canceled = h.submit(quota, images=2)
         h.service.cancel(owner="alice", job_id=canceled)
         h.queue.available = False
-        with pytest.raises(QueueUnavailable):
+        with pytest.raises(EnqueueFailed):
             h.submit(quota, images=2)
         h.queue.available = True
         h.submit(quota, images=2)  # 2 canceled + 2: the failed enqueue was not charged

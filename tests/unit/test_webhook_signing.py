@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from dal.webhooks.signing import (
-    SignatureInvalid,
-    owner_secret,
-    sign,
-    signed_headers,
-    verify,
-)
+from dal.errors import WebhookSignatureInvalid
+from dal.webhooks.signing import owner_secret, sign, signed_headers, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = owner_secret("master-secret-for-tests-0123456789", "alice")
@@ -64,13 +59,13 @@ class TestVerify:
         self, secret: str, body: bytes, now: int, reason: str
     ) -> None:
         """Another owner's secret cannot verify, nor can an altered or replayed body."""
-        with pytest.raises(SignatureInvalid, match=reason):
+        with pytest.raises(WebhookSignatureInvalid, match=reason):
             verify(secret, headers(), body, now=now)
 
     def test_a_changed_timestamp_breaks_the_signature(self) -> None:
         """The timestamp is signed: moving it forward to pass the age check fails."""
         replayed = headers() | {"Webhook-Timestamp": str(NOW + 1000)}
-        with pytest.raises(SignatureInvalid, match="matches"):
+        with pytest.raises(WebhookSignatureInvalid, match="matches"):
             verify(SECRET, replayed, BODY, now=NOW + 1000)
 
     @pytest.mark.parametrize(
@@ -85,7 +80,7 @@ class TestVerify:
     )
     def test_missing_or_malformed_headers_are_refused(self, broken: dict[str, str]) -> None:
         """Nothing verifies without both headers well formed."""
-        with pytest.raises(SignatureInvalid):
+        with pytest.raises(WebhookSignatureInvalid):
             verify(SECRET, headers() | broken, BODY, now=NOW)
 
     def test_any_of_several_signatures_may_match(self) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from dal.webhooks.urls import InvalidWebhookUrl, WebhookUrlPolicy
+from dal.errors import InvalidWebhookUrl
+from dal.webhooks.urls import WebhookUrlPolicy
 
 
 def resolver(table: dict[str, Sequence[str]]) -> WebhookUrlPolicy:

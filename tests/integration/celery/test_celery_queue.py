@@ -21,7 +21,7 @@ from dal.celery import (
     retry_countdown,
 )
 from dal.celery.app import key_prefix
-from dal.errors import GenerationError, StoreUnavailable
+from dal.errors import GenerationError, QueueUnavailable
 from dal.ports import JobStore
 from dal.records import Job, JobParams, JobStatus, utcnow
 from dal.redis.client import make_redis_client
@@ -122,7 +122,7 @@ class TestPublishing:
         assert kwargs == {"traceparent": TRACEPARENT}
         assert message["properties"]["delivery_info"]["routing_key"] == settings.celery_queue
 
-    def test_broker_down_is_store_unavailable_fast(self, redis_url: str) -> None:
+    def test_broker_down_is_queue_unavailable_fast(self, redis_url: str) -> None:
         """With nothing listening at the broker's address, enqueue fails within seconds."""
         settings = celery_settings(
             redis_url, celery_broker_url=f"redis://127.0.0.1:{free_port()}/0"
@@ -130,7 +130,7 @@ class TestPublishing:
         app = make_celery_app(settings)
         try:
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(QueueUnavailable):
                 CeleryJobQueue(app).enqueue(make_job("j-down"))
             assert time.monotonic() - started < 5
         finally:
