@@ -7,7 +7,6 @@ that topic keeps those messages until someone acknowledges them.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,9 +16,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from dal.errors import StoreUnavailable
-
-DELIVERY_COUNT_ATTRIBUTE = "CloudPubSubDeadLetterSourceDeliveryCount"
-SOURCE_SUBSCRIPTION_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
+from dal.pubsub.message import (
+    DEAD_LETTER_ATTRIBUTE_PREFIX,
+    SOURCE_SUBSCRIPTION_ATTRIBUTE,
+    dead_letter_delivery_count,
+    decode_job_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,7 @@ class DeadLetter:
 
     @property
     def delivery_count(self) -> int | None:
-        raw = self.attributes.get(DELIVERY_COUNT_ATTRIBUTE)
-        return int(raw) if raw and raw.isdigit() else None
+        return dead_letter_delivery_count(self.attributes)
 
     @property
     def source_subscription(self) -> str | None:
@@ -42,21 +43,14 @@ class DeadLetter:
 
     def attributes_for_replay(self) -> dict[str, str]:
         """The original attributes without the ones Pub/Sub added when dead-lettering."""
-        return {k: v for k, v in self.attributes.items() if not k.startswith("CloudPubSub")}
+        return {
+            k: v
+            for k, v in self.attributes.items()
+            if not k.startswith(DEAD_LETTER_ATTRIBUTE_PREFIX)
+        }
 
     def age_s(self, now: datetime) -> float | None:
         return None if self.published_at is None else (now - self.published_at).total_seconds()
-
-
-def job_id_of(data: bytes, attributes: dict[str, str]) -> str | None:
-    """The job a message is about: the `job_id` attribute, else the JSON body's `job_id`."""
-    if attributes.get("job_id"):
-        return attributes["job_id"]
-    try:
-        value = json.loads(data).get("job_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
 
 
 class DeadLetterBox:
@@ -92,14 +86,15 @@ class DeadLetterBox:
             for received in fresh:
                 message = received.message
                 seen.add(message.message_id)
+                data = bytes(message.data)
                 attributes = dict(message.attributes)
                 published = message.publish_time
                 letters.append(
                     DeadLetter(
                         ack_id=received.ack_id,
                         message_id=message.message_id,
-                        job_id=job_id_of(bytes(message.data), attributes),
-                        data=bytes(message.data),
+                        job_id=decode_job_id(data, attributes),
+                        data=data,
                         attributes=attributes,
                         published_at=published.astimezone(UTC) if published else None,
                     )

@@ -1,14 +1,8 @@
-"""Publishes jobs to a Pub/Sub topic; push subscriptions deliver them to the GPU workers.
-
-The message carries the job id in its data and, as attributes, what a worker or an operator
-wants without a database read (job id, model, owner digest) plus the W3C trace context, so the
-API's and the worker's log lines of one job join up.
-"""
+"""Publishes jobs to a Pub/Sub topic, from which the GPU workers take them (pushed to their HTTP
+endpoint or pulled). What a message holds is dal.pubsub.message's business."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -16,25 +10,11 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from dal.errors import QueueUnavailable
+from dal.pubsub.message import JOB_ID_ATTRIBUTE, encode
 from dal.records import Job
 from dal.telemetry import job_context, span
-from dal.trace_context import current_traceparent
 
 log = logging.getLogger(__name__)
-
-
-def job_message(job: Job) -> tuple[bytes, dict[str, str]]:
-    """The message for a job: (data, attributes)."""
-    data = json.dumps({"job_id": job.id}, separators=(",", ":")).encode()
-    attributes = {
-        "job_id": job.id,
-        "model": job.model[:1024],
-        "owner_digest": hashlib.sha256(job.owner.encode()).hexdigest()[:16],
-    }
-    traceparent = current_traceparent()
-    if traceparent:
-        attributes["traceparent"] = traceparent
-    return data, attributes
 
 
 class PubSubJobQueue:
@@ -47,7 +27,7 @@ class PubSubJobQueue:
         # Inside the publish span, so the message's traceparent names it as the parent of
         # the worker's spans.
         with job_context(job.id), span("publish jobs", kind="producer") as publishing:
-            data, attributes = job_message(job)
+            data, attributes = encode(job)
             publishing.set_attribute("messaging.destination.name", self._topic_path)
             self.publish(data, attributes)
 
@@ -58,5 +38,5 @@ class PubSubJobQueue:
             message_id: str = future.result(timeout=self._timeout_s)
         except (gexc.GoogleAPICallError, gexc.RetryError, FutureTimeout, OSError) as exc:
             raise QueueUnavailable(f"could not publish to {self._topic_path}: {exc}") from exc
-        log.debug("published job %s as message %s", attributes.get("job_id"), message_id)
+        log.debug("published job %s as message %s", attributes.get(JOB_ID_ATTRIBUTE), message_id)
         return message_id

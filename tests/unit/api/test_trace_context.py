@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dal.memory import MemoryJobQueue
-from dal.pubsub.job_queue import job_message
+from dal.pubsub.message import encode
 from dal.records import Job, JobParams
 from dal.trace_context import from_headers, set_traceparent, trace_id
 from tests.unit.api.conftest import ApiHarness
@@ -30,7 +30,7 @@ class TestTraceContext:
         """A job published during a request carries that request's traceparent."""
         set_traceparent(CALLER)
         job = Job(id="j", owner="o", model="m", params=JobParams("p", 64, 64, 2, 1.0, 1))
-        _, attributes = job_message(job)
+        _, attributes = encode(job)
         assert attributes["traceparent"] == CALLER
         assert attributes["job_id"] == "j"
         set_traceparent(None)
