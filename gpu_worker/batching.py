@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
@@ -41,19 +41,32 @@ log = logging.getLogger(__name__)
 
 
 class BatchEngine(Protocol):
+    """What the batcher drives: the in-process `DiffusionEngine` or the `EngineProcess`."""
+
     @property
     def model_id(self) -> str: ...
 
     @property
     def default_size(self) -> tuple[int, int]: ...
 
+    @property
+    def max_in_flight(self) -> int:
+        """Calls it accepts at once. One runs them one at a time; more lets the batcher hand
+        over the next batch while the current one finishes (the engine queues it)."""
+        ...
+
     def generate_batch(
         self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
     ) -> list[list[GeneratedImage]]: ...
 
+    def check_ready(self) -> None:
+        """Raises GeneratorUnavailable, saying why, when generate_batch() cannot work now;
+        cheap (every readiness probe calls it), never starts or waits for anything."""
+        ...
 
-def batch_key(request: GenerationRequest) -> tuple[int, int, int, float]:
-    return (request.width, request.height, request.num_inference_steps, request.guidance_scale)
+    def close(self) -> None:
+        """Release the model (and its process, if it has one)."""
+        ...
 
 
 class _EveryoneLeft(Exception):
@@ -70,15 +83,6 @@ class _Pending:
     # The caller's job and trace: the dispatcher thread logs and traces on their behalf.
     job_ids: tuple[str, ...] = field(default_factory=current_job_ids)
     traceparent: str | None = field(default_factory=current_traceparent)
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What the last batches looked like (for metrics and benchmarks)."""
-
-    batches: int
-    images: int
-    largest: int
 
 
 class BatchingGenerator:
@@ -101,13 +105,10 @@ class BatchingGenerator:
         self._closed = False
         self._arriving = 0
         self._announced = threading.local()
-        self._batches = 0
-        self._images = 0
-        self._largest = 0
         # An engine that queues calls (EngineProcess) takes the next batch while the current one
         # finishes; it is formed once the current one has done its last step, so it still
         # gathers as many jobs as it can.
-        self._in_flight = max(1, int(getattr(engine, "max_in_flight", 1)))
+        self._in_flight = max(1, engine.max_in_flight)
         self._slots = threading.BoundedSemaphore(self._in_flight)
         self._may_form = threading.Event()
         self._may_form.set()
@@ -163,14 +164,10 @@ class BatchingGenerator:
             self._cond.notify_all()
         return pending.future.result()
 
-    @property
-    def stats(self) -> BatchStats:
-        with self._cond:
-            return BatchStats(self._batches, self._images, self._largest)
-
     def check_ready(self) -> None:
         if self._closed or not self._thread.is_alive():
             raise GeneratorUnavailable("the batcher has stopped")
+        self._engine.check_ready()
 
     def close(self) -> None:
         with self._cond:
@@ -186,10 +183,8 @@ class BatchingGenerator:
         self._thread.join(timeout=60)
         for lane in list(self._lanes):
             lane.join(timeout=60)
-        # An engine with a process of its own (EngineProcess) stops it.
-        close_engine = getattr(self._engine, "close", None)
-        if callable(close_engine):
-            close_engine()
+        # The batcher owns its engine: this stops the pipeline process (EngineProcess).
+        self._engine.close()
 
     # Dispatcher ------------------------------------------------------------------------------
 
@@ -239,7 +234,7 @@ class BatchingGenerator:
                     return None
                 self._cond.wait()
             first = self._pending[0]
-            key = batch_key(first.request)
+            key = first.request.batch_shape
             deadline = first.enqueued_at + self._max_wait_s
             # Wait for batch mates on their way, until the batch is full or the first
             # request's wait is over.
@@ -251,7 +246,7 @@ class BatchingGenerator:
             batch: list[_Pending] = []
             images = 0
             for pending in list(self._pending):
-                if batch_key(pending.request) != key:
+                if pending.request.batch_shape != key:
                     continue
                 size = len(pending.request.seeds)
                 # A request larger than the limit still runs, alone.
@@ -263,7 +258,7 @@ class BatchingGenerator:
             return batch
 
     def _images_for(self, key: tuple[int, int, int, float]) -> int:
-        return sum(len(p.request.seeds) for p in self._pending if batch_key(p.request) == key)
+        return sum(len(p.request.seeds) for p in self._pending if p.request.batch_shape == key)
 
     def _run(self, batch: list[_Pending], number: int) -> None:
         # Lines logged for a batch list every job in it; its span continues the first job's
@@ -312,9 +307,6 @@ class BatchingGenerator:
         record_batch(images=images, seconds=ended - started)
         with self._cond:
             self._last_end = ended
-            self._batches += 1
-            self._images += images
-            self._largest = max(self._largest, images)
         log.debug(
             "batch of %d image(s) in %.1f ms after waiting %.1f ms",
             images,
@@ -349,8 +341,3 @@ class BatchingGenerator:
             if not pending.dropped:
                 pending.dropped = True
                 pending.future.set_exception(exc)
-
-
-def unwrap_engine(generator: Any) -> Any:
-    """The engine behind a batching generator (or the generator itself)."""
-    return generator.engine if isinstance(generator, BatchingGenerator) else generator

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from gpu_worker.images import split_by_request
 
@@ -28,6 +28,8 @@ _WARM_UP_GUIDANCE = 7.5  # > 1, so warm-up takes the classifier-free-guidance pa
 
 class DiffusionEngine:
     """Generates images with a diffusers pipeline saved in `model_path` (never the hub)."""
+
+    max_in_flight = 1  # one pipeline call at a time (see the module docstring)
 
     def __init__(
         self,
@@ -48,16 +50,13 @@ class DiffusionEngine:
         self.load_seconds: float = 0.0  # set by load(); 0.0 until then
         self.warm_up_seconds: float = 0.0  # set by warm_up()
         self._pipeline: Any = None
+        self._closed = False
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
         return self._model_id
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._pipeline is not None
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -72,9 +71,27 @@ class DiffusionEngine:
         scale = int(pipeline.vae_scale_factor)
         return int(latent_width) * scale, int(latent_height) * scale
 
+    def check_ready(self) -> None:
+        """Ready from load() (the worker loads before it serves) until close()."""
+        if self._closed:
+            raise GeneratorUnavailable("the model was released (the engine is closed)")
+        if self._pipeline is None:
+            raise GeneratorUnavailable("the model is not loaded yet")
+
+    def close(self) -> None:
+        """Release the pipeline (after the call in progress, if any), so that its memory can
+        go; the engine cannot load it again."""
+        with self._load_lock, self._generate_lock:
+            self._closed = True
+            self._pipeline = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
     def load(self) -> Any:
         """Load the pipeline onto the device once; later (or concurrent) calls return it."""
         with self._load_lock:
+            if self._closed:
+                raise GenerationError("shutting_down", "the engine is closed", retryable=True)
             if self._pipeline is None:
                 started = time.perf_counter()
                 self._pipeline = self._load_pipeline()
@@ -175,8 +192,7 @@ class DiffusionEngine:
         for request in requests:
             _check_request(request)
         first = requests[0]
-        shape = batch_shape(first)
-        if any(batch_shape(r) != shape for r in requests):
+        if any(r.batch_shape != first.batch_shape for r in requests):
             raise ValueError("requests in one batch must share size, steps and guidance")
         pipeline = self.load()
         raised_by_on_step: list[BaseException] = []
@@ -201,7 +217,7 @@ class DiffusionEngine:
         with self._generate_lock:
             # One generator per image: image i depends on seeds[i] alone, not on the batch.
             generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
-            self._configure_vae(len(seeds))
+            self._configure_vae(pipeline, len(seeds))
             try:
                 with torch.inference_mode():
                     output = pipeline(
@@ -225,9 +241,9 @@ class DiffusionEngine:
                 raise error from exc
         return list(output.images)
 
-    def _configure_vae(self, batch_images: int) -> None:
+    def _configure_vae(self, pipeline: Any, batch_images: int) -> None:
         # Decoding a large batch at once is the memory peak; slicing trades a little time.
-        vae = self._pipeline.vae
+        vae = pipeline.vae
         if not hasattr(vae, "enable_slicing"):
             return
         if batch_images >= self.vae_slicing_min_batch:
@@ -257,11 +273,6 @@ class DiffusionEngine:
             # The pipeline validates its inputs with ValueError (e.g. size not divisible by 8).
             return GenerationError("invalid_parameters", str(exc), retryable=False)
         return None
-
-
-def batch_shape(request: GenerationRequest) -> tuple[int, int, int, float]:
-    """What requests must share to run in one pipeline call."""
-    return (request.width, request.height, request.num_inference_steps, request.guidance_scale)
 
 
 def _check_request(request: GenerationRequest) -> None:

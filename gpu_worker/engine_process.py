@@ -23,6 +23,11 @@ the parent's step callback (progress, cancel) runs in the parent, and if it rais
 sends "stop", which the child sees at its next step. A child that dies (killed for memory, a
 crashed driver) fails the calls in flight with a retryable error and is started again for the
 next one.
+
+Readiness (`check_ready`, behind the worker's /readyz) follows what happened to the child
+lately (`ChildHealth`): not ready while the last attempt to start one failed, or once children
+keep dying (3 deaths within 5 minutes by default); a child that died once and is started again
+by the next call does not, alone, make the worker unready.
 """
 
 from __future__ import annotations
@@ -37,13 +42,13 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from dal.telemetry.collectors import DeviceMemory, cuda_memory
 from gpu_worker.images import from_raw, split_by_request, to_raw
@@ -54,6 +59,11 @@ if TYPE_CHECKING:  # the serving process never imports torch
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 900.0  # loading a large model from a mounted bucket can take minutes
+# A child that dies this often is crash-looping (a driver fault, a model too large for the
+# card): take the worker out of rotation rather than fail job after job. One death now and then
+# (a poisoned job, the OOM killer) is survived by starting another child.
+_CRASH_LIMIT = 3
+_CRASH_WINDOW_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,74 @@ def _exit_code(child: _Child) -> int | None:
     return int(code) if code is not None else None
 
 
+class ChildHealth:
+    """What happened to the pipeline process lately, told by the `EngineProcess` as it
+    happens, and whether that leaves it able to take work. Reads take a lock held only for
+    bookkeeping, never while a child starts, so a readiness probe never waits for one."""
+
+    def __init__(
+        self,
+        *,
+        crash_limit: int = _CRASH_LIMIT,
+        crash_window_s: float = _CRASH_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if crash_limit < 1:
+            raise ValueError("crash_limit must be at least 1")
+        self._crash_window_s = crash_window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._crashes: deque[float] = deque(maxlen=crash_limit)  # when the last ones died
+        self._started = False
+        self._start_failure: tuple[float, str] | None = None  # when, and why
+        self._closed = False
+
+    def record_start(self) -> None:
+        with self._lock:
+            self._started = True
+            self._start_failure = None
+
+    def record_start_failure(self, reason: str) -> None:
+        with self._lock:
+            self._start_failure = (self._clock(), reason)
+
+    def record_crash(self) -> None:
+        with self._lock:
+            self._crashes.append(self._clock())
+
+    def record_close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def check(self) -> None:
+        """Raises GeneratorUnavailable, saying why, unless the child can take work."""
+        with self._lock:
+            now = self._clock()
+            if self._closed:
+                raise GeneratorUnavailable("the pipeline process was stopped")
+            if self._start_failure is not None:
+                failed_at, reason = self._start_failure
+                raise GeneratorUnavailable(
+                    f"the pipeline process failed to start {now - failed_at:.0f} s ago: {reason}"
+                )
+            if not self._started:
+                raise GeneratorUnavailable("the pipeline process has not started yet")
+            crashes = self._crashes
+            if len(crashes) == crashes.maxlen and now - crashes[0] < self._crash_window_s:
+                times = "once" if len(crashes) == 1 else f"{len(crashes)} times"
+                raise GeneratorUnavailable(
+                    f"the pipeline process crashed {times} in the last "
+                    f"{_duration(self._crash_window_s)}"
+                )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return "minute" if minutes == 1 else f"{minutes} minutes"
+    return f"{seconds:g} s"
+
+
 class EngineProcess:
     """A `BatchEngine` whose pipeline runs in a child process (see the module docstring).
 
@@ -160,17 +238,30 @@ class EngineProcess:
 
     max_in_flight = 2
 
-    def __init__(self, config: EngineConfig, *, start_timeout_s: float = _START_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        start_timeout_s: float = _START_TIMEOUT_S,
+        crash_limit: int = _CRASH_LIMIT,
+        crash_window_s: float = _CRASH_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
         self._start_timeout_s = start_timeout_s
+        self._health = ChildHealth(
+            crash_limit=crash_limit, crash_window_s=crash_window_s, clock=clock
+        )
+        self._closed = False
         # spawn, not fork: the parent has threads (and, under tests, maybe torch) that a
         # forked child would inherit half-initialised.
         self._context = multiprocessing.get_context("spawn")
         self._lifecycle = threading.Lock()
         self._child: _Child | None = None
+        self._info: EngineInfo | None = None  # what the last child to start said
         self._ids = itertools.count(1)
         self._gpu_memory: list[DeviceMemory] = []
-        self.restarts = 0
+        self.restarts = 0  # children that died unexpectedly (each one is replaced)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -178,15 +269,25 @@ class EngineProcess:
         """Start the child and wait until its model is loaded (and warmed up); idempotent."""
         return self._running_child().info
 
+    def check_ready(self) -> None:
+        """Raises GeneratorUnavailable when the last attempt to start the child failed, when
+        children keep crashing, before the first start and after close(); see ChildHealth.
+        Starts nothing and does not touch the pipe."""
+        self._health.check()
+
     def close(self, timeout: float = 10.0) -> None:
+        self._health.record_close()
         with self._lifecycle:
+            self._closed = True
             child, self._child = self._child, None
         if child is not None:
             child.stop(timeout)
 
     @property
     def info(self) -> EngineInfo:
-        return self.start()
+        """What the last child said when it started (its model does not change from one to
+        the next); starts the first one if none has started yet."""
+        return self._info if self._info is not None else self.start()
 
     @property
     def pid(self) -> int | None:
@@ -285,22 +386,35 @@ class EngineProcess:
 
     def _running_child(self) -> _Child:
         with self._lifecycle:
+            if self._closed:
+                raise GenerationError(
+                    "shutting_down", "the pipeline process was stopped", retryable=True
+                )
             child = self._child
             if child is not None and not child.dead and child.process.is_alive():
                 return child
             if child is not None:
+                # It died idle, or under a call that has not buried it yet.
                 self._child = None
+                self._record_crash()
                 child.stop(timeout=1.0)
-            self._child = self._spawn()
+            try:
+                self._child = self._spawn()
+            except Exception as exc:
+                self._health.record_start_failure(_describe(exc))
+                raise
+            self._health.record_start()
+            self._info = self._child.info
             return self._child
 
     def _bury(self, child: _Child) -> int | None:
         """A child died under a call: forget it (once), so the next call starts another."""
         with self._lifecycle:
             if self._child is not child:
+                # Already replaced (and counted) by another call, or stopped by close().
                 return _exit_code(child)
             self._child = None
-            self.restarts += 1
+            self._record_crash()
         child.stop(timeout=1.0)
         code = _exit_code(child)
         log.error("the pipeline process died (exit code %s); the next call starts another", code)
@@ -351,6 +465,14 @@ class EngineProcess:
             info.device,
         )
         return _Child(process, parent_end, info)
+
+    def _record_crash(self) -> None:
+        self.restarts += 1
+        self._health.record_crash()
+
+
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
 
 
 def serve(conn: Connection, config: EngineConfig) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from dal.errors import JobCanceled
 from dal.ports import JobStore
 from dal.records import JobStatus
-
-
-class JobCanceled(Exception):
-    """The job left `running` while we generated (its owner canceled it)."""
 
 
 class ProgressReporter:
@@ -41,14 +38,12 @@ class ProgressReporter:
         start = clock()
         self._last_write = start
         self._last_check = start
-        self.writes = 0
 
     def __call__(self, step: int, total: int) -> None:
         now = self._clock()
         # The last step is not written: the final transition sets progress to 1 with the images.
         if step < total and now - self._last_write >= self._write_interval_s:
             self._last_write = self._last_check = now
-            self.writes += 1
             # Keep a little headroom below 1.0: decoding and storing still follow.
             # Each write also renews the claim's lease, proving this worker is alive.
             job = self._store.record_progress(

@@ -54,10 +54,6 @@ class Tracing:
 _active: Tracing | None = None
 
 
-def active_tracing() -> Tracing | None:
-    return _active
-
-
 def configure_tracing(
     settings: Settings, *, service_name: str, exporter: Any = None
 ) -> Tracing | None:

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GenerationRequest
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.engine import DiffusionEngine
 from gpu_worker.engine_process import EngineConfig, EngineProcess, pipeline_threads
 from tests.concurrent_callers import concurrently
-from tests.integration.test_batched_engine import pixels
+from tests.integration.test_batched_engine import batches_recorded, pixels
 
 
 def req(prompt: str, seeds: tuple[int, ...], *, steps: int = 2, width: int = 64):
@@ -50,6 +50,7 @@ def test_ready_reports_the_model_and_its_timings(child: EngineProcess, tiny_mode
     assert child.default_size == (64, 64)
     assert child.load_seconds > 0 and child.warm_up_seconds > 0
     assert child.pid is not None and child.pid != os.getpid()
+    child.check_ready()
 
 
 def test_the_same_seeds_give_the_same_images_as_in_process(
@@ -126,6 +127,10 @@ def test_a_model_that_cannot_load_is_reported_not_retried(tmp_path: Path) -> Non
         process.start()
     assert raised.value.code == "engine_unavailable" and not raised.value.retryable
     assert process.pid is None
+    with pytest.raises(GeneratorUnavailable) as unready:
+        process.check_ready()
+    assert "failed to start" in unready.value.reason
+    assert raised.value.message in unready.value.reason
 
 
 def test_close_stops_the_child(tiny_model_dir: Path) -> None:
@@ -134,6 +139,8 @@ def test_close_stops_the_child(tiny_model_dir: Path) -> None:
     process.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    with pytest.raises(GeneratorUnavailable):
+        process.check_ready()
 
 
 def test_batched_jobs_in_the_child_keep_their_own_images(
@@ -143,11 +150,13 @@ def test_batched_jobs_in_the_child_keep_their_own_images(
     images (equal, up to float noise, to running alone)."""
     batcher = BatchingGenerator(child, max_batch_images=8, max_wait_s=5.0)
     requests = [req("a red fox", (11,)), req("a blue bird", (12,)), req("a frog", (13,))]
+    before = batches_recorded()
     results = [
         images[0].png
         for images in concurrently(batcher, [partial(batcher.generate, r) for r in requests])
     ]
-    assert batcher.stats.largest == 3
+    after = batches_recorded()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)
     for i, request in enumerate(requests):
         alone = in_process.generate(request)[0].png
         assert np.abs(pixels(results[i]) - pixels(alone)).max() <= 2
@@ -229,5 +238,48 @@ def test_a_child_killed_with_two_calls_outstanding_fails_both_retryably(
         assert all(isinstance(e, GenerationError) and e.code == "engine_crashed" for e in errors)
         assert process.restarts == 1
         assert len(process.generate(req("reborn", (2,)))) == 1
+    finally:
+        process.close()
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_child_that_keeps_dying_makes_the_engine_unready_until_it_stops(
+    tiny_model_dir: Path,
+) -> None:
+    """A death is survived (the next call starts another child); the limit's worth within the
+    window makes check_ready fail, and it passes again once the window has gone by. (A limit
+    of two, not the default three, to start one child fewer.)"""
+    clock = SteppedClock()
+    process = EngineProcess(
+        EngineConfig(model_path=tiny_model_dir, warm_up=False),
+        crash_limit=2,
+        crash_window_s=300.0,
+        clock=clock,
+    )
+    try:
+        for death in (1, 2):
+            pid = process.start().pid  # the second starts a new child
+
+            def kill_at_first_step(done: int, total: int, pid: int = pid) -> None:
+                os.kill(pid, signal.SIGKILL)
+
+            with pytest.raises(GenerationError):
+                process.generate(req("doomed", (8,), steps=50), kill_at_first_step)
+            clock.now += 10.0
+            if death == 1:
+                process.check_ready()
+        with pytest.raises(GeneratorUnavailable) as unready:
+            process.check_ready()
+        assert unready.value.reason == "the pipeline process crashed 2 times in the last 5 minutes"
+        assert process.restarts == 2 and process.pid is None  # checking started nothing
+        clock.now += 300.0
+        process.check_ready()
     finally:
         process.close()

@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest
 from gpu_worker.batching import BatchingGenerator
 from tests.concurrent_callers import concurrently
@@ -49,7 +49,6 @@ class TestBatching:
         )
         assert [len(r) for r in results] == [1, 1, 1, 1]
         assert [len(b) for b in engine.batches] == [4]
-        assert batcher.stats.largest == 4
 
     def test_each_caller_gets_its_own_images(self, batcher, engine) -> None:
         """Images come back to the request they belong to, in seed order."""
@@ -218,6 +217,25 @@ class TestBatching:
         with pytest.raises(GenerationError) as raised:
             batcher.generate(request("late"))
         assert raised.value.retryable
+
+
+class TestReadiness:
+    def test_ready_while_its_engine_is(self, batcher) -> None:
+        batcher.check_ready()
+
+    def test_the_engines_reason_comes_through(self, batcher, engine) -> None:
+        engine.unavailable = "the pipeline process crashed 3 times in the last 5 minutes"
+        with pytest.raises(GeneratorUnavailable) as raised:
+            batcher.check_ready()
+        assert raised.value.reason == engine.unavailable
+
+    def test_closed_it_is_not_ready_and_has_closed_its_engine(self, engine) -> None:
+        batcher = BatchingGenerator(engine)
+        batcher.close()
+        with pytest.raises(GeneratorUnavailable) as raised:
+            batcher.check_ready()
+        assert raised.value.reason == "the batcher has stopped"
+        assert engine.closed
 
 
 class QueuedEngine(PatternGenerator):

@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
+from dal.errors import SendFailed
 from dal.memory import MemoryJobStore
 from dal.records import Job, JobChanges, JobError, JobStatus, WebhookDelivery
 from dal.webhooks.dispatcher import RedriveConfig, WebhookDispatcher
 from dal.webhooks.retry import RetryPolicy, is_retryable
-from dal.webhooks.sender import HttpxSender, RecordingSender, SendFailed
+from dal.webhooks.sender import HttpxSender
 from dal.webhooks.signing import owner_secret, verify
 from dal.webhooks.urls import WebhookUrlPolicy
 from tests.contracts.job_store_contract import T0, ManualClock, make_job
+from tests.webhook_fakes import RecordingSender
 
 MASTER = "master-secret-for-tests-0123456789"
 HOOK = "http://127.0.0.1:9/hook"
