@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from api.api_keys import ApiKeyService
-from dal.errors import NotFound
-from dal.factory import build_stores
+from api.dead_letter_replay import build_replay, select
+from api.outbox_sweeper import OutboxSweeper
+from dal.core import Core, build_core
+from dal.errors import ApiKeyNotFound
+from dal.factory import build_broker_queue
 from dal.settings import Settings
+from dal.webhooks.signing import owner_secret
 
 
-def _key_service(settings: Settings) -> tuple[ApiKeyService, list[Callable[[], None]]]:
+def _open_core(settings: Settings) -> Core:
+    """The shared core, without webhook delivery: a command's endings (an outbox give-up) are
+    delivered by the webhook redrive of the API or worker processes."""
     if settings.job_store == "memory":
         raise SystemExit(
-            "JOB_STORE=memory keeps keys inside one process; the admin command needs a "
-            "persistent store (e.g. JOB_STORE=sql)."
+            "JOB_STORE=memory keeps jobs and keys inside one process; the admin command needs "
+            "a persistent store (e.g. JOB_STORE=sql)."
         )
-    closers: list[Callable[[], None]] = []
-    _, key_store = build_stores(settings, closers)
-    return ApiKeyService(key_store, pepper=settings.api_key_pepper.get_secret_value()), closers
+    return build_core(settings, deliver_webhooks=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +116,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         return _outbox(args, settings)
     if args.group == "webhooks":
         return _webhook_secret(args.owner, settings)
-    service, closers = _key_service(settings)
+    core = _open_core(settings)
+    service = ApiKeyService(core.api_keys, pepper=settings.api_key_pepper.get_secret_value())
     out = sys.stdout
     try:
         if args.command == "create":
@@ -142,19 +147,16 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         elif args.command == "revoke":
             try:
                 key = service.revoke(args.key_id)
-            except NotFound:
+            except ApiKeyNotFound:
                 print(f"error: no key {args.key_id!r}", file=sys.stderr)
                 return 1
             out.write(f"revoked key {key.id} (owner {key.owner})\n")
         return 0
     finally:
-        for close in closers:
-            close()
+        core.close()
 
 
 def _webhook_secret(owner: str, settings: Settings) -> int:
-    from dal.webhooks.signing import owner_secret
-
     if not owner.strip() or len(owner) > 128:
         print("error: --owner must be 1-128 characters", file=sys.stderr)
         return 2
@@ -163,19 +165,16 @@ def _webhook_secret(owner: str, settings: Settings) -> int:
 
 
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from api.dead_letter_replay import build_replay, select
-
     if settings.job_queue not in ("pubsub", "celery"):
         print(
             f"error: dead letters exist with JOB_QUEUE=pubsub or celery, not {settings.job_queue}",
             file=sys.stderr,
         )
         return 2
-    closers: list[Callable[[], None]] = []
+    core = _open_core(settings)
     out = sys.stdout
     try:
-        jobs, _ = build_stores(settings, closers)
-        replay = build_replay(settings, jobs, closers)
+        replay = build_replay(core)
         if args.command == "list":
             out.write("job_id\tdeliveries\tsource\tage_s\tstatus\tlast_error\n")
             for row in replay.rows():
@@ -193,14 +192,10 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         out.write(f"{len(results)} dead letter(s) selected\n")
         return 0
     finally:
-        for close in reversed(closers):
-            close()
+        core.close()
 
 
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
-    from api.outbox_sweeper import OutboxSweeper
-    from dal.factory import build_broker_queue
-
     if settings.job_queue not in ("pubsub", "celery"):
         # The inline queue lives in the API process, which re-runs queued jobs when it starts.
         queue = settings.job_queue
@@ -209,13 +204,13 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    closers: list[Callable[[], None]] = []
+    core = _open_core(settings)
     out = sys.stdout
     try:
-        jobs, _ = build_stores(settings, closers)
         sweeper = OutboxSweeper(
-            jobs,
-            build_broker_queue(settings, closers),
+            core.jobs,
+            build_broker_queue(settings, core.closers),
+            core.finisher,
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
         )
@@ -225,8 +220,7 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
         out.write(f"{len(results)} unpublished job(s) found\n")
         return 0
     finally:
-        for close in reversed(closers):
-            close()
+        core.close()
 
 
 if __name__ == "__main__":

@@ -341,6 +341,7 @@ def _admin_argv(argv: Sequence[str]) -> list[str] | None:
 
 
 def _run_admin(argv: list[str]) -> int:
+    # The admin commands open the server's stores; the client's own commands never import them.
     from api import admin_cli
 
     try:

@@ -8,16 +8,18 @@ and Celery (a Redis list). Each brings a box of letters and a way to requeue a r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from dal.errors import JobNotFound, TransitionConflict
+from dal.core import Core
+from dal.errors import JobNotFound, QueueUnavailable, TransitionConflict
+from dal.finisher import JobFinisher
 from dal.ports import JobStore
-from dal.records import Job, JobStatus, is_dead_lettered, utcnow
-from dal.settings import Settings
+from dal.records import DEAD_LETTERED, Job, JobError, JobStatus, is_dead_lettered, utcnow
 
 if TYPE_CHECKING:
     from dal.celery import CeleryDeadLetter
@@ -108,11 +110,13 @@ class DeadLetterReplay(Generic[L]):
         *,
         box: LetterBox[L],
         jobs: JobStore,
+        finisher: JobFinisher,
         requeue: Requeue[L],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._box = box
         self._jobs = jobs
+        self._finisher = finisher
         self._requeue = requeue
         self._clock = clock
 
@@ -169,9 +173,22 @@ class DeadLetterReplay(Generic[L]):
                 return ActionResult(
                     letter.job_id, "skipped", f"job changed meanwhile: {conflict.job.status}"
                 )
-        self._requeue(job, letter)
+        try:
+            self._requeue(job, letter)
+        except QueueUnavailable as exc:
+            # Reopened but not published: end it dead-lettered again, so it neither sits
+            # queued with no message behind it nor leaves the box (the letter is kept).
+            self._fail_again(job, f"the replay could not publish it: {exc}")
+            return ActionResult(job.id, "skipped", f"publish failed: {exc}")
         log.info("replayed dead-lettered job %s", job.id)
         return ActionResult(job.id, "replayed", f"requeued after {job.attempts} attempts")
+
+    def _fail_again(self, job: Job, detail: str) -> None:
+        # A conflict: a worker got it after all (from an earlier message), and it runs.
+        with contextlib.suppress(TransitionConflict):
+            self._finisher.fail(
+                job.id, JobError(DEAD_LETTERED, detail), expected={JobStatus.QUEUED}
+            )
 
     def _purge_one(self, letter: L) -> ActionResult:
         return ActionResult(letter.job_id, "purged", self._describe(letter))
@@ -215,25 +232,25 @@ class Replay(Protocol):
     def purge(self, selection: Selection, *, dry_run: bool = False) -> list[ActionResult]: ...
 
 
-def build_replay(settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]) -> Replay:
+def build_replay(core: Core) -> Replay:
     """The replay for the configured queue: JOB_QUEUE=pubsub (the dead-letter subscription,
     republished to the jobs topic with the original attributes) or celery (the dead-letter
     list, sent again as a task). Raises ValueError for a queue that keeps no dead letters."""
+    settings = core.settings
     if settings.job_queue == "pubsub":
-        return _pubsub_replay(settings, jobs, closers)
+        return _pubsub_replay(core)
     if settings.job_queue == "celery":
-        return _celery_replay(settings, jobs, closers)
+        return _celery_replay(core)
     raise ValueError(
         f"dead letters exist with JOB_QUEUE=pubsub or celery, not {settings.job_queue}"
     )
 
 
-def _pubsub_replay(
-    settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]
-) -> DeadLetterReplay[DeadLetter]:
+def _pubsub_replay(core: Core) -> DeadLetterReplay[DeadLetter]:
     from dal.pubsub import DeadLetterBox, PubSubJobQueue, job_message
     from dal.pubsub.client import make_publisher, make_subscriber, subscription_path, topic_path
 
+    settings, closers = core.settings, core.closers
     subscriber = make_subscriber()
     closers.append(subscriber.close)
     publisher = make_publisher()
@@ -248,12 +265,10 @@ def _pubsub_replay(
         subscriber,
         subscription_path(settings.gcp_project, settings.pubsub_dead_letter_subscription),
     )
-    return DeadLetterReplay(box=box, jobs=jobs, requeue=requeue)
+    return DeadLetterReplay(box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue)
 
 
-def _celery_replay(
-    settings: Settings, jobs: JobStore, closers: list[Callable[[], None]]
-) -> DeadLetterReplay[CeleryDeadLetter]:
+def _celery_replay(core: Core) -> DeadLetterReplay[CeleryDeadLetter]:
     from dal.celery import (
         CeleryDeadLetterBox,
         CeleryJobQueue,
@@ -262,6 +277,7 @@ def _celery_replay(
     )
     from dal.redis.client import make_redis_client
 
+    settings, closers = core.settings, core.closers
     client = make_redis_client(dead_letter_redis_url(settings))
     closers.append(client.close)
     app = make_celery_app(settings)
@@ -272,4 +288,4 @@ def _celery_replay(
         queue.publish(job.id, traceparent=letter.traceparent)
 
     box = CeleryDeadLetterBox(client, settings.celery_dead_letter_key)
-    return DeadLetterReplay(box=box, jobs=jobs, requeue=requeue)
+    return DeadLetterReplay(box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue)

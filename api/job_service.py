@@ -24,8 +24,9 @@ from dal.errors import (
     TransitionConflict,
 )
 from dal.failpoints import Failpoints
+from dal.finisher import JobFinisher
 from dal.ports import JobQueue, JobStore, RequestCache
-from dal.records import Job, JobChanges, JobError, JobParams, JobStatus, Page, utcnow
+from dal.records import Job, JobParams, JobStatus, Page, utcnow
 from dal.request_keys import finished_request_key, idempotency_cache_key
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class JobService:
         jobs: JobStore,
         queue: JobQueue,
         cache: RequestCache,
+        finisher: JobFinisher,
         model_id: str,
         defaults: GenerationDefaults,
         idempotency_ttl_s: int = 86_400,
@@ -99,6 +101,7 @@ class JobService:
         self._jobs = jobs
         self._queue = queue
         self._cache = cache
+        self._finisher = finisher
         self._idempotency_ttl_s = idempotency_ttl_s
         self._dedupe = dedupe_seeded_requests
         self._model_id = model_id
@@ -255,29 +258,13 @@ class JobService:
         if job.status.is_terminal:
             raise JobAlreadyFinished(job)
         try:
-            return self._jobs.transition(
-                job_id,
-                expected={JobStatus.QUEUED, JobStatus.RUNNING},
-                target=JobStatus.CANCELED,
-                changes=JobChanges(
-                    finished_at=self._clock(),
-                    error=JobError("canceled", "canceled by its owner"),
-                ),
-            )
+            return self._finisher.cancel(job_id)
         except TransitionConflict as conflict:
             raise JobAlreadyFinished(conflict.job) from None
 
     def _mark_enqueue_failed(self, job: Job) -> Job:
         try:
-            return self._jobs.transition(
-                job.id,
-                expected={JobStatus.QUEUED},
-                target=JobStatus.FAILED,
-                changes=JobChanges(
-                    finished_at=self._clock(),
-                    error=JobError("enqueue_failed", "the job could not be queued; submit again"),
-                ),
-            )
+            return self._finisher.fail_unqueued(job.id, "the job could not be queued; submit again")
         except Exception:
             log.exception("could not mark job %s failed after an enqueue failure", job.id)
             return job

@@ -24,8 +24,9 @@ from typing import Literal
 from starlette.concurrency import run_in_threadpool
 
 from dal.errors import DalError, QueueUnavailable, StoreUnavailable, TransitionConflict
+from dal.finisher import JobFinisher
 from dal.ports import JobQueue, JobStore
-from dal.records import ENQUEUE_FAILED, Job, JobChanges, JobError, JobStatus, utcnow
+from dal.records import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class OutboxSweeper:
         self,
         jobs: JobStore,
         queue: JobQueue,
+        finisher: JobFinisher,
         *,
         grace_s: float,
         give_up_s: float,
@@ -54,6 +56,7 @@ class OutboxSweeper:
             raise ValueError("give_up_s must be greater than grace_s")
         self._jobs = jobs
         self._queue = queue
+        self._finisher = finisher
         self._grace = timedelta(seconds=grace_s)
         self._give_up = timedelta(seconds=give_up_s)
         self._batch_size = batch_size
@@ -79,7 +82,7 @@ class OutboxSweeper:
             detail = f"unpublished for {age_s:.0f} s"
             if dry_run:
                 return SweepResult(job.id, "would-fail", detail)
-            return self._give_up_on(job, now, detail)
+            return self._give_up_on(job, detail)
         detail = f"unpublished after {age_s:.0f} s"
         if dry_run:
             return SweepResult(job.id, "would-enqueue", detail)
@@ -94,18 +97,10 @@ class OutboxSweeper:
             return SweepResult(job.id, "enqueued", f"{detail}; not marked: {exc}")
         return SweepResult(job.id, "enqueued", detail)
 
-    def _give_up_on(self, job: Job, now: datetime, detail: str) -> SweepResult:
+    def _give_up_on(self, job: Job, detail: str) -> SweepResult:
         try:
-            self._jobs.transition(
-                job.id,
-                expected={JobStatus.QUEUED},
-                target=JobStatus.FAILED,
-                changes=JobChanges(
-                    finished_at=now,
-                    error=JobError(
-                        ENQUEUE_FAILED, "the job could not be queued in time; submit again"
-                    ),
-                ),
+            self._finisher.fail_unqueued(
+                job.id, "the job could not be queued in time; submit again"
             )
         except TransitionConflict as conflict:
             # A worker got it after all, or another sweeper or its owner acted first.

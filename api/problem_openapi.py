@@ -24,6 +24,11 @@ _PROBLEM_REF = {"$ref": f"{_REF_PREFIX}Problem"}
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the problem statuses it can answer."""
+    return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
+
+
 def document_problems(app: FastAPI) -> None:
     """Make `app.openapi()` document error responses as problem+json."""
     generate = app.openapi

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dal.records import JobStatus
+from dal.job_view import EXAMPLE_JOB, EXAMPLE_JOB_PARAMS, JobOut
 from dal.webhooks.urls import MAX_URL_LENGTH, WebhookUrlPolicy
 
 
@@ -41,24 +40,13 @@ WebhookUrl = Annotated[
     AfterValidator(_webhook_url_shape),
 ]
 
-_EXAMPLE_REQUEST: dict[str, Any] = {
-    "prompt": "a lighthouse on a cliff at dawn, oil painting",
-    "negative_prompt": "blurry, low quality",
-    "width": 512,
-    "height": 512,
-    "num_inference_steps": 25,
-    "guidance_scale": 7.5,
-    "seed": 1234,
-    "num_images": 1,
-}
-
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         json_schema_extra={
-            "examples": [{**_EXAMPLE_REQUEST, "webhook_url": "https://hooks.example.com/txt2img"}]
+            "examples": [{**EXAMPLE_JOB_PARAMS, "webhook_url": "https://hooks.example.com/txt2img"}]
         },
     )
 
@@ -73,33 +61,6 @@ class JobCreate(BaseModel):
     )
     num_images: int = Field(default=1, ge=1, le=4)
     webhook_url: WebhookUrl = None
-
-
-class ImageOut(BaseModel):
-    url: str = Field(description="Signed URL; GET it without credentials before it expires.")
-    expires_at: datetime
-    width: int
-    height: int
-    seed: int
-
-
-class JobErrorOut(BaseModel):
-    code: str
-    message: str
-
-
-class WebhookDeliveryOut(BaseModel):
-    attempt: int
-    event: str = Field(description="`job.succeeded`, `job.failed` or `job.canceled`.")
-    attempted_at: datetime
-    status_code: int | None = Field(description="The receiver's answer; null: none at all.")
-    error: str | None
-    succeeded: bool
-
-
-class WebhookOut(BaseModel):
-    url: str
-    deliveries: list[WebhookDeliveryOut] = Field(description="Every attempt, oldest first.")
 
 
 # A truncated, made-up value for the OpenAPI example.
@@ -126,85 +87,9 @@ class WebhookSecretOut(BaseModel):
     signature_header: str = "Webhook-Signature"
 
 
-class JobParamsOut(BaseModel):
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    num_inference_steps: int
-    guidance_scale: float
-    seed: int
-    num_images: int
-
-
-_EXAMPLE_JOB: dict[str, Any] = {
-    "id": "0f8c2d4e5b6a47f1a2b3c4d5e6f70819",
-    "status": "succeeded",
-    "progress": 1.0,
-    "model": "tiny-sd",
-    "created_at": "2026-11-27T12:00:00Z",
-    "updated_at": "2026-11-27T12:00:03Z",
-    "started_at": "2026-11-27T12:00:01Z",
-    "finished_at": "2026-11-27T12:00:03Z",
-    "attempts": 1,
-    "error": None,
-    "params": {**_EXAMPLE_REQUEST},
-    "images": [
-        {
-            "url": "https://api.example.com/v1/blobs/images/ab12/0f8c/0.png?expires=1790000000&sig=...",
-            "expires_at": "2026-11-27T12:15:03Z",
-            "width": 512,
-            "height": 512,
-            "seed": 1234,
-        }
-    ],
-    "webhook": {
-        "url": "https://hooks.example.com/txt2img",
-        "deliveries": [
-            {
-                "attempt": 1,
-                "event": "job.succeeded",
-                "attempted_at": "2026-11-27T12:00:03Z",
-                "status_code": 503,
-                "error": None,
-                "succeeded": False,
-            },
-            {
-                "attempt": 2,
-                "event": "job.succeeded",
-                "attempted_at": "2026-11-27T12:00:05Z",
-                "status_code": 204,
-                "error": None,
-                "succeeded": True,
-            },
-        ],
-    },
-}
-
-
-class JobOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_JOB]})
-
-    id: str
-    status: JobStatus
-    progress: float = Field(ge=0, le=1)
-    model: str
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    attempts: int
-    error: JobErrorOut | None
-    params: JobParamsOut
-    images: list[ImageOut]
-    webhook: WebhookOut | None = Field(
-        default=None, description="Present when the job was submitted with a webhook_url."
-    )
-
-
 class JobListOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [_EXAMPLE_JOB], "next_cursor": None}]}
+        json_schema_extra={"examples": [{"items": [EXAMPLE_JOB], "next_cursor": None}]}
     )
 
     items: list[JobOut]

@@ -1,4 +1,4 @@
-"""The API process's one wiring function: settings in, adapters and services out.
+"""The API process's composition root: the shared core (dal.core) plus what serving needs.
 
 Nothing connects at import; `build_services` is called from the app's lifespan (and by tests,
 which may pass their own generator so that many apps share one loaded model).
@@ -10,35 +10,33 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from api.api_keys import ApiKeyService
 from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
-from api.webhooks import build_webhooks
+from dal.core import Core, OnCore, build_core
 from dal.errors import UnsupportedAdapter
-from dal.factory import (
-    build_blob_store,
-    build_broker_queue,
-    build_job_events,
-    build_rate_limiter,
-    build_redis_client,
-    build_request_cache,
-    build_stores,
-    build_url_signer,
-    close_all,
-)
-from dal.fail_open import FailOpenJobEvents, FailOpenRateLimiter, FailOpenRequestCache
+from dal.factory import build_broker_queue, build_rate_limiter
+from dal.fail_open import FailOpenRateLimiter
 from dal.failpoints import Failpoints
-from dal.ports import BlobStore, ImageGenerator, JobQueue, JobStore, RateLimiter, RequestCache
+from dal.inline import InlineJobQueue
+from dal.job_view import JobOut, render_job
+from dal.memory import MemoryJobQueue
+from dal.ports import ImageGenerator, JobQueue, RateLimiter
+from dal.records import Job
 from dal.settings import Settings
 from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
-from dal.webhooks.dispatcher import WebhookDispatcher
+from dal.webhooks.factory import url_policy
+from dal.webhooks.urls import WebhookUrlPolicy
 from gpu_worker.model_folder import read_default_size
+from gpu_worker.runner import RunOutcome
+from gpu_worker.wiring import build_engine, build_runner, recover_interrupted_jobs
 
-__all__ = ["Services", "UnsupportedAdapter", "build_services", "build_stores"]
+__all__ = ["Services", "build_services"]
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +44,26 @@ FALLBACK_IMAGE_SIZE = 512
 
 
 @dataclass
-class Services:
-    settings: Settings
-    jobs: JobStore
+class Services(OnCore):
+    core: Core
     keys: ApiKeyService
-    blobs: BlobStore
-    # Set when the API serves blobs itself (filesystem, memory): verifies their signed URLs.
-    url_signer: HmacUrlSigner | None
     queue: JobQueue
-    cache: RequestCache
     job_service: JobService
-    # Delivers webhooks of jobs ended here (owner cancels; everything with the inline queue).
-    webhooks: WebhookDispatcher
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
     outbox: OutboxSweeper
+    webhook_urls: WebhookUrlPolicy
+    # The model, where this process runs jobs (the inline queue); None where workers do.
     generator: ImageGenerator | None = None
     job_waits: JobWaits = field(default_factory=JobWaits)
-    job_events: FailOpenJobEvents | None = None
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
-    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def url_signer(self) -> HmacUrlSigner | None:
+        """Set when the API serves blobs itself (filesystem, memory): verifies their URLs."""
+        if self.settings.blob_store in ("filesystem", "memory"):
+            return self.core.url_signer
+        return None
 
     @property
     def default_quota(self) -> QuotaLimits:
@@ -74,23 +72,31 @@ class Services:
             images_per_day=self.settings.quota_images_per_day,
         )
 
-    @property
-    def signed_url_ttl(self) -> timedelta:
-        return timedelta(seconds=self.settings.signed_url_ttl_s)
-
-    def close(self) -> None:
-        close_all(self._closers)
+    def view(self, job: Job, base_url: str) -> JobOut:
+        """The job as its owner sees it, image URLs signed and absolute against `base_url`."""
+        return render_job(
+            job,
+            blobs=self.core.blobs,
+            url_ttl=timedelta(seconds=self.settings.signed_url_ttl_s),
+            base_url=base_url,
+        )
 
 
 def build_services(settings: Settings, *, generator: ImageGenerator | None = None) -> Services:
-    closers: list[Callable[[], None]] = []
-    jobs, key_store = build_stores(settings, closers)
-    signer = build_url_signer(settings)
-    blobs = build_blob_store(settings, signer)
-    redis_client = build_redis_client(settings, closers)
-    cache = FailOpenRequestCache(build_request_cache(settings, redis_client=redis_client))
+    """The API process's composition root. With JOB_QUEUE=inline (the embedded profile) it
+    also builds the worker's half in this process: the model and the runner behind an
+    in-process queue."""
+    core = build_core(settings)
+    try:
+        return _build_services(core, generator)
+    except BaseException:
+        core.close()
+        raise
 
-    keys = ApiKeyService(key_store, pepper=settings.api_key_pepper.get_secret_value())
+
+def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
+    settings = core.settings
+    keys = ApiKeyService(core.api_keys, pepper=settings.api_key_pepper.get_secret_value())
     if settings.bootstrap_api_key is not None:
         keys.ensure(
             owner=settings.bootstrap_api_key_owner,
@@ -98,46 +104,35 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         )
 
     job_waits = JobWaits()
-    # Workers in other processes say when a job ends; the waiting requests answer at once.
-    bus = build_job_events(settings, redis_client=redis_client)
-    job_events = FailOpenJobEvents(bus) if bus is not None else None
-    if job_events is not None:
-        closers.append(job_events.subscribe(job_waits.notify))
-    # Before the inline queue, so it closes after the queue's last job has ended.
-    webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
+    if core.job_events is not None:
+        # Every ending, this process's own included (the bus hears its own publish), wakes
+        # the waiters once through the bus.
+        core.closers.append(core.job_events.subscribe(job_waits.notify))
+    else:
+        # No bus (JOB_EVENTS=none): jobs end in this process alone (the inline queue).
+        core.finisher.add_handler("local waiters", lambda job: job_waits.notify(job.id))
+
     queue: JobQueue
     if settings.job_queue == "inline":
         if generator is None:
-            from gpu_worker.wiring import build_engine
-
             generator = build_engine(settings)
-            # Registered before the queue, so it closes after the queue's last job.
-            closers.append(getattr(generator, "close", lambda: None))
-        queue = _start_inline_queue(
-            settings,
-            jobs,
-            blobs,
-            cache,
-            generator,
-            closers,
-            on_done=job_waits.notify,
-            webhooks=webhooks,
-        )
+            # Closed after the queue (closers run newest first), so its last job can finish.
+            core.closers.append(generator.close)
+        queue = _start_inline_queue(core, generator)
     elif settings.job_queue == "memory":
-        from dal.memory import MemoryJobQueue
-
         queue = MemoryJobQueue()
     elif settings.job_queue in ("pubsub", "celery"):
-        queue = build_broker_queue(settings, closers)
+        queue = build_broker_queue(settings, core.closers)
     else:
         raise UnsupportedAdapter(
             "JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub, celery"
         )
 
     job_service = JobService(
-        jobs=jobs,
+        jobs=core.jobs,
         queue=queue,
-        cache=cache,
+        cache=core.cache,
+        finisher=core.finisher,
         model_id=_model_id(settings, generator),
         defaults=_generation_defaults(settings, generator),
         idempotency_ttl_s=settings.idempotency_ttl_s,
@@ -145,85 +140,65 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
         failpoints=Failpoints.from_spec(settings.failpoints),
         enqueued_on_create=settings.job_queue == "inline",
     )
-    checks: dict[str, Callable[[], None]] = {"job_store": jobs.ping, "blob_store": blobs.ping}
+    checks: dict[str, Callable[[], None]] = {
+        "job_store": core.jobs.ping,
+        "blob_store": core.blobs.ping,
+    }
+    if generator is not None and settings.job_queue == "inline":
+        checks["model"] = generator.check_ready
     # /metrics counts queued and running jobs in this store (capped, cached: see collectors).
-    JOBS_BY_STATUS.track(jobs)
-    closers.append(lambda: JOBS_BY_STATUS.untrack(jobs))
+    JOBS_BY_STATUS.track(core.jobs)
+    core.closers.append(lambda: JOBS_BY_STATUS.untrack(core.jobs))
     return Services(
-        settings=settings,
-        jobs=jobs,
+        core=core,
         keys=keys,
-        blobs=blobs,
-        url_signer=signer if settings.blob_store in ("filesystem", "memory") else None,
         queue=queue,
-        cache=cache,
         job_service=job_service,
-        webhooks=webhooks,
-        submit_limiter=FailOpenRateLimiter(
-            build_rate_limiter(
-                settings,
-                limit=settings.rate_limit_submit_per_minute,
-                period_s=60,
-                burst=settings.rate_limit_submit_burst,
-                scope="submit",
-                redis_client=redis_client,
-            ),
-            limit=settings.rate_limit_submit_burst,
-        ),
-        read_limiter=FailOpenRateLimiter(
-            build_rate_limiter(
-                settings,
-                limit=settings.rate_limit_read_per_minute,
-                period_s=60,
-                burst=settings.rate_limit_read_burst,
-                scope="read",
-                redis_client=redis_client,
-            ),
-            limit=settings.rate_limit_read_burst,
-        ),
+        submit_limiter=_rate_limiter(core, "submit"),
+        read_limiter=_rate_limiter(core, "read"),
         outbox=OutboxSweeper(
-            jobs,
+            core.jobs,
             queue,
+            core.finisher,
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
         ),
+        webhook_urls=url_policy(settings),
         generator=generator,
         job_waits=job_waits,
-        job_events=job_events,
         readiness_checks=checks,
-        _closers=closers,
     )
 
 
-def _start_inline_queue(
-    settings: Settings,
-    jobs: JobStore,
-    blobs: BlobStore,
-    cache: RequestCache,
-    generator: ImageGenerator,
-    closers: list[Callable[[], None]],
-    on_done: Callable[[str], None],
-    webhooks: WebhookDispatcher,
-) -> JobQueue:
-    from dal.inline import InlineJobQueue
-    from gpu_worker.runner import RunOutcome
-    from gpu_worker.wiring import build_runner, recover_interrupted_jobs, remember_finished_job
-
-    runner = build_runner(
-        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=webhooks.notify
+def _rate_limiter(core: Core, scope: Literal["submit", "read"]) -> RateLimiter:
+    settings = core.settings
+    per_minute, burst = (
+        (settings.rate_limit_submit_per_minute, settings.rate_limit_submit_burst)
+        if scope == "submit"
+        else (settings.rate_limit_read_per_minute, settings.rate_limit_read_burst)
     )
+    limiter = build_rate_limiter(
+        settings,
+        limit=per_minute,
+        period_s=60,
+        burst=burst,
+        scope=scope,
+        redis_client=core.redis,
+    )
+    return FailOpenRateLimiter(limiter, limit=burst)
+
+
+def _start_inline_queue(core: Core, generator: ImageGenerator) -> JobQueue:
+    settings = core.settings
+    runner = build_runner(settings, core=core, generator=generator)
 
     def run_job(job_id: str) -> RunOutcome:
-        outcome = runner.run(job_id)
-        if outcome == RunOutcome.SUCCEEDED:
-            remember_finished_job(cache, jobs, job_id, settings)
-        on_done(job_id)
-        return outcome
+        return runner.run(job_id)
 
     queue = InlineJobQueue(run_job, workers=settings.inline_workers)
-    recover_interrupted_jobs(jobs, queue.enqueue_id, on_failed=webhooks.notify)
+    recover_interrupted_jobs(core.jobs, core.finisher, queue.enqueue_id)
     queue.start()
-    closers.append(lambda: queue.close(timeout=settings.shutdown_grace_s))
+    core.closers.append(lambda: queue.close(timeout=settings.shutdown_grace_s))
     return queue
 
 

@@ -19,22 +19,28 @@ acknowledgement or a retry.
     │   ├── QuotaExceeded             (api.quotas: InFlight…, DailyImages…)
     │   └── InvalidWebhookUrl         malformed, or somewhere the service must not POST to
     ├── JobAlreadyFinished            cancel of a job that has ended
+    ├── JobCanceled                   raised from a step callback to stop a canceled job
     ├── EnqueueFailed                 the job was recorded but not queued; it has been failed
     ├── SignatureInvalid
     │   ├── BlobUrlSignatureInvalid   a blob URL we did not sign, altered or expired
     │   └── WebhookSignatureInvalid   a webhook delivery that does not verify
+    ├── SendFailed                    a webhook POST got no HTTP answer
     ├── PushUnauthorized              a push request not from our subscription
     ├── MalformedMessage              a queue message or push body we cannot read
     ├── GenerationError               the pipeline failed (code, retryable)
     ├── GeneratorUnavailable          the pipeline cannot take work now (readiness)
+    ├── FailpointTriggered            a fault injected on purpose (FAILPOINTS)
     └── ConfigurationError            the settings cannot work (raised at start)
+        ├── SchemaNotManaged          tables no migration made, in an unknown shape
         ├── UnsupportedAdapter
         ├── ModelNotFound
         ├── PipelineNotInstalled
         └── SigningNotConfigured
 
-InvalidWebhookUrl and MalformedMessage are also ValueErrors, ConfigurationError a RuntimeError,
-so callers that validate generically keep working.
+InvalidWebhookUrl and MalformedMessage are also ValueErrors, ConfigurationError and
+FailpointTriggered RuntimeErrors, so callers that validate generically keep working. The HTTP
+edge's own `api.problems.ProblemError` is not a domain error: it is how a route answers with a
+problem document.
 """
 
 from __future__ import annotations
@@ -149,6 +155,15 @@ class JobAlreadyFinished(ServiceError):
         self.job = job
 
 
+class JobCanceled(ServiceError):
+    """Raised from a generation's step callback: the job left `running` meanwhile (its owner
+    canceled it), so the pipeline stops at this step."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} was canceled")
+        self.job_id = job_id
+
+
 class EnqueueFailed(ServiceError):
     """The job was recorded but could not be handed to the workers; it has been marked failed."""
 
@@ -170,6 +185,10 @@ class BlobUrlSignatureInvalid(SignatureInvalid):
 
 class WebhookSignatureInvalid(SignatureInvalid):
     """The delivery was not signed with this secret, was altered, or is too old."""
+
+
+class SendFailed(ServiceError):
+    """A webhook POST got no HTTP answer: refused, reset, timed out, TLS failure."""
 
 
 class PushUnauthorized(ServiceError):
@@ -208,6 +227,19 @@ class GeneratorUnavailable(ServiceError):
 
 class ConfigurationError(ServiceError, RuntimeError):
     """The settings cannot work; raised while a process starts."""
+
+
+class SchemaNotManaged(ConfigurationError):
+    """The database holds tables of this schema that no migration made, in a shape that does
+    not match the first revision: it cannot be adopted safely."""
+
+
+class FailpointTriggered(ServiceError, RuntimeError):
+    """A fault injected on purpose (FAILPOINTS), for drills and tests."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"failpoint {name} triggered")
+        self.name = name
 
 
 class UnsupportedAdapter(ConfigurationError):

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Literal, cast
 
+from dal.errors import FailpointTriggered
+
 log = logging.getLogger(__name__)
 
 Action = Literal["exit", "error"]
@@ -21,12 +23,6 @@ Action = Literal["exit", "error"]
 KNOWN_POINTS: frozenset[str] = frozenset({"after_job_recorded"})
 ACTIONS: frozenset[str] = frozenset({"exit", "error"})
 EXIT_STATUS = 137  # what a shell reports for a process killed by SIGKILL
-
-
-class FailpointTriggered(RuntimeError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"failpoint {name} triggered")
-        self.name = name
 
 
 def parse_failpoints(spec: str | None) -> dict[str, Action]:

@@ -7,7 +7,7 @@ store's conditional operations.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +49,18 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
     return target in ALLOWED_TRANSITIONS[current]
+
+
+def legal_sources(expected: Collection[JobStatus], target: JobStatus) -> frozenset[JobStatus]:
+    """`expected` as a set, once every move from it to `target` is one the status machine
+    allows; raises ValueError naming the first that is not. Every store's `transition` asks
+    this before it writes, so the rule lives here and the stores only make the write
+    conditional on the current status."""
+    sources = frozenset(expected)
+    for status in sorted(sources):
+        if not can_transition(status, target):
+            raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+    return sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +292,12 @@ class GenerationRequest:
     # One seed per image: image i is generated from seeds[i] alone, so a job's images do not
     # depend on how many images were asked for or what else shared the batch.
     seeds: tuple[int, ...]
+
+    @property
+    def batch_shape(self) -> tuple[int, int, int, float]:
+        """What requests must share to run in one pipeline call (prompts and seeds may
+        differ)."""
+        return (self.width, self.height, self.num_inference_steps, self.guidance_scale)
 
 
 @dataclass(frozen=True, slots=True)

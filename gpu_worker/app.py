@@ -11,14 +11,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dal.errors import PushUnauthorized, StoreUnavailable
+from dal.errors import MalformedMessage, PushUnauthorized, StoreUnavailable
 from dal.health import run_checks
 from dal.ports import ImageGenerator
+from dal.pubsub.message import JobMessage
 from dal.settings import Settings
 from dal.telemetry import METRICS_CONTENT_TYPE, job_context, metrics_text, scrape_allowed
 from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 from dal.trace_context import set_traceparent
-from gpu_worker.push_envelope import MalformedEnvelope, PushMessage, parse_push_body
+from gpu_worker.push_envelope import parse_push_body
 from gpu_worker.wiring import WorkerServices, build_worker_services
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def create_worker_app(
             log.error("push message %s names no job; acknowledged and dropped", message.message_id)
             return Response(status_code=ACK)
         # The job's trace, from the API request that published it.
-        set_traceparent(message.attributes.get("traceparent"))
+        set_traceparent(message.traceparent)
         with job_context(message.job_id):
             outcome = await run_in_threadpool(worker.run_job, message.job_id)
             log.info(
@@ -90,14 +91,11 @@ def create_worker_app(
             return message
         if message.job_id is None:
             return Response(status_code=ACK)
-        count = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
-        detail = f"the queue gave up after {count} delivery attempts"
-        set_traceparent(message.attributes.get("traceparent"))
+        detail = message.dead_letter_detail()
+        set_traceparent(message.traceparent)
         with job_context(message.job_id):
             try:
-                job = await run_in_threadpool(
-                    worker.runner.record_dead_letter, message.job_id, detail=detail
-                )
+                job = await run_in_threadpool(worker.finisher.dead_letter, message.job_id, detail)
             except StoreUnavailable:
                 return Response(status_code=RETRY_LATER)
             log.warning("job %s dead-lettered (%s): %s", message.job_id, detail, bool(job))
@@ -117,7 +115,7 @@ def create_worker_app(
     @app.get("/readyz")
     def readyz(request: Request) -> Any:
         worker: WorkerServices = request.app.state.services
-        checks = {"model": "ok", **run_checks(worker.readiness_checks)}
+        checks = run_checks(worker.readiness_checks)
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if healthy else "failing", "checks": checks},
@@ -127,9 +125,7 @@ def create_worker_app(
     return app
 
 
-async def _authenticated_message(
-    request: Request, worker: WorkerServices
-) -> PushMessage | Response:
+async def _authenticated_message(request: Request, worker: WorkerServices) -> JobMessage | Response:
     try:
         worker.push_auth.verify(request.headers.get("authorization"))
     except PushUnauthorized as exc:
@@ -137,7 +133,7 @@ async def _authenticated_message(
         return JSONResponse({"detail": "unauthorized"}, status_code=401)
     try:
         return parse_push_body(await request.body())
-    except MalformedEnvelope as exc:
+    except MalformedMessage as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
 

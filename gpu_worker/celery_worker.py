@@ -225,7 +225,7 @@ def _dead_letter(
     request = task.request
     task_id = str(request.id)
     try:
-        runtime.services.runner.record_dead_letter(job_id, detail=detail)
+        runtime.services.finisher.dead_letter(job_id, detail)
         job = runtime.services.jobs.get(job_id)
     except JobNotFound:
         log.warning("task %s names job %s, which does not exist; dropped", task_id, job_id)

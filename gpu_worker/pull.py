@@ -7,10 +7,9 @@ so a GPU node never hoards work another node could do.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-from dal.pubsub.dead_letters import DELIVERY_COUNT_ATTRIBUTE, job_id_of
+from dal.pubsub.message import JobMessage
 from dal.telemetry import job_context
 from dal.trace_context import set_traceparent
 from gpu_worker.wiring import WorkerServices
@@ -34,7 +33,6 @@ class PullWorker:
         self._dead_letter_subscription = dead_letter_subscription
         self._max_in_flight = max_in_flight
         self._futures: list[Any] = []
-        self._stopped = threading.Event()
 
     def start(self) -> None:
         from google.cloud import pubsub_v1
@@ -52,21 +50,20 @@ class PullWorker:
         log.info("pulling jobs from %s", self._jobs_subscription)
 
     def on_job(self, message: Any) -> None:
-        attributes = dict(message.attributes)
-        job_id = job_id_of(bytes(message.data), attributes)
-        if job_id is None:
-            log.error("message %s names no job; acknowledged and dropped", message.message_id)
+        received = _decoded(message)
+        if received.job_id is None:
+            log.error("message %s names no job; acknowledged and dropped", received.message_id)
             message.ack()
             return
         # The job's trace, from the API request that published it.
-        set_traceparent(attributes.get("traceparent"))
-        with job_context(job_id):
-            outcome = self._services.run_job(job_id)
+        set_traceparent(received.traceparent)
+        with job_context(received.job_id):
+            outcome = self._services.run_job(received.job_id)
             log.info(
                 "pulled message %s for job %s (delivery %s): %s",
-                message.message_id,
-                job_id,
-                message.delivery_attempt or "?",
+                received.message_id,
+                received.job_id,
+                received.delivery_attempt or "?",
                 outcome.value,
             )
         if outcome.acknowledge:
@@ -75,22 +72,12 @@ class PullWorker:
             message.nack()
 
     def on_dead_letter(self, message: Any) -> None:
-        attributes = dict(message.attributes)
-        job_id = job_id_of(bytes(message.data), attributes)
-        if job_id is not None:
-            count = attributes.get(DELIVERY_COUNT_ATTRIBUTE, "?")
-            self._services.runner.record_dead_letter(
-                job_id, detail=f"the queue gave up after {count} delivery attempts"
-            )
+        received = _decoded(message)
+        if received.job_id is not None:
+            self._services.finisher.dead_letter(received.job_id, received.dead_letter_detail())
         message.ack()
 
-    def run_forever(self) -> None:
-        self.start()
-        self._stopped.wait()
-        self.stop()
-
     def stop(self) -> None:
-        self._stopped.set()
         for future in self._futures:
             future.cancel()
         for future in self._futures:
@@ -99,3 +86,13 @@ class PullWorker:
             except Exception:  # the cancellation itself surfaces here
                 log.debug("streaming pull ended", exc_info=True)
         self._futures.clear()
+
+
+def _decoded(message: Any) -> JobMessage:
+    """A streaming pull's message (google.cloud.pubsub_v1's Message), decoded."""
+    return JobMessage.decode(
+        message_id=message.message_id,
+        data=bytes(message.data),
+        attributes=dict(message.attributes),
+        delivery_attempt=message.delivery_attempt,
+    )

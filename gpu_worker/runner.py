@@ -13,18 +13,22 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from dal.errors import GenerationError, JobNotFound, StoreUnavailable, TransitionConflict
+from dal.errors import (
+    GenerationError,
+    JobCanceled,
+    JobNotFound,
+    StoreUnavailable,
+    TransitionConflict,
+)
+from dal.finisher import JobFinisher
 from dal.ports import BlobStore, ImageGenerator, JobStore
 from dal.records import (
-    DEAD_LETTERED,
     GenerationRequest,
     ImageRef,
     Job,
-    JobChanges,
     JobError,
     JobStatus,
     utcnow,
@@ -33,10 +37,9 @@ from dal.telemetry import job_context, span
 from dal.telemetry.metrics import (
     GENERATION_SECONDS,
     JOB_RUNS,
-    JOBS_FINISHED,
     QUEUE_WAIT_SECONDS,
 )
-from gpu_worker.progress import JobCanceled, ProgressReporter
+from gpu_worker.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +98,18 @@ class JobRunner:
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        on_finished: Callable[[str], None] | None = None,
+        finisher: JobFinisher | None = None,
     ) -> None:
-        """`on_finished(job_id)` is told when this runner ended a job (succeeded, failed,
-        dead-lettered), e.g. to deliver its webhook; it must not block."""
+        """`finisher` ends the jobs this runner finishes (with the process's side effects of
+        an ending); by default one with no side effects but the metric."""
         self._jobs = jobs
+        self._finisher = finisher or JobFinisher(jobs, clock=clock)
         self._blobs = blobs
         self._generator = generator
         self._config = config or RunnerConfig()
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._on_finished = on_finished
 
     def run(self, job_id: str) -> RunOutcome:
         # Every queue (push, pull, Celery, inline) comes through here: name the job on every
@@ -115,17 +118,12 @@ class JobRunner:
             outcome = self._run(job_id)
             run.set_attribute("txt2img.outcome", outcome.value)
         JOB_RUNS.labels(outcome.value).inc()
-        if outcome in (RunOutcome.SUCCEEDED, RunOutcome.FAILED):
-            # Canceled jobs are counted where the cancel happened (the API).
-            JOBS_FINISHED.labels(outcome.value).inc()
-            self._finished(job_id)
         return outcome
 
     def _run(self, job_id: str) -> RunOutcome:
         # Tell a batching generator this job is on its way, so the batch it is forming waits
         # for it (and one with nobody on the way starts at once).
-        arriving = getattr(self._generator, "arriving", None)
-        with arriving() if callable(arriving) else nullcontext():
+        with self._generator.arriving():
             return self._claim_and_run(job_id)
 
     def _claim_and_run(self, job_id: str) -> RunOutcome:
@@ -155,48 +153,6 @@ class JobRunner:
             self._monotonic() - started,
         )
         return outcome
-
-    def record_dead_letter(self, job_id: str, *, detail: str) -> Job | None:
-        """The queue gave up on this job's message: fail the job as dead_lettered unless it
-        finished meanwhile or a worker holds a live lease on it. Returns the record if it was
-        changed."""
-        try:
-            job = self._jobs.get(job_id)
-        except JobNotFound:
-            return None
-        expected = {JobStatus.QUEUED}
-        if job.status == JobStatus.RUNNING and (
-            job.lease_expires_at is None or job.lease_expires_at <= self._clock()
-        ):
-            expected.add(JobStatus.RUNNING)
-        if job.status not in expected:
-            return None
-        last = f" (last error: {job.error.code}: {job.error.message})" if job.error else ""
-        try:
-            failed = self._jobs.transition(
-                job_id,
-                expected=expected,
-                target=JobStatus.FAILED,
-                changes=JobChanges(
-                    finished_at=self._clock(),
-                    error=JobError(DEAD_LETTERED, f"{detail}{last}"),
-                ),
-            )
-        except TransitionConflict:
-            return None
-        JOBS_FINISHED.labels("failed").inc()
-        self._finished(job_id)
-        return failed
-
-    def _finished(self, job_id: str) -> None:
-        if self._on_finished is None:
-            return
-        try:
-            self._on_finished(job_id)
-        except Exception:
-            # A lost notification is picked up by the webhook redrive; the job's outcome
-            # and the queue's ack must not depend on it.
-            log.warning("job %s: on_finished hook failed", job_id, exc_info=True)
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -264,17 +220,7 @@ class JobRunner:
             raise _TransientFailure("storage_unavailable", str(exc)) from exc
 
         try:
-            self._jobs.transition(
-                job.id,
-                expected={JobStatus.RUNNING},
-                target=JobStatus.SUCCEEDED,
-                changes=JobChanges(
-                    progress=1.0,
-                    finished_at=self._clock(),
-                    images=tuple(refs),
-                    clear_error=True,
-                ),
-            )
+            self._finisher.succeed(job.id, tuple(refs))
         except TransitionConflict as conflict:
             # Canceled while we were storing (the job is final without these images), or our
             # lease lapsed and another worker finished it (its images are the same keys).
@@ -301,12 +247,7 @@ class JobRunner:
 
     def _fail(self, job: Job, code: str, message: str) -> RunOutcome:
         try:
-            self._jobs.transition(
-                job.id,
-                expected={JobStatus.RUNNING},
-                target=JobStatus.FAILED,
-                changes=JobChanges(finished_at=self._clock(), error=JobError(code, message)),
-            )
+            self._finisher.fail(job.id, JobError(code, message))
         except TransitionConflict:
             return RunOutcome.CANCELED
         except StoreUnavailable:

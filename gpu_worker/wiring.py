@@ -1,7 +1,10 @@
-"""Builds the worker's parts from settings: the model folder, the engine, the job runner.
+"""The worker's composition root: the shared core (dal.core), the model behind its batcher,
+the job runner. Used by every process that runs jobs: the push and pull worker (gpu_worker.app),
+the Celery worker, and the API of the embedded profile (its inline queue).
 
-Imported only by processes that run jobs; importing it does not import torch (the engine
-module is imported inside build_engine).
+Importing it does not import torch: the engine modules are imported inside build_engine, so
+that the API image, which holds no pipeline, can import this module and say why it cannot
+run one.
 """
 
 from __future__ import annotations
@@ -12,24 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dal.errors import JobNotFound, ModelNotFound, PipelineNotInstalled, StoreUnavailable
-from dal.factory import (
-    build_blob_store,
-    build_job_events,
-    build_redis_client,
-    build_request_cache,
-    build_stores,
-    build_url_signer,
-    close_all,
+from dal.core import Core, OnCore, build_core
+from dal.errors import (
+    ConfigurationError,
+    DalError,
+    ModelNotFound,
+    PipelineNotInstalled,
 )
-from dal.fail_open import FailOpenJobEvents, FailOpenRequestCache
-from dal.ports import BlobStore, ImageGenerator, JobStore, RequestCache
-from dal.records import JobChanges, JobError, JobStatus, utcnow
-from dal.request_keys import finished_job_key
+from dal.finisher import WORKER_RESTARTED, JobFinisher
+from dal.ports import ImageGenerator, JobStore
+from dal.records import JobStatus
 from dal.settings import Settings
 from dal.telemetry import GPU_MEMORY
-from dal.telemetry.metrics import JOBS_FINISHED, MODEL_LOAD_SECONDS, MODEL_WARM_UP_SECONDS
-from gpu_worker.cpu_pinning import CpuSplit
+from dal.telemetry.metrics import MODEL_LOAD_SECONDS, MODEL_WARM_UP_SECONDS
+from gpu_worker.cpu_pinning import CpuSplit, allowed_cpus, pin_this_process, split_cpus
 from gpu_worker.model_folder import is_model_folder
 from gpu_worker.push_auth import NoPushAuth, OidcPushAuth, PushAuthenticator
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
@@ -101,8 +100,6 @@ def build_engine(settings: Settings) -> ImageGenerator:
         process = EngineProcess(config)
         info = process.start()
         if split is not None and info.device == "cpu" and split.serving:
-            from gpu_worker.cpu_pinning import pin_this_process
-
             pin_this_process(split.serving)
             log.info("pipeline on CPUs %s, serving on CPUs %s", split.pipeline, split.serving)
         # This process never touches CUDA: its /metrics shows what the child reports.
@@ -132,19 +129,10 @@ def build_engine(settings: Settings) -> ImageGenerator:
 def _cpu_split(settings: Settings) -> CpuSplit | None:
     if not settings.pipeline_cpus:
         return None
-    from gpu_worker.cpu_pinning import allowed_cpus, split_cpus
-
     return split_cpus(settings.pipeline_cpus, allowed_cpus())
 
 
-def build_runner(
-    settings: Settings,
-    *,
-    jobs: JobStore,
-    blobs: BlobStore,
-    generator: ImageGenerator,
-    on_finished: Callable[[str], None] | None = None,
-) -> JobRunner:
+def build_runner(settings: Settings, *, core: Core, generator: ImageGenerator) -> JobRunner:
     config = RunnerConfig(
         progress_write_interval_s=settings.progress_write_interval_s,
         cancel_check_interval_s=settings.cancel_check_interval_s,
@@ -154,16 +142,20 @@ def build_runner(
         duplicate_wait_s=settings.duplicate_wait_s if settings.job_queue != "inline" else 0.0,
     )
     return JobRunner(
-        jobs=jobs, blobs=blobs, generator=generator, config=config, on_finished=on_finished
+        jobs=core.jobs,
+        blobs=core.blobs,
+        generator=generator,
+        finisher=core.finisher,
+        config=config,
     )
 
 
 def recover_interrupted_jobs(
     jobs: JobStore,
+    finisher: JobFinisher,
     enqueue: Callable[[str], None],
     *,
     batch: int = 500,
-    on_failed: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """At the start of a process that runs jobs in-process (the embedded profile): jobs still
     queued are enqueued again, and jobs left running by a process that stopped are failed
@@ -174,23 +166,9 @@ def recover_interrupted_jobs(
         requeued += 1
     for job in jobs.list_by_status(JobStatus.RUNNING, limit=batch):
         try:
-            jobs.transition(
-                job.id,
-                expected={JobStatus.RUNNING},
-                target=JobStatus.FAILED,
-                changes=JobChanges(
-                    finished_at=utcnow(),
-                    error=JobError(
-                        "worker_restarted",
-                        "the process running this job stopped before it finished; submit again",
-                    ),
-                ),
-            )
+            finisher.fail(job.id, WORKER_RESTARTED)
             failed += 1
-            JOBS_FINISHED.labels("failed").inc()
-            if on_failed is not None:
-                on_failed(job.id)
-        except Exception:
+        except DalError:
             log.warning("could not fail interrupted job %s", job.id, exc_info=True)
     if requeued or failed:
         log.info("recovered jobs: %d requeued, %d failed as interrupted", requeued, failed)
@@ -198,46 +176,22 @@ def recover_interrupted_jobs(
 
 
 @dataclass
-class WorkerServices:
-    settings: Settings
-    jobs: JobStore
-    blobs: BlobStore
-    cache: RequestCache
+class WorkerServices(OnCore):
+    core: Core
     generator: ImageGenerator
     runner: JobRunner
     push_auth: PushAuthenticator
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
-    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def run_job(self, job_id: str) -> RunOutcome:
-        outcome = self.runner.run(job_id)
-        if outcome == RunOutcome.SUCCEEDED:
-            remember_finished_job(self.cache, self.jobs, job_id, self.settings)
-        return outcome
-
-    def close(self) -> None:
-        close_all(self._closers)
-
-
-def remember_finished_job(
-    cache: RequestCache, jobs: JobStore, job_id: str, settings: Settings
-) -> None:
-    """Record a succeeded job so an identical seeded request can reuse its images. Best
-    effort: a cache outage only costs a future duplicate generation."""
-    if not settings.dedupe_seeded_requests:
-        return
-    try:
-        job = jobs.get(job_id)
-        cache.put(finished_job_key(job), job.id, ttl_s=settings.idempotency_ttl_s)
-    except (StoreUnavailable, JobNotFound) as exc:
-        log.warning("could not record finished job %s in the request cache: %s", job_id, exc)
+        return self.runner.run(job_id)
 
 
 def build_push_auth(settings: Settings) -> PushAuthenticator:
     if settings.push_auth == "none":
         return NoPushAuth()
     if not (settings.push_audience and settings.push_service_account):
-        raise ValueError("PUSH_AUTH=oidc needs PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT")
+        raise ConfigurationError("PUSH_AUTH=oidc needs PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT")
     return OidcPushAuth(
         audience=settings.push_audience,
         service_account_email=settings.push_service_account,
@@ -248,38 +202,26 @@ def build_push_auth(settings: Settings) -> PushAuthenticator:
 def build_worker_services(
     settings: Settings, *, generator: ImageGenerator | None = None
 ) -> WorkerServices:
-    """The worker process's one wiring function: stores, model (loaded and warmed), runner."""
-    closers: list[Callable[[], None]] = []
-    jobs, _ = build_stores(settings, closers)
-    blobs = build_blob_store(settings, build_url_signer(settings))
-    redis_client = build_redis_client(settings, closers)
-    cache = FailOpenRequestCache(build_request_cache(settings, redis_client=redis_client))
-    bus = build_job_events(settings, redis_client=redis_client)
-    job_events = FailOpenJobEvents(bus) if bus is not None else None
-    if generator is None:
-        generator = build_engine(settings)
-        closers.append(getattr(generator, "close", lambda: None))
-    # Delivers the webhooks of the jobs this worker ends, off the ack's path.
-    from api.webhooks import build_webhooks
-
-    webhooks = build_webhooks(settings, jobs=jobs, blobs=blobs, closers=closers)
-
-    def on_finished(job_id: str) -> None:
-        webhooks.notify(job_id)
-        if job_events is not None:
-            job_events.publish_finished(job_id)  # the API processes' waiting requests
-
-    runner = build_runner(
-        settings, jobs=jobs, blobs=blobs, generator=generator, on_finished=on_finished
-    )
+    """The worker process's composition root: the shared core, the model (loaded and warmed
+    up unless given; closed with the services only when built here), the runner."""
+    core = build_core(settings)
+    try:
+        push_auth = build_push_auth(settings)
+        if generator is None:
+            generator = build_engine(settings)
+            # After the core's closers: the model stops first, then the stores.
+            core.closers.append(generator.close)
+    except BaseException:
+        core.close()
+        raise
     return WorkerServices(
-        settings=settings,
-        jobs=jobs,
-        blobs=blobs,
-        cache=cache,
+        core=core,
         generator=generator,
-        runner=runner,
-        push_auth=build_push_auth(settings),
-        readiness_checks={"job_store": jobs.ping, "blob_store": blobs.ping},
-        _closers=closers,
+        runner=build_runner(settings, core=core, generator=generator),
+        push_auth=push_auth,
+        readiness_checks={
+            "job_store": core.jobs.ping,
+            "blob_store": core.blobs.ping,
+            "model": generator.check_ready,
+        },
     )

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 
 from PIL import Image
 
-from dal.errors import GenerationError
+from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 
 
 class PatternGenerator:
     model_id = "pattern-test-model"
     default_size = (64, 64)
+    max_in_flight = 1  # as a BatchEngine: one call at a time
 
     def __init__(self) -> None:
         self.calls: list[GenerationRequest] = []
@@ -32,16 +33,20 @@ class PatternGenerator:
         self.batches: list[list[GenerationRequest]] = []
         # Prompts that make a whole batch fail (as a pipeline ValueError would).
         self.poison_prompts: set[str] = set()
+        # Set to a reason to make check_ready() fail with it.
+        self.unavailable: str | None = None
+        self.closed = False
 
     @contextmanager
     def arriving(self) -> Iterator[None]:
         yield
 
     def check_ready(self) -> None:
-        return None
+        if self.unavailable is not None:
+            raise GeneratorUnavailable(self.unavailable)
 
     def close(self) -> None:
-        return None
+        self.closed = True
 
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None

@@ -22,10 +22,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit
-from api.job_views import job_view
-from api.problems import PROBLEM_MEDIA_TYPE
+from api.problem_openapi import problem_responses
 from api.routes.jobs import JobId
-from api.schemas import Problem
 from api.wiring import Services
 from dal.errors import NotFound
 from dal.records import Job, JobStatus
@@ -61,10 +59,6 @@ def _last_event_id(value: str | None) -> int:
         return int((value or "").strip())
     except ValueError:
         return -1
-
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
 
 
 def _event_schema(event: str, data_schema: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +105,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
             "finished job, and the stream ends. Reconnect with `Last-Event-ID`.",
             "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
         },
-        **_problems(401, 404, 429, 503),
+        **problem_responses(401, 404, 429, 503),
     },
     summary="Follow a job's progress as Server-Sent Events",
 )
@@ -150,7 +144,7 @@ async def _events(
     while True:
         eid = event_id(job)
         if job.status.is_terminal:
-            view = await run_in_threadpool(job_view, job, services, str(request.base_url))
+            view = await run_in_threadpool(services.view, job, str(request.base_url))
             yield _frame("status", eid, view.model_dump_json())
             return
         if eid > last_id:

@@ -3,29 +3,26 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
 from api.job_service import JobRequest
-from api.job_views import job_view
-from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from api.problem_openapi import problem_responses
+from api.problems import ProblemError
 from api.quotas import QuotaLimits
-from api.schemas import JobCreate, JobListOut, JobOut, Problem
+from api.schemas import JobCreate, JobListOut
 from api.wiring import Services
 from dal.errors import InvalidWebhookUrl
+from dal.job_view import JobOut
 from dal.records import Job
 from dal.telemetry import set_job_ids
-from dal.telemetry.metrics import JOBS_FINISHED, JOBS_SUBMITTED
+from dal.telemetry.metrics import JOBS_SUBMITTED
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
-
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes}
 
 
 def _check_idempotency_key(value: str | None) -> str | None:
@@ -56,7 +53,7 @@ def _check_idempotency_key(value: str | None) -> str | None:
             "description": "The job has already finished: an identical seeded request had "
             "succeeded, or it finished within `Prefer: wait=N`.",
         },
-        **_problems(400, 401, 413, 415, 422, 429, 503),
+        **problem_responses(400, 401, 413, 415, 422, 429, 503),
     },
     summary="Submit a text-to-image job",
 )
@@ -115,14 +112,14 @@ async def submit_job(
         job = await _wait_until_finished(services, principal.owner, job, wait_s)
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
-    return await run_in_threadpool(job_view, job, services, str(request.base_url))
+    return await run_in_threadpool(services.view, job, str(request.base_url))
 
 
 @router.get(
     "",
     response_model=JobListOut,
     dependencies=[Depends(read_rate_limit)],
-    responses=_problems(401, 422, 429, 503),
+    responses=problem_responses(401, 422, 429, 503),
     summary="List your jobs, newest first",
 )
 def list_jobs(
@@ -142,13 +139,13 @@ def list_jobs(
     page = services.job_service.list(owner=principal.owner, limit=limit, cursor=cursor)
     base = str(request.base_url)
     return JobListOut(
-        items=[job_view(j, services, base) for j in page.items], next_cursor=page.next_cursor
+        items=[services.view(j, base) for j in page.items], next_cursor=page.next_cursor
     )
 
 
 def _check_webhook_url(services: Services, url: str) -> None:
     try:
-        services.webhooks.urls.check(url)
+        services.webhook_urls.check(url)
     except InvalidWebhookUrl as exc:
         message = str(exc)
         raise ProblemError(
@@ -165,7 +162,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
     "/{job_id}",
     response_model=JobOut,
     dependencies=[Depends(read_rate_limit)],
-    responses=_problems(401, 404, 429, 503),
+    responses=problem_responses(401, 404, 429, 503),
     summary="Get a job: status, progress and signed image URLs",
 )
 async def get_job(
@@ -187,7 +184,7 @@ async def get_job(
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
         job = await _wait_until_finished(services, principal.owner, job, wait_s)
-    return await run_in_threadpool(job_view, job, services, str(request.base_url))
+    return await run_in_threadpool(services.view, job, str(request.base_url))
 
 
 async def _wait_until_finished(services: Services, owner: str, job: Job, wait_s: float) -> Job:
@@ -217,16 +214,12 @@ def _preferred_wait(prefer: str | None, cap: float) -> float | None:
     "/{job_id}",
     response_model=JobOut,
     dependencies=[Depends(submit_rate_limit)],
-    responses=_problems(401, 404, 409, 429, 503),
+    responses=problem_responses(401, 404, 409, 429, 503),
     summary="Cancel a queued or running job",
 )
 def cancel_job(
     job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> JobOut:
+    # The finisher wakes the waiters, publishes the job event and schedules the webhook.
     job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
-    JOBS_FINISHED.labels("canceled").inc()
-    services.job_waits.notify(job.id)
-    if services.job_events is not None:
-        services.job_events.publish_finished(job.id)  # waiters on the other API instances
-    services.webhooks.notify(job.id)
-    return job_view(job, services, str(request.base_url))
+    return services.view(job, str(request.base_url))

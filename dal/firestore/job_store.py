@@ -71,8 +71,8 @@ from dal.records import (
     JobStatus,
     Page,
     WebhookDelivery,
-    can_transition,
     is_dead_lettered,
+    legal_sources,
     utcnow,
 )
 from dal.webhooks.state import has_succeeded, is_owed, webhook_event
@@ -198,10 +198,7 @@ class FirestoreJobStore:
         target: JobStatus,
         changes: JobChanges | None = None,
     ) -> Job:
-        expected_set = frozenset(expected)
-        for status in expected_set:
-            if not can_transition(status, target):
-                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        expected_set = legal_sources(expected, target)
         apply = changes or JobChanges()
 
         def compute(job: Job, now: datetime) -> Job:

@@ -6,6 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from dal.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -20,8 +22,6 @@ class MemoryJobEvents:
         self.available = True
 
     def publish_finished(self, job_id: str) -> None:
-        from dal.errors import StoreUnavailable
-
         if not self.available:
             raise StoreUnavailable("job events are unavailable")
         with self._lock:

@@ -14,8 +14,8 @@ from dal.records import (
     JobStatus,
     Page,
     WebhookDelivery,
-    can_transition,
     is_dead_lettered,
+    legal_sources,
     utcnow,
 )
 from dal.webhooks.state import has_succeeded, is_owed
@@ -73,10 +73,7 @@ class MemoryJobStore:
         target: JobStatus,
         changes: JobChanges | None = None,
     ) -> Job:
-        expected_set = frozenset(expected)
-        for status in expected_set:
-            if not can_transition(status, target):
-                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        expected_set = legal_sources(expected, target)
         with self._lock:
             job = self._get_locked(job_id)
             if job.status not in expected_set:

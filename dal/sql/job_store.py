@@ -23,8 +23,8 @@ from dal.records import (
     JobStatus,
     Page,
     WebhookDelivery,
-    can_transition,
     is_dead_lettered,
+    legal_sources,
     utcnow,
 )
 from dal.sql.engine import write_lock
@@ -100,10 +100,7 @@ class SqlJobStore:
         target: JobStatus,
         changes: JobChanges | None = None,
     ) -> Job:
-        expected_set = frozenset(expected)
-        for status in expected_set:
-            if not can_transition(status, target):
-                raise ValueError(f"{status.value} → {target.value} is not a valid transition")
+        expected_set = legal_sources(expected, target)
         changes = changes or JobChanges()
         values: dict[str, Any] = {"status": target.value, "updated_at": self._clock()}
         if changes.progress is not None:

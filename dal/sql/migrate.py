@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dal.errors import SchemaNotManaged
 from dal.sql.engine import create_sql_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -63,11 +64,6 @@ _BASELINE_COLUMNS = {
     ),
     "api_keys": frozenset({"id", "owner", "key_hash", "label", "created_at", "revoked_at"}),
 }
-
-
-class SchemaNotManaged(RuntimeError):
-    """The database holds tables of this schema that no migration made, in a shape that does
-    not match the first revision: it cannot be adopted safely."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dal.errors import InvalidWebhookUrl, JobNotFound
+from dal.errors import InvalidWebhookUrl, JobNotFound, SendFailed
 from dal.ports import JobStore
 from dal.records import Job, WebhookDelivery, utcnow
 from dal.webhooks.retry import RetryPolicy
-from dal.webhooks.sender import SendFailed, WebhookSender
+from dal.webhooks.sender import WebhookSender
 from dal.webhooks.signing import signed_headers
 from dal.webhooks.state import deliveries_of, is_owed, message_id, webhook_event
 from dal.webhooks.urls import WebhookUrlPolicy

@@ -1,12 +1,13 @@
-"""Builds a process's webhook dispatcher from settings (called by each wiring function)."""
+"""Builds a process's webhook dispatcher from settings (called by dal.core.build_core)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 
-from dal.ports import JobStore
-from dal.records import Job
+from dal.job_view import webhook_body_renderer
+from dal.ports import BlobStore, JobStore
 from dal.settings import Settings
 from dal.webhooks.dispatcher import RedriveConfig, WebhookDispatcher
 from dal.webhooks.retry import RetryPolicy
@@ -23,11 +24,19 @@ def build_webhook_dispatcher(
     settings: Settings,
     *,
     jobs: JobStore,
-    render: Callable[[Job], bytes],
+    blobs: BlobStore,
     closers: list[Callable[[], None]],
     sender: WebhookSender | None = None,
 ) -> WebhookDispatcher:
-    """Started (delivery threads and the redrive), and closed by `closers`."""
+    """Started (delivery threads and the redrive), and closed by `closers`. The body is the
+    job's public view (dal.job_view), as GET /v1/jobs/{id} shows it."""
+    render = webhook_body_renderer(
+        blobs,
+        timedelta(seconds=settings.signed_url_ttl_s),
+        # No request to take an origin from: API-served image URLs are absolute only with
+        # PUBLIC_BASE_URL (the signer adds it); GCS URLs always are.
+        base_url="",
+    )
     retry = RetryPolicy(
         max_attempts=settings.webhook_max_attempts,
         base_s=settings.webhook_backoff_base_s,

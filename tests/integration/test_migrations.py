@@ -19,9 +19,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, event, inspect, text
 
+from dal.errors import SchemaNotManaged
 from dal.records import JobStatus
 from dal.sql import SqlJobStore, create_sql_engine, metadata, upgrade
-from dal.sql.migrate import SchemaNotManaged, alembic_config, current, head_revision
+from dal.sql.migrate import alembic_config, current, head_revision
 from tests.contracts.job_store_contract import make_job
 
 pytest_plugins = ["tests.integration.postgres_service"]

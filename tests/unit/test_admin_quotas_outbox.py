@@ -9,7 +9,7 @@ import pytest
 
 from api.admin_cli import main
 from api.api_keys import ApiKeyService
-from api.wiring import build_stores
+from dal.factory import build_stores
 from dal.settings import Settings
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dal.failpoints import Failpoints, FailpointTriggered, parse_failpoints
+from dal.errors import FailpointTriggered
+from dal.failpoints import Failpoints, parse_failpoints
 from dal.settings import Settings
 
 STRONG = "s" * 40

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from dal.errors import GenerationError, StoreUnavailable
+from dal.finisher import JobFinisher
 from dal.memory import MemoryBlobStore, MemoryJobStore
 from dal.records import Job, JobChanges, JobParams, JobStatus
 from dal.url_signing import HmacUrlSigner
@@ -308,7 +309,7 @@ class TestRetriesAndLeases:
         generator.fail_with = GenerationError("out_of_memory", "CUDA OOM", retryable=True)
         runner = runner_for(jobs, blobs, generator, retry_transient=True)
         runner.run("job1")
-        job = runner.record_dead_letter("job1", detail="gave up after 5 deliveries")
+        job = JobFinisher(jobs).dead_letter("job1", "gave up after 5 deliveries")
         assert job is not None and job.status == JobStatus.FAILED
         assert job.error is not None and job.error.code == "dead_lettered"
         assert "out_of_memory" in job.error.message
@@ -323,5 +324,5 @@ class TestRetriesAndLeases:
         jobs.create(make_job())
         runner = runner_for(jobs, blobs, PatternGenerator())
         runner.run("job1")
-        assert runner.record_dead_letter("job1", detail="late") is None
+        assert JobFinisher(jobs).dead_letter("job1", "late") is None
         assert jobs.get("job1").status == JobStatus.SUCCEEDED

@@ -14,8 +14,9 @@ from api.app import create_app
 from api.job_service import GenerationDefaults, JobRequest, JobService
 from api.outbox_sweeper import OutboxSweeper
 from api.wiring import Services, build_services
-from dal.errors import TransitionConflict
-from dal.failpoints import Failpoints, FailpointTriggered
+from dal.errors import FailpointTriggered, TransitionConflict
+from dal.failpoints import Failpoints
+from dal.finisher import JobFinisher
 from dal.memory import MemoryJobQueue, MemoryJobStore, MemoryRequestCache
 from dal.records import ENQUEUE_FAILED, JobStatus
 from dal.settings import Settings
@@ -34,11 +35,17 @@ class Outbox:
         self.clock = ManualClock()
         self.jobs = MemoryJobStore(clock=self.clock)
         self.queue = MemoryJobQueue()
+        self.finisher = JobFinisher(self.jobs, clock=self.clock)
         self.sweeper = self.sweeper_of(self.queue)
 
     def sweeper_of(self, queue: MemoryJobQueue) -> OutboxSweeper:
         return OutboxSweeper(
-            self.jobs, queue, grace_s=GRACE_S, give_up_s=GIVE_UP_S, clock=self.clock
+            self.jobs,
+            queue,
+            self.finisher,
+            grace_s=GRACE_S,
+            give_up_s=GIVE_UP_S,
+            clock=self.clock,
         )
 
     def service(
@@ -48,6 +55,7 @@ class Outbox:
             jobs=self.jobs,
             queue=self.queue,
             cache=MemoryRequestCache(),
+            finisher=self.finisher,
             model_id="m",
             defaults=GenerationDefaults(64, 64, 2, 1.0),
             clock=self.clock,
@@ -217,7 +225,12 @@ class TestInTheApiProcess:
         clock = ManualClock(T0 + timedelta(seconds=GRACE_S + 1))
         assert isinstance(services.queue, MemoryJobQueue)
         services.outbox = OutboxSweeper(
-            services.jobs, services.queue, grace_s=GRACE_S, give_up_s=GIVE_UP_S, clock=clock
+            services.jobs,
+            services.queue,
+            services.core.finisher,
+            grace_s=GRACE_S,
+            give_up_s=GIVE_UP_S,
+            clock=clock,
         )
         services.jobs.create(make_job("stranded", created_at=T0))
         return services, services.queue, clock

@@ -16,6 +16,7 @@ from api.quotas import (
     seconds_to_next_utc_day,
 )
 from dal.errors import EnqueueFailed, QuotaExceeded
+from dal.finisher import JobFinisher
 from dal.memory import MemoryJobQueue, MemoryJobStore, MemoryRequestCache
 from dal.records import JobStatus
 from dal.request_keys import finished_request_key
@@ -34,6 +35,7 @@ class Harness:
             jobs=self.jobs,
             queue=self.queue,
             cache=self.cache,
+            finisher=JobFinisher(self.jobs, clock=self.clock),
             model_id="m",
             defaults=GenerationDefaults(64, 64, 2, 1.0),
             clock=self.clock,

@@ -15,8 +15,9 @@ from api import admin_cli
 from api.app import create_app
 from api.wiring import build_services
 from dal.errors import GenerationError
+from dal.finisher import JobFinisher
 from dal.memory import MemoryBlobStore, MemoryJobStore
-from dal.records import JobStatus
+from dal.records import Job, JobStatus
 from dal.url_signing import HmacUrlSigner
 from dal.webhooks.signing import owner_secret, verify
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
@@ -183,31 +184,33 @@ class TestRunnerHook:
     def runner(
         self, jobs: MemoryJobStore, generator: PatternGenerator, told: list[str]
     ) -> JobRunner:
+        finisher = JobFinisher(jobs)
+        finisher.add_handler("tell", lambda job: told.append(job.id))
         return JobRunner(
             jobs=jobs,
             blobs=MemoryBlobStore(HmacUrlSigner("secret")),
             generator=generator,
+            finisher=finisher,
             config=RunnerConfig(progress_write_interval_s=0, cancel_check_interval_s=0),
-            on_finished=told.append,
         )
 
-    def test_the_runner_tells_of_succeeded_failed_and_dead_lettered_jobs(
+    def test_the_runner_tells_of_succeeded_and_failed_jobs(
         self, runner_parts: tuple[MemoryJobStore, PatternGenerator, list[str]]
     ) -> None:
         """Each end the runner causes is told once; a duplicate delivery is not."""
         jobs, generator, told = runner_parts
         runner = self.runner(jobs, generator, told)
-        for job_id in ("ok", "broken", "lost"):
+        for job_id in ("ok", "broken"):
             jobs.create(make_job(job_id))
 
         assert runner.run("ok") == RunOutcome.SUCCEEDED
         assert runner.run("ok") == RunOutcome.DUPLICATE
         generator.fail_with = GenerationError("prompt_rejected", "no", retryable=False)
         assert runner.run("broken") == RunOutcome.FAILED
-        assert runner.record_dead_letter("lost", detail="gave up") is not None
+        assert runner.run("broken") == RunOutcome.DUPLICATE
 
-        assert told == ["ok", "broken", "lost"]
-        assert jobs.get("lost").status == JobStatus.FAILED
+        assert told == ["ok", "broken"]
+        assert jobs.get("broken").status == JobStatus.FAILED
 
     def test_a_failing_hook_never_changes_the_outcome(
         self, runner_parts: tuple[MemoryJobStore, PatternGenerator, list[str]]
@@ -215,15 +218,17 @@ class TestRunnerHook:
         """The job's end and the queue's answer do not depend on the notification."""
         jobs, generator, _ = runner_parts
 
-        def explode(job_id: str) -> None:
+        def explode(job: Job) -> None:
             raise RuntimeError("dispatcher is gone")
 
+        finisher = JobFinisher(jobs)
+        finisher.add_handler("explode", explode)
         runner = JobRunner(
             jobs=jobs,
             blobs=MemoryBlobStore(HmacUrlSigner("secret")),
             generator=generator,
+            finisher=finisher,
             config=RunnerConfig(progress_write_interval_s=0, cancel_check_interval_s=0),
-            on_finished=explode,
         )
         jobs.create(make_job("ok"))
         assert runner.run("ok") == RunOutcome.SUCCEEDED

@@ -4,6 +4,7 @@ process): publishing, running through WorkerServices, retries, leases, dead lett
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -276,14 +277,14 @@ class TestDeadLetters:
                 assert admin_main(["dead-letters", "replay", "--job", "j-doomed"], settings) == 0
                 assert "replayed\tj-doomed" in capsys.readouterr().out
             else:
-                closers: list[Callable[[], None]] = []
-                replay = build_replay(settings, jobs, closers)
+                # The worker's own in-memory store, with closers of the replay's own.
+                core = dataclasses.replace(worker.services.core, closers=[])
+                replay = build_replay(core)
                 try:
                     (result,) = replay.replay(select(["j-doomed"], all_=False, older_than_s=None))
                     assert result.action == "replayed"
                 finally:
-                    for close in closers:
-                        close()
+                    core.close()
 
             job = wait_for_status(jobs, "j-doomed", JobStatus.SUCCEEDED, JobStatus.FAILED)
             assert job.status == JobStatus.SUCCEEDED, job
@@ -304,7 +305,7 @@ class TestDeadLetters:
             jobs.create(make_job("j-poison"))
             claimed = jobs.claim("j-poison", lease_s=0.01)  # the last worker's claim
             # ...long expired by the time the task comes back (a live lease is another
-            # worker's, which record_dead_letter rightly leaves alone).
+            # worker's, which the finisher's dead_letter rightly leaves alone).
             lapses = claimed.lease_expires_at
             assert lapses is not None
             wait_until(lambda: utcnow() > lapses, 5, "the last claim's lease lapsed")
@@ -336,7 +337,7 @@ class TestDeadLetters:
             box = dead_letters(settings)
             for job_id in ("j-a", "j-b"):
                 jobs.create(make_job(job_id))
-                worker.runtime.services.runner.record_dead_letter(job_id, detail="test")
+                worker.runtime.services.finisher.dead_letter(job_id, "test")
                 box.add(
                     job_id=job_id,
                     task_id=f"t-{job_id}",
@@ -350,8 +351,8 @@ class TestDeadLetters:
                 client.rpush(settings.celery_dead_letter_key, "not json")
             finally:
                 client.close()
-            closers: list[Callable[[], None]] = []
-            replay = build_replay(settings, jobs, closers)
+            core = dataclasses.replace(worker.services.core, closers=[])
+            replay = build_replay(core)
             try:
                 assert [r.job_id for r in replay.rows()] == ["j-a", "j-b", None]
                 dry = replay.purge(select(["j-a"], all_=False, older_than_s=None), dry_run=True)
@@ -363,6 +364,5 @@ class TestDeadLetters:
                 replay.purge(select([], all_=True, older_than_s=None))
                 assert box.take_all() == []
             finally:
-                for close in closers:
-                    close()
+                core.close()
             assert jobs.get("j-a").status == JobStatus.FAILED

@@ -10,8 +10,7 @@ from api.app import create_app
 from api.wiring import Services, build_services
 from dal.memory import MemoryJobQueue
 from dal.settings import Settings
-from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
-from gpu_worker.wiring import remember_finished_job
+from gpu_worker.runner import JobRunner, RunnerConfig
 from tests.fakes import PatternGenerator
 
 ALICE_KEY = "alice-test-key-0123456789"
@@ -35,14 +34,12 @@ class ApiHarness:
             jobs=self.services.jobs,
             blobs=self.services.blobs,
             generator=self.generator,
+            finisher=self.services.core.finisher,
             config=RunnerConfig(progress_write_interval_s=0, cancel_check_interval_s=0),
         )
         ids = queue.take_all()
         for job_id in ids:
-            if runner.run(job_id) == RunOutcome.SUCCEEDED:
-                remember_finished_job(
-                    self.services.cache, self.services.jobs, job_id, self.services.settings
-                )
+            runner.run(job_id)
         return ids
 
 

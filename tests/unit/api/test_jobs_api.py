@@ -216,7 +216,7 @@ class TestDeduplication:
 class TestCacheOutage:
     def test_request_cache_down_fails_open(self, api: ApiHarness) -> None:
         """With the request cache down, submits work and idempotency still holds (job store)."""
-        inner = api.services.cache._inner  # type: ignore[attr-defined]
+        inner = api.services.core.cache._inner  # type: ignore[attr-defined]
         inner.available = False
         headers = api.headers(**{"Idempotency-Key": "during-outage"})
         first = api.client.post("/v1/jobs", json=PROMPT, headers=headers)
