@@ -105,7 +105,7 @@ test-integration: $(STAMP) services ## Integration tests (SQLite, filesystem, th
 test-e2e: $(STAMP) services browser ## The API over HTTP with the inline queue generating real PNGs
 	$(BIN)/python -m pytest tests/e2e
 
-lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
+lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, import graph, bandit, hadolint, shellcheck, terraform fmt, checkov, infrastructure tests
 	$(BIN)/python tools/locks.py check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -117,7 +117,8 @@ lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, bandit, hadolint, she
 	elif [ "$$CI" = true ]; then echo "terraform is required in CI" >&2; exit 1; \
 	else echo "terraform not installed: skipping terraform fmt"; fi
 	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
-	$(BIN)/python -m pytest -q tests/unit/infra
+	$(BIN)/python tools/import_graph.py check
+	$(BIN)/python -m pytest -q tests/unit/infra tests/unit/test_import_graph.py
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
