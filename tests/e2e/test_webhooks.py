@@ -4,11 +4,8 @@ receiver in this test that verifies every signature and answers 500 once, then 2
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,62 +13,38 @@ import pytest
 from dal.errors import WebhookSignatureInvalid
 from dal.webhooks.signing import verify
 from tests.e2e.conftest import RunningService
+from tests.webhook_receiver import Received, WebhookReceiver, running_receiver
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    signature_ok: bool
-    answered: int
+class SignatureChecking:
+    """Refuses a delivery that does not verify with the owner's secret for good (401), fails
+    the first good one (500), takes the rest (200)."""
 
-
-class Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
         self.secret = ""
-        self.received: list[Received] = []
-        self.lock = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/txt2img"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        headers = {name.title(): value for name, value in self.headers.items()}
+    def signature_ok(self, headers: dict[str, str], body: bytes) -> bool:
         try:
-            verify(self.server.secret, headers, body)
-            signature_ok = True
+            verify(self.secret, headers, body)
         except WebhookSignatureInvalid:
-            signature_ok = False
-        with self.server.lock:
-            # A bad signature is refused for good (4xx); the first good one fails (500).
-            first = not any(r.signature_ok for r in self.server.received)
-            status = 401 if not signature_ok else 500 if first else 200
-            self.server.received.append(Received(headers, body, signature_ok, status))
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+            return False
+        return True
 
-    def log_message(self, format: str, *args: object) -> None:
-        return None
+    def __call__(self, before: list[Received], headers: dict[str, str], body: bytes) -> int:
+        if not self.signature_ok(headers, body):
+            return 401
+        return 500 if all(r.status == 401 for r in before) else 200
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+def checker() -> SignatureChecking:
+    return SignatureChecking()
+
+
+@pytest.fixture
+def receiver(checker: SignatureChecking) -> Iterator[WebhookReceiver]:
+    with running_receiver(checker, path="/hooks/txt2img") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def wait_for(predicate: Any, timeout_s: float) -> None:
@@ -84,14 +57,14 @@ def wait_for(predicate: Any, timeout_s: float) -> None:
 
 class TestWebhooks:
     def test_a_finished_job_is_delivered_once_after_a_retried_500(
-        self, service: RunningService, receiver: Receiver
+        self, service: RunningService, receiver: WebhookReceiver, checker: SignatureChecking
     ) -> None:
         """The receiver verifies the signature with the owner's secret; its 500 is retried;
         the job records the failed attempt and exactly one success."""
         with service.client() as client:
             secret = client.get("/v1/webhooks/secret")
             assert secret.status_code == 200, secret.text
-            receiver.secret = secret.json()["secret"]
+            checker.secret = secret.json()["secret"]
             body = {
                 "prompt": "a lighthouse at dusk",
                 "seed": 21,
@@ -125,7 +98,10 @@ class TestWebhooks:
         # Nothing more arrives once the success is recorded.
         time.sleep(1.0)
         received = list(receiver.received)
-        assert [(r.signature_ok, r.answered) for r in received] == [(True, 500), (True, 200)]
+        assert [(checker.signature_ok(r.headers, r.body), r.status) for r in received] == [
+            (True, 500),
+            (True, 200),
+        ]
         assert {r.headers["Webhook-Id"] for r in received} == {f"{job_id}.job.succeeded"}
         assert {r.headers["Webhook-Event"] for r in received} == {"job.succeeded"}
         success = json.loads(received[-1].body)

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,50 +48,20 @@ from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 from gpu_worker.wiring import build_worker_services, recover_interrupted_jobs
 from tests.contracts.job_store_contract import ManualClock, make_job
 from tests.fakes import PatternGenerator
+from tests.webhook_receiver import WebhookReceiver, always, running_receiver
 
 OWNER = "alice"
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook endpoint that answers 204 to everything and keeps the job ids it got."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ReceiverHandler)
-        self.posts: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def count(self, job_id: str) -> int:
-        with self.lock:
-            return self.posts.count(job_id)
-
-
-class _ReceiverHandler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.posts.append(body["id"])
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with running_receiver(always(204)) as server:
+        yield server
+
+
+def posts_for(receiver: WebhookReceiver, job_id: str) -> int:
+    with receiver.lock:
+        return sum(json.loads(r.body)["id"] == job_id for r in receiver.received)
 
 
 def finished_total(status: str) -> float:
@@ -137,7 +106,7 @@ class Side:
     """One process's core with an observer on its job-event bus."""
 
     core: Core
-    receiver: Receiver
+    receiver: WebhookReceiver
     waits: JobWaits | None  # None: a process that serves no waiting requests (a worker)
     events: list[str] = field(default_factory=list)
 
@@ -160,7 +129,7 @@ class Side:
             finished={s: finished_total(s) - before[s] for s in STATUSES},
             events=self.events[events_before:].count(ended),
             waiter_woken=waiter.was_woken() if waiter is not None else None,
-            webhook_posts=self.receiver.count(ended),
+            webhook_posts=posts_for(self.receiver, ended),
             remembered=self.core.cache.get(finished_job_key(job)) == ended,
         )
 
@@ -203,7 +172,7 @@ class Api:
     services: Services
     side: Side
     generator: PatternGenerator
-    receiver: Receiver
+    receiver: WebhookReceiver
 
     def submit(self) -> str:
         request = JobRequest(
@@ -222,7 +191,7 @@ class Api:
 
 
 @pytest.fixture
-def api(receiver: Receiver) -> Iterator[Api]:
+def api(receiver: WebhookReceiver) -> Iterator[Api]:
     generator = PatternGenerator()
     services = build_services(settings(), generator=generator)
     yield Api(services, Side(services.core, receiver, services.job_waits), generator, receiver)
@@ -340,14 +309,14 @@ class TestInTheWorkerProcess:
     """Through the worker's push endpoints, as Pub/Sub calls them."""
 
     @pytest.fixture
-    def worker(self, receiver: Receiver) -> Iterator[tuple[TestClient, Side]]:
+    def worker(self, receiver: WebhookReceiver) -> Iterator[tuple[TestClient, Side]]:
         services = build_worker_services(settings(), generator=PatternGenerator())
         side = Side(services.core, receiver, None)
         with TestClient(create_worker_app(services=services)) as client:
             yield client, side
         services.close()
 
-    def test_a_pushed_job_succeeding(self, worker, receiver: Receiver) -> None:
+    def test_a_pushed_job_succeeding(self, worker, receiver: WebhookReceiver) -> None:
         client, side = worker
         job = make_job("pushed", webhook_url=receiver.url)
         side.core.jobs.create(job)

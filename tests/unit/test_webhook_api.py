@@ -24,7 +24,8 @@ from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 from tests.contracts.job_store_contract import make_job
 from tests.fakes import PatternGenerator
 from tests.unit.api.conftest import ApiHarness, make_settings
-from tests.unit.test_webhook_dispatcher import Receiver, receiver
+from tests.unit.test_webhook_dispatcher import receiver
+from tests.webhook_receiver import WebhookReceiver
 
 __all__ = ["receiver"]  # the fixture, re-exported for pytest
 
@@ -150,7 +151,7 @@ class TestSecret:
 
 class TestCancelDelivers:
     def test_a_cancel_is_delivered_with_a_retry_and_shown_on_the_job(
-        self, api: ApiHarness, receiver: Receiver
+        self, api: ApiHarness, receiver: WebhookReceiver
     ) -> None:
         """The receiver answers 500, then 204: the job shows both, one of them a success."""
         created = api.client.post(
@@ -170,7 +171,7 @@ class TestCancelDelivers:
             ("job.canceled", 500, False),
             ("job.canceled", 204, True),
         ]
-        headers, body, _ = receiver.received[-1]
+        headers, body = receiver.received[-1].headers, receiver.received[-1].body
         secret = api.client.get("/v1/webhooks/secret", headers=api.headers()).json()["secret"]
         verify(secret, headers, body)
         assert headers["Webhook-Id"] == f"{created['id']}.job.canceled"

@@ -6,11 +6,9 @@ for the threaded path, to a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from dal.webhooks.signing import owner_secret, verify
 from dal.webhooks.urls import WebhookUrlPolicy
 from tests.contracts.job_store_contract import T0, ManualClock, make_job
 from tests.webhook_fakes import RecordingSender
+from tests.webhook_receiver import WebhookReceiver, failing_first, running_receiver
 
 MASTER = "master-secret-for-tests-0123456789"
 HOOK = "http://127.0.0.1:9/hook"
@@ -259,50 +258,16 @@ class TestRedrive:
         assert h.dispatcher.redrive() == 0  # outside the window now
 
 
-class Receiver(ThreadingHTTPServer):
-    """Answers 500 to the first POST and 204 after, keeping what it got."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), ReceiverHandler)
-        self.received: list[tuple[dict[str, str], bytes, int]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class ReceiverHandler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.server.lock:
-            status = 500 if not self.server.received else 204
-            self.server.received.append((dict(self.headers.items()), body, status))
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    """Answers 500 to the first POST and 204 after."""
+    with running_receiver(failing_first(500, then=204)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class TestThreaded:
     def test_notify_returns_at_once_and_threads_deliver_with_a_retry(
-        self, receiver: Receiver
+        self, receiver: WebhookReceiver
     ) -> None:
         """Over real HTTP: notify does not block; the 500 is retried; one 204 is recorded."""
         jobs = MemoryJobStore()
@@ -331,6 +296,5 @@ class TestThreaded:
 
         deliveries = jobs.get("job-1").webhook_deliveries
         assert [d.status_code for d in deliveries] == [500, 204]
-        assert [status for _, _, status in receiver.received] == [500, 204]
-        headers, body, _ = receiver.received[-1]
-        verify(secret_for("alice"), headers, body)
+        assert [r.status for r in receiver.received] == [500, 204]
+        verify(secret_for("alice"), receiver.received[-1].headers, receiver.received[-1].body)
