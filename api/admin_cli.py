@@ -164,12 +164,19 @@ def _webhook_secret(owner: str, settings: Settings) -> int:
     return 0
 
 
+def _refused_without_broker(settings: Settings, what: str) -> bool:
+    """True (after saying why) unless jobs go through a broker. The inline queue lives in the
+    API process, which re-runs its queued jobs when it starts, and keeps no dead letters."""
+    if settings.job_queue in ("pubsub", "celery"):
+        return False
+    print(
+        f"error: {what} with JOB_QUEUE=pubsub or celery, not {settings.job_queue}", file=sys.stderr
+    )
+    return True
+
+
 def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.job_queue not in ("pubsub", "celery"):
-        print(
-            f"error: dead letters exist with JOB_QUEUE=pubsub or celery, not {settings.job_queue}",
-            file=sys.stderr,
-        )
+    if _refused_without_broker(settings, "dead letters exist"):
         return 2
     core = _open_core(settings)
     out = sys.stdout
@@ -196,13 +203,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.job_queue not in ("pubsub", "celery"):
-        # The inline queue lives in the API process, which re-runs queued jobs when it starts.
-        queue = settings.job_queue
-        print(
-            f"error: the outbox is swept with JOB_QUEUE=pubsub or celery, not {queue}",
-            file=sys.stderr,
-        )
+    if _refused_without_broker(settings, "the outbox is swept"):
         return 2
     core = _open_core(settings)
     out = sys.stdout

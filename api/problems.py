@@ -68,6 +68,16 @@ class ProblemError(Exception):
         # RFC 9457 extension members, beside the standard ones (which they never replace).
         self.extensions = dict(extensions or {})
 
+    @classmethod
+    def invalid_field(cls, field: str, message: str) -> ProblemError:
+        """A 422 about one input, e.g. ("query.limit", "must be at most 100"), shaped as the
+        request validation's own problems are."""
+        return cls(
+            "validation-error",
+            f"{field}: {message}",
+            errors=[{"field": field, "message": message}],
+        )
+
 
 def problem_response(problem: ProblemError, instance: str | None = None) -> JSONResponse:
     body: dict[str, Any] = {
@@ -140,11 +150,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(ProblemError("not-found", str(exc)), request.url.path)
 
     async def on_invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
-        problem = ProblemError(
-            "validation-error",
-            "query.cursor: not a cursor this service issued",
-            errors=[{"field": "query.cursor", "message": "not a cursor this service issued"}],
-        )
+        problem = ProblemError.invalid_field("query.cursor", "not a cursor this service issued")
         return problem_response(problem, request.url.path)
 
     async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:

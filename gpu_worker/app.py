@@ -61,22 +61,16 @@ def create_worker_app(
 
     @app.post("/pubsub/push", status_code=ACK)
     async def push(request: Request) -> Response:
-        worker: WorkerServices = request.app.state.services
-        message = await _authenticated_message(request, worker)
-        if isinstance(message, Response):
-            return message
-        if message.job_id is None:
-            # Poison: retrying cannot make it readable. Acknowledge so it never loops.
-            log.error("push message %s names no job; acknowledged and dropped", message.message_id)
-            return Response(status_code=ACK)
-        # The job's trace, from the API request that published it.
-        set_traceparent(message.traceparent)
-        with job_context(message.job_id):
-            outcome = await run_in_threadpool(worker.run_job, message.job_id)
+        delivery = await _delivery(request, "push")
+        if isinstance(delivery, Response):
+            return delivery
+        worker, message, job_id = delivery
+        with job_context(job_id):
+            outcome = await run_in_threadpool(worker.run_job, job_id)
             log.info(
                 "push message %s for job %s (delivery %s): %s",
                 message.message_id,
-                message.job_id,
+                job_id,
                 message.delivery_attempt or "?",
                 outcome.value,
             )
@@ -85,20 +79,17 @@ def create_worker_app(
     @app.post("/pubsub/dead-letter", status_code=ACK)
     async def dead_letter(request: Request) -> Response:
         """Pushed from the dead-letter topic: the jobs topic gave up on this message."""
-        worker: WorkerServices = request.app.state.services
-        message = await _authenticated_message(request, worker)
-        if isinstance(message, Response):
-            return message
-        if message.job_id is None:
-            return Response(status_code=ACK)
+        delivery = await _delivery(request, "dead-letter")
+        if isinstance(delivery, Response):
+            return delivery
+        worker, message, job_id = delivery
         detail = message.dead_letter_detail()
-        set_traceparent(message.traceparent)
-        with job_context(message.job_id):
+        with job_context(job_id):
             try:
-                job = await run_in_threadpool(worker.finisher.dead_letter, message.job_id, detail)
+                job = await run_in_threadpool(worker.finisher.dead_letter, job_id, detail)
             except StoreUnavailable:
                 return Response(status_code=RETRY_LATER)
-            log.warning("job %s dead-lettered (%s): %s", message.job_id, detail, bool(job))
+            log.warning("job %s dead-lettered (%s): %s", job_id, detail, bool(job))
         return Response(status_code=ACK)
 
     @app.get("/healthz")
@@ -125,16 +116,30 @@ def create_worker_app(
     return app
 
 
-async def _authenticated_message(request: Request, worker: WorkerServices) -> JobMessage | Response:
+async def _delivery(
+    request: Request, endpoint: str
+) -> tuple[WorkerServices, JobMessage, str] | Response:
+    """The worker and the job of an authenticated push, in the job's trace; or the answer
+    to give at once: 401 (not our subscription), 400 (not a push body), or an acknowledgement
+    of a message that names no job (retrying cannot make it readable, so it must not loop)."""
+    worker: WorkerServices = request.app.state.services
     try:
         worker.push_auth.verify(request.headers.get("authorization"))
     except PushUnauthorized as exc:
         log.warning("push request refused: %s", exc)
         return JSONResponse({"detail": "unauthorized"}, status_code=401)
     try:
-        return parse_push_body(await request.body())
+        message = parse_push_body(await request.body())
     except MalformedMessage as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+    if message.job_id is None:
+        log.error(
+            "%s message %s names no job; acknowledged and dropped", endpoint, message.message_id
+        )
+        return Response(status_code=ACK)
+    # The job's trace, from the API request that published it.
+    set_traceparent(message.traceparent)
+    return worker, message, message.job_id
 
 
 def _start_pull_worker(services: WorkerServices) -> Any:

@@ -29,15 +29,8 @@ def _check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not 1 <= len(value) <= 255 or not value.isprintable() or not value.isascii():
-        raise ProblemError(
-            "validation-error",
-            "header.Idempotency-Key: must be 1-255 printable ASCII characters",
-            errors=[
-                {
-                    "field": "header.Idempotency-Key",
-                    "message": "must be 1-255 printable ASCII characters",
-                }
-            ],
+        raise ProblemError.invalid_field(
+            "header.Idempotency-Key", "must be 1-255 printable ASCII characters"
         )
     return value
 
@@ -130,11 +123,8 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobListOut:
     if limit > services.settings.list_max_limit:
-        message = f"must be at most {services.settings.list_max_limit}"
-        raise ProblemError(
-            "validation-error",
-            f"query.limit: {message}",
-            errors=[{"field": "query.limit", "message": message}],
+        raise ProblemError.invalid_field(
+            "query.limit", f"must be at most {services.settings.list_max_limit}"
         )
     page = services.job_service.list(owner=principal.owner, limit=limit, cursor=cursor)
     base = str(request.base_url)
@@ -147,12 +137,7 @@ def _check_webhook_url(services: Services, url: str) -> None:
     try:
         services.webhook_urls.check(url)
     except InvalidWebhookUrl as exc:
-        message = str(exc)
-        raise ProblemError(
-            "validation-error",
-            f"body.webhook_url: {message}",
-            errors=[{"field": "body.webhook_url", "message": message}],
-        ) from None
+        raise ProblemError.invalid_field("body.webhook_url", str(exc)) from None
 
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
