@@ -64,27 +64,39 @@ class JobCreate(BaseModel):
 
 
 # A truncated, made-up value for the OpenAPI example.
-EXAMPLE_OWNER_SIGNING_KEY = "whsec_3f1c..."
+EXAMPLE_OWNER_SIGNING_KEY = "whsec_pX3k0aQe7Vn1uJb9Lc2..."
 
 
 class WebhookSecretOut(BaseModel):
+    """Your webhook signing secret and how deliveries are signed with it: Standard Webhooks."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "secret": EXAMPLE_OWNER_SIGNING_KEY,
+                    "specification": "https://www.standardwebhooks.com",
                     "algorithm": "HMAC-SHA256",
-                    "signed_content": "{Webhook-Timestamp}.{body}",
-                    "signature_header": "Webhook-Signature",
+                    "signed_content": "{webhook-id}.{webhook-timestamp}.{body}",
+                    "signature_header": "webhook-signature",
+                    "signature_format": "v1,{base64 signature}",
                 }
             ]
         }
     )
 
-    secret: str = Field(description="Your signing secret; the key is its UTF-8 bytes.")
+    secret: str = Field(
+        description="Your Standard Webhooks signing secret: `whsec_` + base64 of the HMAC key. "
+        "Pass it as is to a Standard Webhooks library."
+    )
+    specification: Literal["https://www.standardwebhooks.com"] = "https://www.standardwebhooks.com"
     algorithm: Literal["HMAC-SHA256"] = "HMAC-SHA256"
-    signed_content: str = "{Webhook-Timestamp}.{body}"
-    signature_header: str = "Webhook-Signature"
+    signed_content: str = "{webhook-id}.{webhook-timestamp}.{body}"
+    signature_header: str = "webhook-signature"
+    signature_format: str = Field(
+        default="v1,{base64 signature}",
+        description="Space-separated when there are several; one matching is enough.",
+    )
 
 
 class JobListOut(BaseModel):

@@ -1,5 +1,6 @@
 """The caller's webhook signing secret: each owner has their own, so one user's secret can
-never forge a delivery to another's receiver."""
+never forge a delivery to another's receiver. It is a Standard Webhooks secret (`whsec_` +
+base64), which any Standard Webhooks library takes as is; dal/webhooks/signing.py signs."""
 
 from __future__ import annotations
 

@@ -48,9 +48,10 @@ locals {
 
   # Environment variable => the Secret Manager secret it is read from.
   secret_env_always = {
-    API_KEY_PEPPER     = local.env.secret_ids["api_key_pepper"]
-    URL_SIGNING_SECRET = local.env.secret_ids["url_signing_secret"]
-    REDIS_URL          = local.env.secret_ids["redis_url"]
+    API_KEY_PEPPER         = local.env.secret_ids["api_key_pepper"]
+    URL_SIGNING_SECRET     = local.env.secret_ids["url_signing_secret"]
+    WEBHOOK_SIGNING_SECRET = local.env.secret_ids["webhook_signing_secret"]
+    REDIS_URL              = local.env.secret_ids["redis_url"]
   }
   secret_env = merge(
     local.secret_env_always,

@@ -218,7 +218,7 @@ check_mode() {
 
 write_configuration() {
   local api_image worker_image profiles prefix model_uri app_env compose_env postgres_password
-  local settings pepper signing redis_url database_url model_path blob_dir
+  local settings pepper signing webhook_signing redis_url database_url model_path blob_dir
   api_image="$(required_attribute txt2img-api-image)"
   worker_image="$(required_attribute txt2img-worker-image)"
   profiles="$(attribute txt2img-profiles)"
@@ -250,6 +250,7 @@ write_configuration() {
   check_mode "${profiles}" "${settings}"
   pepper="$(secret "${prefix}-api-key-pepper")"
   signing="$(secret "${prefix}-url-signing-secret")"
+  webhook_signing="$(secret "${prefix}-webhook-signing-secret")"
   redis_url="$(env_value REDIS_URL <<<"${settings}")"
   database_url="$(env_value DATABASE_URL <<<"${settings}")"
   model_path="$(env_value MODEL_PATH <<<"${settings}")"
@@ -278,6 +279,7 @@ write_configuration() {
       printf '%s\n' "${settings}"
       env_line API_KEY_PEPPER "${pepper}"
       env_line URL_SIGNING_SECRET "${signing}"
+      env_line WEBHOOK_SIGNING_SECRET "${webhook_signing}"
       env_line REDIS_URL "${redis_url}"
       env_line DATABASE_URL "${database_url}"
       if [[ -n "${model_path}" ]]; then

@@ -52,9 +52,10 @@ locals {
 
   # Settings read from Secret Manager (value_source.secret_key_ref, version "latest").
   secret_env_always = {
-    API_KEY_PEPPER     = { secret = module.secrets.secret_ids["api_key_pepper"] }
-    URL_SIGNING_SECRET = { secret = module.secrets.secret_ids["url_signing_secret"] }
-    REDIS_URL          = { secret = module.memorystore.url_secret_id }
+    API_KEY_PEPPER         = { secret = module.secrets.secret_ids["api_key_pepper"] }
+    URL_SIGNING_SECRET     = { secret = module.secrets.secret_ids["url_signing_secret"] }
+    WEBHOOK_SIGNING_SECRET = { secret = module.secrets.secret_ids["webhook_signing_secret"] }
+    REDIS_URL              = { secret = module.memorystore.url_secret_id }
   }
   shared_secret_env = merge(
     local.secret_env_always,

@@ -109,7 +109,7 @@ output "redis_host" {
 }
 
 output "secret_ids" {
-  description = "Secret Manager ids mounted as API_KEY_PEPPER, URL_SIGNING_SECRET, BOOTSTRAP_API_KEY, REDIS_URL (and DATABASE_URL)."
+  description = "Secret Manager ids mounted as API_KEY_PEPPER, URL_SIGNING_SECRET, WEBHOOK_SIGNING_SECRET, BOOTSTRAP_API_KEY, REDIS_URL (and DATABASE_URL)."
   value = merge(
     module.secrets.secret_ids,
     { redis_url = module.memorystore.url_secret_id },

@@ -18,6 +18,11 @@ variable "secrets" {
       secret_id = "txt2img-url-signing-secret"
       accessors = ["api", "worker"]
     }
+    # Both processes sign webhook deliveries: the API (cancels) and the worker (job endings).
+    webhook_signing_secret = {
+      secret_id = "txt2img-webhook-signing-secret"
+      accessors = ["api", "worker"]
+    }
     bootstrap_api_key = {
       secret_id = "txt2img-bootstrap-api-key"
       accessors = ["api"]

@@ -968,6 +968,7 @@ class TestStagingVm:
         env |= {
             "API_KEY_PEPPER": "a" * 64,
             "URL_SIGNING_SECRET": "b" * 64,
+            "WEBHOOK_SIGNING_SECRET": "c" * 64,
             "REDIS_URL": "redis://redis:6379/0",
             "DATABASE_URL": "postgresql+psycopg://txt2img:pw@postgres:5432/txt2img",
             "BLOB_DIR": BLOB_DIR,

@@ -495,6 +495,7 @@ def test_services_get_the_production_profile_settings() -> None:
         "PUSH_SERVICE_ACCOUNT",
         "API_KEY_PEPPER",
         "URL_SIGNING_SECRET",
+        "WEBHOOK_SIGNING_SECRET",
         "REDIS_URL",
     }
     assert required - service_env("cloud_run_api") == set()
@@ -538,8 +539,83 @@ def test_secrets_reach_the_services_from_secret_manager(module: str) -> None:
     assert secret_env["for_each"] == "${var.secret_env}"
     ref = one(one(secret_env["content"][0], "value_source"), "secret_key_ref")
     assert ref == {"secret": "${env.value.secret}", "version": "${env.value.version}"}
-    shared = merged(TERRAFORM / "environments/staging", "locals")["shared_env"]
-    assert not {"API_KEY_PEPPER", "URL_SIGNING_SECRET", "REDIS_URL"} & set(shared)
+    locals_ = merged(TERRAFORM / "environments/staging", "locals")
+    assert not set(locals_["secret_env_always"]) & set(locals_["shared_env"])
+    assert {"API_KEY_PEPPER", "URL_SIGNING_SECRET", "WEBHOOK_SIGNING_SECRET", "REDIS_URL"} <= set(
+        locals_["secret_env_always"]
+    )
+
+
+SECRETS_MODULE_REF = re.compile(r'module\.secrets\.secret_ids\["(\w+)"\]')
+
+
+def secrets_module_keys(*expressions: str) -> set[str]:
+    """Keys of the secrets module (e.g. api_key_pepper) that these expressions read."""
+    return {key for text in expressions for key in SECRETS_MODULE_REF.findall(text)}
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_secret_a_service_reads_is_granted_to_its_account(environment: str) -> None:
+    """Each secret of the secrets module that the API or the worker mounts lists that
+    service's account among its accessors: without the grant its revision cannot start."""
+    directory = TERRAFORM / "environments" / environment
+    locals_ = merged(directory, "locals")
+    modules = merged(directory, "module")
+    assert modules["secrets"]["accessor_members"] == "${local.runtime_members}"
+    for service, secret_env in (("api", "api_secret_env"), ("worker", "shared_secret_env")):
+        assert modules[service]["secret_env"] == f"${{local.{secret_env}}}"
+        assert modules[service]["service_account_email"] == (
+            f"${{module.service_accounts.emails.{service}}}"
+        )
+        assert locals_["runtime_members"][service] == (
+            f"${{module.service_accounts.members.{service}}}"
+        )
+    declared = variable_default(MODULES / "secrets", "secrets")
+    always = [env["secret"] for env in locals_["secret_env_always"].values()]
+    worker_reads = secrets_module_keys(*always, locals_["shared_secret_env"])
+    api_reads = worker_reads | secrets_module_keys(locals_["api_secret_env"])
+    assert {"api_key_pepper", "webhook_signing_secret"} <= worker_reads
+    for service, reads in (("api", api_reads), ("worker", worker_reads)):
+        ungranted = {key for key in reads if service not in declared[key]["accessors"]}
+        assert ungranted == set(), f"{service} reads {ungranted} without secretAccessor"
+
+
+def test_every_deployment_path_reads_the_same_secrets() -> None:
+    """Cloud Run (both services), the GKE worker and the VM's startup script mount the same
+    secrets, each from its own Secret Manager secret; the GKE worker's identity may read
+    every secret it mounts."""
+    cloud_run = merged(TERRAFORM / "environments/staging", "locals")["secret_env_always"]
+    gke = merged(GKE, "locals")["secret_env_always"]
+    assert set(gke) == set(cloud_run)
+    (grant,) = resources(GKE, "google_secret_manager_secret_iam_member").values()
+    assert grant["for_each"] == "${local.secret_env}"
+    assert grant["member"] == "${local.worker_principal}"
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    # The VM reads PREFIX-<id without "txt2img-"> for each secret of the secrets module.
+    declared = variable_default(MODULES / "secrets", "secrets")
+    startup = (TERRAFORM / "vm" / "startup.sh").read_text()
+    for name, env in cloud_run.items():
+        for key in secrets_module_keys(env["secret"]):
+            suffix = declared[key]["secret_id"].removeprefix("txt2img-")
+            assert f'"$(secret "${{prefix}}-{suffix}")"' in startup, name
+            assert f"env_line {name} " in startup, name
+
+
+def test_webhooks_are_signed_with_a_secret_of_their_own() -> None:
+    """WEBHOOK_SIGNING_SECRET comes from its own secret, readable by both processes (the API
+    signs a cancel's delivery, the worker the others), not derived from URL_SIGNING_SECRET."""
+    declared = variable_default(MODULES / "secrets", "secrets")["webhook_signing_secret"]
+    assert declared == {
+        "secret_id": "txt2img-webhook-signing-secret",
+        "accessors": ["api", "worker"],
+    }
+    for environment in ENVIRONMENTS:
+        always = merged(TERRAFORM / "environments" / environment, "locals")["secret_env_always"]
+        assert always["WEBHOOK_SIGNING_SECRET"] == {
+            "secret": '${module.secrets.secret_ids["webhook_signing_secret"]}'
+        }
+    gke = merged(GKE, "locals")["secret_env_always"]
+    assert gke["WEBHOOK_SIGNING_SECRET"] == '${local.env.secret_ids["webhook_signing_secret"]}'
 
 
 # --- the API -------------------------------------------------------------------------------
