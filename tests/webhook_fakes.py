@@ -6,12 +6,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from dal.webhooks.urls import WebhookTarget
+
 
 @dataclass
 class SentRequest:
     url: str
     body: bytes
     headers: dict[str, str]
+    addresses: tuple[str, ...] = ()  # what the policy checked: all the sender may connect to
 
 
 @dataclass
@@ -25,9 +28,11 @@ class RecordingSender:
     sent: list[SentRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    def post(self, target: WebhookTarget, body: bytes, headers: Mapping[str, str]) -> int:
         with self._lock:
-            self.sent.append(SentRequest(url=url, body=body, headers=dict(headers)))
+            self.sent.append(
+                SentRequest(target.url, body, dict(headers), addresses=target.addresses)
+            )
             answer = self.answers.pop(0) if self.answers else self.default
         if isinstance(answer, Exception):
             raise answer

@@ -3,6 +3,7 @@ the status its `answer` function picks and keeps every request it got."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,16 +32,30 @@ def failing_first(status: int = 500, then: int = 204) -> Answer:
 
 
 class WebhookReceiver(ThreadingHTTPServer):
-    def __init__(self, answer: Answer, path: str = "/hook") -> None:
+    def __init__(
+        self, answer: Answer, path: str = "/hook", tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            # The handshake runs in accept(); one that fails drops that connection only.
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.answer = answer
         self.path = path
+        self.scheme = "https" if tls is not None else "http"
         self.received: list[Received] = []
         self.lock = threading.Lock()
 
     @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{self.path}"
+        return self.url_for("127.0.0.1")
+
+    def url_for(self, host: str) -> str:
+        """This receiver's URL under another name (which a test's resolver maps here)."""
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,8 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def running_receiver(answer: Answer, path: str = "/hook") -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver(answer, path)
+def running_receiver(
+    answer: Answer, path: str = "/hook", tls: ssl.SSLContext | None = None
+) -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(answer, path, tls)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

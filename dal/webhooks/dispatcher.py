@@ -36,7 +36,8 @@ from dal.webhooks.urls import WebhookUrlPolicy
 
 log = logging.getLogger(__name__)
 
-EVENT_HEADER = "Webhook-Event"
+# Not one of Standard Webhooks' headers (nor signed): named in their lowercase style beside them.
+EVENT_HEADER = "webhook-event"
 MAX_ERROR_LENGTH = 500
 # Internal failures (job store down, a bug) of one job before it is left to the redrive.
 MAX_INTERNAL_FAILURES = 5
@@ -133,7 +134,8 @@ class WebhookDispatcher:
         number = len(deliveries_of(job, event)) + 1
         now = self._clock()
         try:
-            self.urls.check(url)
+            # Resolved once, here: the sender connects to these checked addresses only.
+            target = self.urls.resolve(url)
         except InvalidWebhookUrl as exc:
             self._record(job, WebhookDelivery(number, event, now, error=f"refused: {exc}"))
             return None
@@ -148,7 +150,7 @@ class WebhookDispatcher:
         status: int | None = None
         error: str | None = None
         try:
-            status = self._sender.post(url, body, headers)
+            status = self._sender.post(target, body, headers)
         except SendFailed as exc:
             error = str(exc)[:MAX_ERROR_LENGTH]
         self._record(job, WebhookDelivery(number, event, now, status_code=status, error=error))

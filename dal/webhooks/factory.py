@@ -17,7 +17,10 @@ from dal.webhooks.urls import WebhookUrlPolicy
 
 
 def url_policy(settings: Settings) -> WebhookUrlPolicy:
-    return WebhookUrlPolicy(settings.webhook_targets or "public")
+    return WebhookUrlPolicy(
+        settings.webhook_targets or "public",
+        allowed_networks=settings.webhook_allowed_network_list,
+    )
 
 
 def build_webhook_dispatcher(

@@ -4,12 +4,14 @@ end-of-job hook and the admin command."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from standardwebhooks import Webhook
 
 from api import admin_cli
 from api.app import create_app
@@ -19,7 +21,7 @@ from dal.finisher import JobFinisher
 from dal.memory import MemoryBlobStore, MemoryJobStore
 from dal.records import Job, JobStatus
 from dal.url_signing import HmacUrlSigner
-from dal.webhooks.signing import owner_secret, verify
+from dal.webhooks.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, owner_secret
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
 from tests.contracts.job_store_contract import make_job
 from tests.fakes import PatternGenerator
@@ -133,6 +135,19 @@ class TestSecret:
         assert bob.json()["secret"] == owner_secret(master, "bob")
         assert alice.headers["cache-control"] == "no-store"
 
+    def test_the_answer_spells_out_the_standard_webhooks_scheme(self, api: ApiHarness) -> None:
+        """A `whsec_` + base64 secret and the scheme the libraries check, in the spec's names."""
+        answer = api.client.get("/v1/webhooks/secret", headers=api.headers()).json()
+        assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", answer["secret"])
+        assert answer | {"secret": "..."} == {
+            "secret": "...",
+            "specification": "https://www.standardwebhooks.com",
+            "algorithm": "HMAC-SHA256",
+            "signed_content": f"{{{ID_HEADER}}}.{{{TIMESTAMP_HEADER}}}.{{body}}",
+            "signature_header": SIGNATURE_HEADER,
+            "signature_format": "v1,{base64 signature}",
+        }
+
     def test_the_secret_needs_an_api_key(self, api: ApiHarness) -> None:
         """No key, no secret."""
         response = api.client.get("/v1/webhooks/secret")
@@ -173,7 +188,8 @@ class TestCancelDelivers:
         ]
         headers, body = receiver.received[-1].headers, receiver.received[-1].body
         secret = api.client.get("/v1/webhooks/secret", headers=api.headers()).json()["secret"]
-        verify(secret, headers, body)
+        # As a receiver would, with the reference library and the names title-cased.
+        assert Webhook(secret).verify(body, headers)["status"] == "canceled"
         assert headers["Webhook-Id"] == f"{created['id']}.job.canceled"
 
 

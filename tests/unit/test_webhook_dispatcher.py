@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
 from dal.errors import SendFailed
 from dal.memory import MemoryJobStore
@@ -124,13 +125,19 @@ class TestDeliver:
         assert {d.event for d in job.webhook_deliveries} == {"job.succeeded"}
         assert h.sleeps == [1.0]
         assert len(h.sender.sent) == 2
-        ids = {request.headers["Webhook-Id"] for request in h.sender.sent}
+        ids = {request.headers["webhook-id"] for request in h.sender.sent}
         assert ids == {"job-1.job.succeeded"}
-        for request in h.sender.sent:
+        # Each attempt is signed when it is made, by the dispatcher's clock (T0, then T0 + 1 s:
+        # too long ago for a receiver's tolerance, so the signature is checked without it).
+        signed_at = [int(request.headers["webhook-timestamp"]) for request in h.sender.sent]
+        assert signed_at == [int(T0.timestamp()), int(T0.timestamp()) + 1]
+        alice = Webhook(secret_for("alice"))
+        for request, timestamp in zip(h.sender.sent, signed_at, strict=True):
             assert request.url == HOOK
-            assert request.headers["Webhook-Event"] == "job.succeeded"
-            timestamp = int(request.headers["Webhook-Timestamp"])
-            verify(secret_for("alice"), request.headers, request.body, now=timestamp)
+            assert request.headers["webhook-event"] == "job.succeeded"
+            at = datetime.fromtimestamp(timestamp, tz=UTC)
+            expected = alice.sign("job-1.job.succeeded", at, request.body)
+            assert request.headers["webhook-signature"] == expected
         assert json.loads(h.sender.sent[1].body) == {"id": "job-1", "status": "succeeded"}
 
     def test_after_a_success_nothing_more_is_sent(self) -> None:

@@ -1,5 +1,6 @@
-"""Webhook settings per profile: production signs with a real secret and only reaches public
-https targets; development profiles reach loopback."""
+"""Webhook settings per profile: production signs with a real secret; production and
+self-hosted installs only reach public https targets (and the networks the operator allows);
+development profiles reach loopback."""
 
 from __future__ import annotations
 
@@ -23,17 +24,29 @@ PROD: dict[str, Any] = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("APP_ENV", "WEBHOOK_TARGETS", "WEBHOOK_SIGNING_SECRET", "URL_SIGNING_SECRET"):
+    for name in (
+        "APP_ENV",
+        "WEBHOOK_TARGETS",
+        "WEBHOOK_ALLOWED_NETWORKS",
+        "WEBHOOK_SIGNING_SECRET",
+        "URL_SIGNING_SECRET",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
 class TestWebhookSettings:
     @pytest.mark.parametrize(
         ("env", "targets"),
-        [("local", "any"), ("test", "any"), ("selfhosted", "any"), ("staging", "public")],
+        [
+            ("local", "any"),
+            ("test", "any"),
+            ("selfhosted", "public"),
+            ("staging", "public"),
+        ],
     )
     def test_the_profile_picks_the_targets_rule(self, env: str, targets: str) -> None:
-        """Loopback receivers locally; public https in production."""
+        """Loopback receivers locally; public https in production and self-hosted (a cloud VM
+        has a metadata server and a VPC beside it)."""
         values = {**PROD, "app_env": env} if env == "staging" else {"app_env": env}
         assert Settings(**values).webhook_targets == targets
 
@@ -59,6 +72,21 @@ class TestWebhookSettings:
         explicit = Settings(**PROD, webhook_signing_secret="w" * 40)
         assert explicit.resolved_webhook_signing_secret == "w" * 40
         assert owner_secret(derived, "alice") != owner_secret("w" * 40, "alice")
+
+    def test_allowed_networks_are_read_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Comma-separated CIDRs, IPv4 and IPv6, spaces tolerated; none by default."""
+        assert Settings().webhook_allowed_network_list == ()
+        monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", " 10.8.0.0/16, fd12:3456::/48 ,")
+        networks = Settings(**PROD).webhook_allowed_network_list
+        assert [str(n) for n in networks] == ["10.8.0.0/16", "fd12:3456::/48"]
+
+    @pytest.mark.parametrize("value", ["10.0.0.1/8", "10.0.0.0/33", "internal", "10.0.0.0/8;"])
+    def test_a_malformed_allowed_network_stops_the_start(self, value: str) -> None:
+        """A typo (host bits set, no such prefix, not a network) names the variable."""
+        with pytest.raises(ValidationError, match="WEBHOOK_ALLOWED_NETWORKS"):
+            Settings(webhook_allowed_networks=value)
 
     def test_backoff_max_below_base_is_refused(self) -> None:
         """The wait cannot cap below its start."""
