@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from api.api_keys import ApiKeyService
 from api.dead_letter_replay import build_replay, select
+from api.job_recovery import build_recovery
 from api.outbox_sweeper import OutboxSweeper
 from dal.core import Core, build_core
 from dal.errors import ApiKeyNotFound
@@ -85,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     hooks = commands.add_parser("webhooks", help="webhook signing secrets")
     hook_commands = hooks.add_subparsers(dest="command", required=True)
     secret = hook_commands.add_parser(
-        "secret", help="print an owner's webhook signing secret (derived, nothing is stored)"
+        "secret",
+        help="print an owner's webhook signing secret, a Standard Webhooks whsec_ secret "
+        "(derived, nothing is stored)",
     )
     secret.add_argument("--owner", required=True, help="whose deliveries it verifies")
     return parser
@@ -208,17 +211,23 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     core = _open_core(settings)
     out = sys.stdout
     try:
+        queue = build_broker_queue(settings, core.closers)
         sweeper = OutboxSweeper(
             core.jobs,
-            build_broker_queue(settings, core.closers),
+            queue,
             core.finisher,
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
         )
-        results = sweeper.sweep(dry_run=args.dry_run)
-        for result in results:
-            out.write(f"{result.action}\t{result.job_id}\t{result.detail}\n")
-        out.write(f"{len(results)} unpublished job(s) found\n")
+        unpublished = sweeper.sweep(dry_run=args.dry_run)
+        recovered = build_recovery(core, queue).recover(dry_run=args.dry_run)
+        for action, job_id, detail in [
+            *((r.action, r.job_id, r.detail) for r in unpublished),
+            *((r.action, r.job_id, r.detail) for r in recovered),
+        ]:
+            out.write(f"{action}\t{job_id}\t{detail}\n")
+        out.write(f"{len(unpublished)} unpublished job(s) found\n")
+        out.write(f"{len(recovered)} job(s) lost by the queue or their worker\n")
         return 0
     finally:
         core.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -32,13 +32,18 @@ documents with a stable `code`.
 
 @asynccontextmanager
 async def outbox_sweeping(services: Services) -> AsyncIterator[None]:
-    """Run the outbox sweeper in the background while the app serves (OUTBOX_SWEEP_INTERVAL_S;
-    0 disables it). It only runs while the process does: see docs/operations.md."""
+    """Run the sweep in the background while the app serves (OUTBOX_SWEEP_INTERVAL_S; 0
+    disables it): publish what was never published, and hand over again the jobs whose
+    message was lost or whose worker died (api/job_recovery.py). It only runs while the
+    process does: see docs/operations.md."""
     interval = services.settings.outbox_sweep_interval_s
     if interval <= 0:
         yield
         return
-    task = asyncio.create_task(sweep_periodically(services.outbox, interval))
+    passes: list[Callable[[], object]] = [services.outbox.sweep]
+    if services.recovery is not None:
+        passes.append(services.recovery.recover)
+    task = asyncio.create_task(sweep_periodically(passes, interval))
     try:
         yield
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -108,14 +108,15 @@ class OutboxSweeper:
         return SweepResult(job.id, "failed", detail)
 
 
-async def sweep_periodically(sweeper: OutboxSweeper, interval_s: float) -> None:
-    """Sweep every `interval_s` (jittered, so that instances started together spread out)
-    until cancelled. A failed pass is logged and the next one tried."""
+async def sweep_periodically(passes: Sequence[Callable[[], object]], interval_s: float) -> None:
+    """Run each sweep pass every `interval_s` (jittered, so that instances started together
+    spread out) until cancelled. A failed pass is logged and the next one tried."""
     while True:
         await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))  # noqa: S311 - jitter  # nosec B311
-        try:
-            await run_in_threadpool(sweeper.sweep)
-        except StoreUnavailable as exc:
-            log.warning("outbox sweep skipped: %s", exc)
-        except Exception:
-            log.exception("outbox sweep failed")
+        for sweep in passes:
+            try:
+                await run_in_threadpool(sweep)
+            except StoreUnavailable as exc:
+                log.warning("sweep skipped: %s", exc)
+            except Exception:
+                log.exception("sweep failed")

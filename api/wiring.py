@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Literal
 
 from api.api_keys import ApiKeyService
+from api.job_recovery import JobRecovery, build_recovery
 from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
@@ -52,6 +53,9 @@ class Services(OnCore):
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
     outbox: OutboxSweeper
+    # Hands over again jobs whose message was lost or whose worker died; None with the inline
+    # queue, whose process re-runs its queued jobs and fails its running ones when it starts.
+    recovery: JobRecovery | None
     webhook_urls: WebhookUrlPolicy
     # The model, where this process runs jobs (the inline queue); None where workers do.
     generator: ImageGenerator | None = None
@@ -163,6 +167,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
         ),
+        recovery=build_recovery(core, queue) if settings.job_queue != "inline" else None,
         webhook_urls=url_policy(settings),
         generator=generator,
         job_waits=job_waits,

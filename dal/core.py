@@ -110,7 +110,7 @@ def build_core(
     except BaseException:
         close_all(closers)
         raise
-    finisher = JobFinisher(jobs)
+    finisher = JobFinisher(jobs, dead_letter_after_attempts=settings.max_delivery_attempts)
     if settings.dedupe_seeded_requests:
         finisher.add_handler(
             "dedupe memory", remember_succeeded(cache, ttl_s=settings.idempotency_ttl_s)

@@ -60,10 +60,16 @@ class JobFinisher:
         *,
         handlers: Collection[NamedHandler] = (),
         clock: Callable[[], datetime] = utcnow,
+        dead_letter_after_attempts: int = 0,
     ) -> None:
+        """`dead_letter_after_attempts`: a dead letter ends a job only once the job itself was
+        tried that often (MAX_DELIVERY_ATTEMPTS). Fewer attempts mean the messages died
+        without reaching a worker (all of them down, say): the job still needs a GPU, and the
+        sweep hands it to the queue again (api/job_recovery.py)."""
         self._jobs = jobs
         self._handlers = list(handlers)
         self._clock = clock
+        self._dead_letter_after = dead_letter_after_attempts
 
     def add_handler(self, name: str, handle: EndHandler) -> None:
         """Register a side effect of every ending from now on (composition roots only)."""
@@ -116,11 +122,14 @@ class JobFinisher:
 
     def dead_letter(self, job_id: str, detail: str) -> Job | None:
         """The queue gave up on the job's message: fail it `dead_lettered` unless it ended
-        meanwhile or a worker holds a live lease on it. Returns the failed record, or None when
-        nothing changed (missing, ended, or still leased)."""
+        meanwhile, a worker holds a live lease on it, or it was tried fewer than
+        `dead_letter_after_attempts` times. Returns the failed record, or None when nothing
+        changed."""
         try:
             job = self._jobs.get(job_id)
         except JobNotFound:
+            return None
+        if job.attempts < self._dead_letter_after:
             return None
         now = self._now()
         expected = {JobStatus.QUEUED}

@@ -72,6 +72,20 @@ class JobStore(Protocol):
         kept as the last error. Raises JobNotFound or TransitionConflict."""
         ...
 
+    def requeue_lapsed(self, job_id: str, *, error: JobError, at: datetime) -> Job:
+        """Its worker died: running under a lease that has lapsed (by the store's clock) →
+        queued, lease dropped, `error` kept as the last error, enqueued_at = `at`, one more
+        handover (dal.requeue). Raises JobNotFound, or TransitionConflict when the job is not
+        running or its lease is live."""
+        ...
+
+    def requeue_unclaimed(self, job_id: str, *, enqueued_before: datetime, at: datetime) -> Job:
+        """Its message was lost: queued and handed to the queue at or before
+        `enqueued_before`, never claimed → enqueued_at = `at`, one more handover; the caller
+        publishes it again (dal.requeue). Raises JobNotFound, or TransitionConflict otherwise
+        (claimed, ended, or handed over since)."""
+        ...
+
     def reopen_dead_lettered(self, job_id: str) -> Job:
         """For a replay: a job failed with code dead_lettered goes back to queued (error,
         progress, finish time cleared; attempts kept). Raises JobNotFound, or

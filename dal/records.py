@@ -201,6 +201,9 @@ class Job:
     # Outbox marker: when the job's message was handed to the queue. A queued job without it
     # after a grace period lost its publish (the API died in between) and is swept.
     enqueued_at: datetime | None = None
+    # Times the sweeper handed the job to the queue again: its message was lost (queued, never
+    # claimed) or its worker died (running under a lapsed lease).
+    handovers: int = 0
     webhook_url: str | None = None
     webhook_deliveries: tuple[WebhookDelivery, ...] = ()
 

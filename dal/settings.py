@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -27,6 +28,10 @@ JobEventsKind = Literal["memory", "redis", "none"]
 PushAuthKind = Literal["oidc", "none"]
 # public: https to public addresses only; any: also http, and loopback/private hosts.
 WebhookTargets = Literal["public", "any"]
+# Profiles whose webhooks reach public addresses only unless WEBHOOK_TARGETS says otherwise:
+# production, and self-hosted installs, which run on cloud VMs beside a metadata server and a
+# VPC as often as not.
+PUBLIC_WEBHOOK_ENVS: frozenset[str] = frozenset({"staging", "prod", "selfhosted"})
 
 PRODUCTION_ENVS: frozenset[str] = frozenset({"staging", "prod"})
 
@@ -77,6 +82,15 @@ PROFILES: dict[str, dict[str, str]] = {
     "staging": {**_CLOUD, "push_auth": "oidc"},
     "prod": {**_CLOUD, "push_auth": "oidc"},
 }
+
+
+def parse_networks(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs. Host bits set (10.0.0.1/8) is refused as a likely typo. Raises
+    ValueError."""
+    items = (item.strip() for item in (value or "").split(","))
+    return tuple(ipaddress.ip_network(item) for item in items if item)
+
+
 _ADAPTER_FIELDS = (
     "job_store",
     "blob_store",
@@ -253,7 +267,7 @@ class Settings(BaseSettings):
 
     # --- outbox: jobs recorded but never published (the API died in between) ---
     outbox_sweep_interval_s: float = Field(
-        default=30.0, ge=0, description="How often each API process sweeps; 0: never."
+        default=15.0, ge=0, description="How often each API process sweeps; 0: never."
     )
     outbox_grace_s: float = Field(
         default=60.0, ge=1, description="Age after which an unpublished queued job is swept."
@@ -269,8 +283,14 @@ class Settings(BaseSettings):
     # --- webhooks ---
     webhook_targets: WebhookTargets | None = Field(
         default=None,
-        description="`public`: https to public addresses only (default in staging/prod); "
-        "`any`: also http and loopback/private hosts (default elsewhere).",
+        description="`public`: https to public addresses only (default in staging, prod and "
+        "selfhosted); `any`: also http and loopback/private hosts (default elsewhere). Never "
+        "the metadata server.",
+    )
+    webhook_allowed_networks: str | None = Field(
+        default=None,
+        description="Comma-separated CIDRs (10.8.0.0/16,fd12::/48) webhooks may reach beside "
+        "public addresses: internal receivers. Never the metadata server or link-local.",
     )
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=6, ge=1, le=20)
@@ -322,8 +342,21 @@ class Settings(BaseSettings):
         default="https://www.googleapis.com/oauth2/v1/certs",
         description="Where the keys that sign push tokens are published.",
     )
-    job_lease_s: float = Field(default=120.0, ge=5)
-    duplicate_wait_s: float = Field(default=30.0, ge=0)
+    # A worker holds a running job under a lease it renews every JOB_HEARTBEAT_S, whatever the
+    # pipeline is doing; the sweeper takes back a job whose lease lapsed (docs/operations.md:
+    # "Leases and recovery" has the arithmetic).
+    job_lease_s: float = Field(default=30.0, ge=5)
+    job_heartbeat_s: float = Field(default=10.0, gt=0)
+    # How long a delivery of a job that another worker runs waits for it before it is
+    # acknowledged anyway (the sweeper, not the queue, recovers a job whose worker dies).
+    duplicate_wait_s: float = Field(default=0.0, ge=0)
+    # A queued job handed to the queue this long ago and never claimed lost its message: the
+    # sweeper hands it over again (four times at this spacing, then each time waiting twice as
+    # long, at most 10 minutes)...
+    requeue_after_s: float = Field(default=30.0, ge=1)
+    # ...at most this many times (about 2 h 20 min with the defaults), then fails it
+    # not_started.
+    max_handovers: int = Field(default=20, ge=1, le=100)
     # Threads that take jobs off the inline queue: twice MAX_BATCH_SIZE lets one batch fill
     # while the previous one runs.
     inline_workers: int = Field(default=16, ge=1, le=64)
@@ -338,15 +371,23 @@ class Settings(BaseSettings):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         if self.webhook_targets is None:
-            targets = "public" if self.app_env in PRODUCTION_ENVS else "any"
+            targets = "public" if self.app_env in PUBLIC_WEBHOOK_ENVS else "any"
             object.__setattr__(self, "webhook_targets", targets)
         if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
             raise ValueError("WEBHOOK_BACKOFF_MAX_S must be at least WEBHOOK_BACKOFF_BASE_S")
+        try:
+            # Parsed here too so that a typo stops the process at start, not a delivery.
+            parse_networks(self.webhook_allowed_networks)
+        except ValueError as exc:
+            raise ValueError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
         if self.app_env in PRODUCTION_ENVS:
             self._refuse_unsafe_production_settings()
         parse_failpoints(self.failpoints)
         if self.outbox_give_up_s <= self.outbox_grace_s:
             raise ValueError("OUTBOX_GIVE_UP_S must be greater than OUTBOX_GRACE_S")
+        if 2 * self.job_heartbeat_s > self.job_lease_s:
+            # One late or failed renewal must not lose the job to the sweeper.
+            raise ValueError("JOB_HEARTBEAT_S must be at most half of JOB_LEASE_S")
         if (
             self.app_env == "emulator"
             and self.blob_store == "gcs"
@@ -422,6 +463,12 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "text" if self.app_env in ("local", "test") else "json"
+
+    @property
+    def webhook_allowed_network_list(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return parse_networks(self.webhook_allowed_networks)
 
     @property
     def resolved_webhook_signing_secret(self) -> str:

@@ -1,13 +1,19 @@
-"""Per-step progress for a running job, written at a bounded rate, doubling as the cancel check."""
+"""Per-step progress for a running job, written at a bounded rate, doubling as the cancel check;
+and the heartbeat that keeps the job's lease while the worker lives."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from dal.errors import JobCanceled
+from dal.errors import JobCanceled, StoreUnavailable
 from dal.ports import JobStore
-from dal.records import JobStatus
+from dal.records import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 
 class ProgressReporter:
@@ -38,17 +44,21 @@ class ProgressReporter:
         start = clock()
         self._last_write = start
         self._last_check = start
+        self._progress = 0.0
+        # Step writes and heartbeats write the same field: one at a time, so that progress
+        # never goes back.
+        self._writing = threading.Lock()
+        self._left_running = False
 
     def __call__(self, step: int, total: int) -> None:
         now = self._clock()
         # The last step is not written: the final transition sets progress to 1 with the images.
+        if self._left_running:  # seen by a heartbeat
+            raise JobCanceled(self._job_id)
         if step < total and now - self._last_write >= self._write_interval_s:
             self._last_write = self._last_check = now
             # Keep a little headroom below 1.0: decoding and storing still follow.
-            # Each write also renews the claim's lease, proving this worker is alive.
-            job = self._store.record_progress(
-                self._job_id, round(0.95 * step / total, 4), lease_s=self._lease_s
-            )
+            job = self._write(round(0.95 * step / total, 4))
         elif now - self._last_check >= self._check_interval_s:
             self._last_check = now
             job = self._store.get(self._job_id)
@@ -56,3 +66,36 @@ class ProgressReporter:
             return
         if job.status != JobStatus.RUNNING:
             raise JobCanceled(self._job_id)
+
+    def _write(self, progress: float) -> Job:
+        with self._writing:
+            self._progress = max(self._progress, progress)
+            # Each write also renews the claim's lease, proving this worker is alive.
+            return self._store.record_progress(self._job_id, self._progress, lease_s=self._lease_s)
+
+    @contextmanager
+    def heartbeat(self, interval_s: float) -> Iterator[None]:
+        """Renew the lease every `interval_s` on a thread of its own while the block runs,
+        whatever the pipeline is doing (a long step, decoding, storing the images): a worker
+        that lives keeps its job, one that dies loses it to the sweeper within JOB_LEASE_S."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    job = self._write(self._progress)
+                except StoreUnavailable as exc:
+                    # The next beat tries again; a lease outlives one missed renewal.
+                    log.warning("job %s: could not renew its lease: %s", self._job_id, exc)
+                    continue
+                if job.status != JobStatus.RUNNING:
+                    self._left_running = True
+                    return
+
+        thread = threading.Thread(target=beat, name=f"lease-{self._job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

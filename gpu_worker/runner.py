@@ -53,18 +53,23 @@ class RunOutcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # already finished (here or by another delivery)
     NOT_FOUND = "not_found"
     RETRY = "retry"  # transient failure: the job is queued again, deliver it later
-    IN_PROGRESS = "in_progress"  # another worker holds a live lease on it
+    # Another worker holds a live lease on it. Acknowledged: this delivery can do nothing
+    # useful, and refusing it would back the push subscription off (Pub/Sub adjusts its push
+    # rate to the rate of success responses: https://cloud.google.com/pubsub/docs/push). If
+    # that worker dies, the sweeper takes the job back once its lease lapses.
+    IN_PROGRESS = "in_progress"
 
     @property
     def acknowledge(self) -> bool:
-        return self not in (RunOutcome.RETRY, RunOutcome.IN_PROGRESS)
+        return self is not RunOutcome.RETRY
 
 
 @dataclass(frozen=True, slots=True)
 class RunnerConfig:
     progress_write_interval_s: float = 0.5
     cancel_check_interval_s: float = 0.25
-    lease_s: float = 120.0
+    lease_s: float = 30.0
+    heartbeat_s: float = 10.0
     # False (inline queue): a transient failure fails the job, since nothing will redeliver it.
     # True (Pub/Sub, Celery): the job goes back to queued and the delivery is answered "retry".
     retry_transient: bool = False
@@ -193,6 +198,12 @@ class JobRunner:
             lease_s=self._config.lease_s,
             clock=self._monotonic,
         )
+        with reporter.heartbeat(self._config.heartbeat_s):
+            return self._generate_store_finish(job, request, reporter)
+
+    def _generate_store_finish(
+        self, job: Job, request: GenerationRequest, reporter: ProgressReporter
+    ) -> RunOutcome:
         generating = self._monotonic()
         try:
             with span("generate", attributes={"txt2img.images": len(request.seeds)}):

@@ -65,4 +65,12 @@ def config_beside(stack: Stack, state: Path, **changes: Any) -> StackConfig:
         "min_backoff_s": 1,
         "max_backoff_s": 2,
     }
-    return StackConfig(**(base | changes))
+    config = StackConfig(**(base | changes))
+    if config.pubsub_prefix and "FIRESTORE_COLLECTION_PREFIX" not in config.extra_env:
+        # Collections of its own too: each stack's sweep hands over the jobs it finds lost or
+        # stranded to its own topic, so two stacks must not see each other's jobs.
+        config.extra_env = {
+            **config.extra_env,
+            "FIRESTORE_COLLECTION_PREFIX": config.pubsub_prefix.replace("-", "_"),
+        }
+    return config

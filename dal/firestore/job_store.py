@@ -75,6 +75,7 @@ from dal.records import (
     legal_sources,
     utcnow,
 )
+from dal.requeue import handed_over_again, requeued_after_lapse
 from dal.webhooks.state import has_succeeded, is_owed, webhook_event
 
 STORE = "job store"
@@ -234,6 +235,18 @@ class FirestoreJobStore:
             target=JobStatus.QUEUED,
             changes=JobChanges(error=error),
         )
+
+    def requeue_lapsed(self, job_id: str, *, error: JobError, at: datetime) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            return requeued_after_lapse(job, error=error, at=at, now=now)
+
+        return self._update(job_id, compute, f"requeueing job {job_id!r} after its lease")
+
+    def requeue_unclaimed(self, job_id: str, *, enqueued_before: datetime, at: datetime) -> Job:
+        def compute(job: Job, now: datetime) -> Job:
+            return handed_over_again(job, enqueued_before=enqueued_before, at=at, now=now)
+
+        return self._update(job_id, compute, f"handing job {job_id!r} over again")
 
     def reopen_dead_lettered(self, job_id: str) -> Job:
         def compute(job: Job, now: datetime) -> Job:
@@ -472,6 +485,7 @@ def _to_doc(job: Job) -> dict[str, Any]:
         "finished_at": to_timestamp(job.finished_at),
         "lease_expires_at": to_timestamp(job.lease_expires_at),
         "enqueued_at": to_timestamp(job.enqueued_at),
+        "handovers": int(job.handovers),
         # Top level for the daily image quota's sum aggregation (params is not indexed).
         "num_images": int(job.params.num_images),
         "webhook_url": job.webhook_url,
@@ -507,6 +521,7 @@ def _from_snapshot(snapshot: DocumentSnapshot) -> Job:
         finished_at=from_timestamp(data.get("finished_at")),
         lease_expires_at=from_timestamp(data.get("lease_expires_at")),
         enqueued_at=from_timestamp(data.get("enqueued_at")),
+        handovers=int(data.get("handovers") or 0),
         webhook_url=data.get("webhook_url"),
         webhook_deliveries=tuple(
             WebhookDelivery.from_dict(d) for d in data.get("webhook_deliveries") or ()

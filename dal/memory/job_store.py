@@ -18,6 +18,7 @@ from dal.records import (
     legal_sources,
     utcnow,
 )
+from dal.requeue import handed_over_again, requeued_after_lapse
 from dal.webhooks.state import has_succeeded, is_owed
 
 
@@ -110,6 +111,22 @@ class MemoryJobStore:
             target=JobStatus.QUEUED,
             changes=JobChanges(error=error),
         )
+
+    def requeue_lapsed(self, job_id: str, *, error: JobError, at: datetime) -> Job:
+        with self._lock:
+            now = self._clock()
+            updated = requeued_after_lapse(self._get_locked(job_id), error=error, at=at, now=now)
+            self._jobs[job_id] = updated
+            return updated
+
+    def requeue_unclaimed(self, job_id: str, *, enqueued_before: datetime, at: datetime) -> Job:
+        with self._lock:
+            job = self._get_locked(job_id)
+            updated = handed_over_again(
+                job, enqueued_before=enqueued_before, at=at, now=self._clock()
+            )
+            self._jobs[job_id] = updated
+            return updated
 
     def reopen_dead_lettered(self, job_id: str) -> Job:
         with self._lock:

@@ -158,6 +158,38 @@ class SqlJobStore:
             changes=JobChanges(error=error),
         )
 
+    def requeue_lapsed(self, job_id: str, *, error: JobError, at: datetime) -> Job:
+        now = self._clock()
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.RUNNING.value,
+                jobs.c.lease_expires_at <= now,
+            )
+            .values(
+                status=JobStatus.QUEUED.value,
+                lease_expires_at=None,
+                error=error.to_dict(),
+                enqueued_at=at,
+                handovers=jobs.c.handovers + 1,
+                updated_at=now,
+            )
+        )
+        return self._conditional(job_id, statement, frozenset({JobStatus.RUNNING}))
+
+    def requeue_unclaimed(self, job_id: str, *, enqueued_before: datetime, at: datetime) -> Job:
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.QUEUED.value,
+                jobs.c.enqueued_at <= enqueued_before,
+            )
+            .values(enqueued_at=at, handovers=jobs.c.handovers + 1, updated_at=self._clock())
+        )
+        return self._conditional(job_id, statement, frozenset({JobStatus.QUEUED}))
+
     def reopen_dead_lettered(self, job_id: str) -> Job:
         current = self.get(job_id)
         if not is_dead_lettered(current):
@@ -357,6 +389,7 @@ def _to_row(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "lease_expires_at": job.lease_expires_at,
         "enqueued_at": job.enqueued_at,
+        "handovers": job.handovers,
         "webhook_url": job.webhook_url,
         "webhook_deliveries": [d.to_dict() for d in job.webhook_deliveries],
     }
@@ -381,6 +414,7 @@ def _from_row(row: Any) -> Job:
         finished_at=row["finished_at"],
         lease_expires_at=row["lease_expires_at"],
         enqueued_at=row["enqueued_at"],
+        handovers=int(row["handovers"]),
         webhook_url=row["webhook_url"],
         webhook_deliveries=tuple(
             WebhookDelivery.from_dict(d) for d in row["webhook_deliveries"] or ()

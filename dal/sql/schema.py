@@ -64,6 +64,8 @@ jobs = Table(
     Column("lease_expires_at", UtcDateTime, nullable=True),
     # Outbox marker: set once the job's message was handed to the queue (revision 0002).
     Column("enqueued_at", UtcDateTime, nullable=True),
+    # Hand-overs by the sweeper: lost message, or a worker that died (revision 0004).
+    Column("handovers", Integer, nullable=False, default=0, server_default="0"),
     Column("webhook_url", Text, nullable=True),
     # One entry per webhook delivery attempt, oldest first (revision 0002).
     Column("webhook_deliveries", JSON, nullable=False, default=list),

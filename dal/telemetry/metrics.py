@@ -43,6 +43,13 @@ JOB_RUNS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+JOBS_HANDED_OVER = Counter(
+    "txt2img_jobs_handed_over_total",
+    "Jobs the sweeper handed to the queue again, by why: lease_expired (its worker stopped "
+    "renewing) or message_lost (queued, never claimed).",
+    ["reason"],
+    registry=REGISTRY,
+)
 QUEUE_WAIT_SECONDS = Histogram(
     "txt2img_job_queue_wait_seconds",
     "From a job's creation to its first claim by a worker (started_at - created_at).",

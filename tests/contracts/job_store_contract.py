@@ -885,6 +885,86 @@ class JobStoreContract:
         assert final.attempts == 1
         assert final == winners[0]
 
+    # ---- hand-overs by the sweeper ----------------------------------------------------------
+
+    def test_requeue_lapsed_takes_back_a_job_whose_worker_stopped_renewing(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """Only once the lease has lapsed: running → queued, lease dropped, the error kept,
+        enqueued_at the new hand-over, one more handover; attempts unchanged."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        error = JobError(code="lease_expired", message="its worker stopped")
+        with pytest.raises(TransitionConflict) as live:
+            store.requeue_lapsed("job-1", error=error, at=clock.advance(29))
+        assert live.value.job.status is JobStatus.RUNNING
+        now = clock.advance(1)
+
+        requeued = store.requeue_lapsed("job-1", error=error, at=now)
+
+        assert requeued.status is JobStatus.QUEUED
+        assert (requeued.lease_expires_at, requeued.error) == (None, error)
+        assert (requeued.enqueued_at, requeued.updated_at) == (now, now)
+        assert (requeued.handovers, requeued.attempts) == (1, 1)
+        assert store.get("job-1") == requeued
+        with pytest.raises(TransitionConflict):
+            store.requeue_lapsed("job-1", error=error, at=now)
+        assert store.claim("job-1", lease_s=30).attempts == 2
+
+    def test_requeue_lapsed_of_a_renewed_lease_conflicts(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A heartbeat that renewed the lease wins over the sweeper."""
+        store.create(make_job("job-1"))
+        store.claim("job-1", lease_s=30)
+        clock.advance(20)
+        store.record_progress("job-1", 0.1, lease_s=30)
+        now = clock.advance(20)
+        with pytest.raises(TransitionConflict):
+            store.requeue_lapsed("job-1", error=JobError("x", "y"), at=now)
+        assert store.get("job-1").status is JobStatus.RUNNING
+
+    def test_requeue_unclaimed_hands_over_once_per_bound(
+        self, store: JobStore, clock: ManualClock
+    ) -> None:
+        """A queued job handed over at or before the bound is handed over again, once: the new
+        enqueued_at moves it past the bound for every other sweeper."""
+        store.create(make_job("job-1"))
+        first = store.mark_enqueued("job-1", at=clock())
+        assert first.enqueued_at == T0
+        now = clock.advance(60)
+
+        again = store.requeue_unclaimed(
+            "job-1", enqueued_before=now - timedelta(seconds=30), at=now
+        )
+
+        assert (again.status, again.enqueued_at, again.handovers) == (JobStatus.QUEUED, now, 1)
+        assert store.get("job-1") == again
+        with pytest.raises(TransitionConflict):
+            store.requeue_unclaimed("job-1", enqueued_before=now - timedelta(seconds=30), at=now)
+
+    @pytest.mark.parametrize("case", ["never_enqueued", "recent", "claimed", "ended"])
+    def test_requeue_unclaimed_leaves_other_jobs_alone(
+        self, store: JobStore, clock: ManualClock, case: str
+    ) -> None:
+        store.create(make_job("job-1"))
+        if case != "never_enqueued":
+            store.mark_enqueued("job-1", at=clock.advance(10))
+        if case == "claimed":
+            store.claim("job-1", lease_s=30)
+        if case == "ended":
+            store.transition("job-1", expected={JobStatus.QUEUED}, target=JobStatus.CANCELED)
+        before = store.get("job-1")
+        with pytest.raises(TransitionConflict):
+            store.requeue_unclaimed("job-1", enqueued_before=T0 + timedelta(seconds=5), at=clock())
+        assert store.get("job-1") == before
+
+    def test_hand_overs_of_a_missing_job_raise_job_not_found(self, store: JobStore) -> None:
+        with pytest.raises(JobNotFound):
+            store.requeue_lapsed("no-such-job", error=JobError("x", "y"), at=T0)
+        with pytest.raises(JobNotFound):
+            store.requeue_unclaimed("no-such-job", enqueued_before=T0, at=T0)
+
     # ---- release -----------------------------------------------------------------------------
 
     def test_release_running_job_requeues_it_with_the_error(

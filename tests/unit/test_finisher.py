@@ -114,6 +114,24 @@ def test_dead_letter_leaves_a_job_under_a_live_lease_then_takes_it_once_lapsed(
     assert len(seen) == 2
 
 
+def test_a_dead_letter_of_a_job_tried_fewer_times_than_allowed_leaves_it_queued(
+    jobs: MemoryJobStore,
+) -> None:
+    """Its messages died without reaching a worker (every worker down): the job still needs
+    a GPU, and the sweep hands it over again; only a job tried MAX_DELIVERY_ATTEMPTS times
+    is failed."""
+    jobs.create(make_job("j"))
+    finisher = JobFinisher(jobs, dead_letter_after_attempts=2)
+    seen = recording(finisher)
+    assert finisher.dead_letter("j", "the queue gave up") is None
+    for _ in range(2):
+        jobs.claim("j", lease_s=60)
+        jobs.release("j", error=JobError("out_of_memory", "CUDA OOM"))
+    failed = finisher.dead_letter("j", "the queue gave up")
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert len(seen) == 2
+
+
 def test_no_code_but_the_finisher_moves_a_job_to_a_terminal_status() -> None:
     """The one place: a terminal `target=` anywhere else would bypass the side effects."""
     terminal = {"SUCCEEDED", "FAILED", "CANCELED"}

@@ -40,7 +40,8 @@ from api.wiring import Services, build_services
 from dal.core import Core
 from dal.errors import EnqueueFailed, GenerationError, QueueUnavailable
 from dal.memory import MemoryJobQueue
-from dal.records import Job
+from dal.ports import JobStore
+from dal.records import Job, JobError
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
 from gpu_worker.app import create_worker_app
@@ -283,6 +284,7 @@ class TestInTheApiProcess:
         """The reopened job ends again (dead-lettered, its letter kept): one more ending, whose
         webhook event the receiver already has, so no second POST."""
         job_id = api.submit()
+        tried_and_released(api.services.jobs, job_id, api.services.settings.max_delivery_attempts)
         finisher = api.services.core.finisher
         exactly_once(
             api.side.watch(lambda: finisher.dead_letter(job_id, "gave up"), job_id), "failed"
@@ -327,9 +329,17 @@ class TestInTheWorkerProcess:
         client, side = worker
         job = make_job("doomed", webhook_url=receiver.url)
         side.core.jobs.create(job)
+        tried_and_released(side.core.jobs, job.id, side.core.settings.max_delivery_attempts)
         observed = side.watch(lambda: push(client, "/pubsub/dead-letter", job.id), job.id)
         assert error_code(side.core.jobs.get(job.id)) == "dead_lettered"
         exactly_once(observed, "failed", waiter=False)
+
+
+def tried_and_released(jobs: JobStore, job_id: str, times: int) -> None:
+    """The job failed transiently on each of `times` attempts: a dead letter may end it."""
+    for _ in range(times):
+        jobs.claim(job_id, lease_s=60)
+        jobs.release(job_id, error=JobError("out_of_memory", "CUDA OOM"))
 
 
 def push(client: TestClient, path: str, job_id: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dal.errors import GenerationError
-from dal.records import DEAD_LETTERED, Job, JobParams, JobStatus
+from dal.records import DEAD_LETTERED, Job, JobError, JobParams, JobStatus
 from dal.settings import Settings
 from gpu_worker.app import create_worker_app
 from gpu_worker.wiring import WorkerServices, build_worker_services
@@ -155,8 +155,12 @@ class TestPushEndpoint:
 
 class TestDeadLetterEndpoint:
     def test_a_dead_letter_fails_the_job_as_dead_lettered(self, worker: Worker) -> None:
-        """The dead-letter push marks the job failed/dead_lettered with the attempt count."""
+        """The dead-letter push marks a job tried MAX_DELIVERY_ATTEMPTS times
+        failed/dead_lettered with the attempt count."""
         worker.add_job()
+        for _ in range(worker.services.settings.max_delivery_attempts):
+            worker.services.jobs.claim("job1", lease_s=60)
+            worker.services.jobs.release("job1", error=JobError("out_of_memory", "CUDA OOM"))
         body = envelope("job1")
         body["message"]["attributes"]["CloudPubSubDeadLetterSourceDeliveryCount"] = "5"
         assert worker.client.post("/pubsub/dead-letter", json=body).status_code == 204
@@ -171,6 +175,17 @@ class TestDeadLetterEndpoint:
         worker.client.post("/pubsub/push", json=envelope("job1"))
         assert worker.client.post("/pubsub/dead-letter", json=envelope("job1")).status_code == 204
         assert worker.services.jobs.get("job1").status == JobStatus.SUCCEEDED
+
+    def test_a_dead_letter_of_a_job_its_messages_never_brought_to_a_worker_leaves_it_queued(
+        self, worker: Worker
+    ) -> None:
+        """Every delivery failed before a worker ran it (all of them down): the job still
+        needs a GPU, and the sweep hands it to the queue again."""
+        worker.add_job()
+        body = envelope("job1")
+        body["message"]["attributes"]["CloudPubSubDeadLetterSourceDeliveryCount"] = "5"
+        assert worker.client.post("/pubsub/dead-letter", json=body).status_code == 204
+        assert worker.services.jobs.get("job1").status == JobStatus.QUEUED
 
 
 class TestProbes:

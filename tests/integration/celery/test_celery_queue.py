@@ -14,6 +14,7 @@ import pytest
 
 from api.admin_cli import main as admin_main
 from api.dead_letter_replay import build_replay, select
+from api.job_recovery import JobRecovery, RecoveryPolicy
 from dal.celery import (
     TASK_NAME,
     CeleryDeadLetterBox,
@@ -26,6 +27,7 @@ from dal.errors import GenerationError, QueueUnavailable
 from dal.ports import JobStore
 from dal.records import Job, JobParams, JobStatus, utcnow
 from dal.redis.client import make_redis_client
+from dal.requeue import lease_lapsed
 from dal.settings import Settings
 from dal.trace_context import set_traceparent
 from emulators.process import free_port
@@ -204,23 +206,30 @@ class TestWorker:
             assert len(worker.generator.calls) == 1
             assert dead_letters(settings).take_all() == []
 
-    def test_a_live_lease_answers_in_progress_until_it_lapses(
+    def test_a_live_lease_is_acknowledged_and_the_sweep_takes_the_job_back_once_it_lapses(
         self,
         redis_url: str,
         publisher: Callable[[Settings], CeleryJobQueue],
         make_worker: Callable[[Settings], Any],
     ) -> None:
-        """A task for a job another (dead) worker holds: retried while the lease is live,
-        then it takes the job over and succeeds."""
-        settings = celery_settings(redis_url, duplicate_wait_s=0.5)
+        """A task for a job another (dead) worker holds is acknowledged, not retried: the job
+        store owns recovery. Once the lease lapses, the sweep hands the job back to the queue
+        and it succeeds on its second attempt."""
+        settings = celery_settings(redis_url)
         with make_worker(settings) as worker:
             jobs = worker.services.jobs
             jobs.create(make_job("j-lease"))
             jobs.claim("j-lease", lease_s=1.0)  # a worker that died right after its claim
-            publisher(settings).enqueue(jobs.get("j-lease"))
+            queue = publisher(settings)
+            queue.enqueue(jobs.get("j-lease"))
+            wait_until(lambda: queue_depths(settings) == (0, 0), what="the task acknowledged")
+            assert jobs.get("j-lease").status == JobStatus.RUNNING
+            recovery = JobRecovery(jobs, queue, worker.services.finisher, RecoveryPolicy())
+            wait_until(lambda: lease_lapsed(jobs.get("j-lease"), utcnow()), what="lease lapsed")
+            assert [r.action for r in recovery.recover()] == ["taken-back"]
             done = wait_for_status(jobs, "j-lease", JobStatus.SUCCEEDED, JobStatus.FAILED)
             assert done.status == JobStatus.SUCCEEDED, done
-            assert done.attempts == 2
+            assert (done.attempts, done.handovers) == (2, 1)
             assert len(worker.generator.calls) == 1
             assert dead_letters(settings).take_all() == []
 
