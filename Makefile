@@ -32,7 +32,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup lock upgrade run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
+.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if
 
 bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
 	$(BIN)/python -m bench
+
+drill: $(STAMP) services ## The recovery drill on the emulator stack: 12 jobs, the worker SIGKILLed, restarted at once and after 2 min; prints the figures
+	DRILL_OUTAGES=0,120 $(BIN)/python -m pytest -q -s tests/e2e/test_recovery_drill.py
 
 soak: $(STAMP) ## Load test on the emulator stack (SOAK_USERS, SOAK_KEYS, SOAK_DURATION_S); reconciles every job, prints JSON
 	$(BIN)/python -m tests.load
