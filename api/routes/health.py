@@ -26,9 +26,8 @@ def healthz() -> HealthOut:
     summary="Dependencies reachable, model loaded where this process runs jobs",
 )
 def readyz(services: ServicesDep) -> Any:
+    # With the inline queue the checks include "model": the pipeline process can work.
     checks = run_checks(services.readiness_checks)
-    if services.settings.job_queue == "inline":
-        checks["model"] = "ok" if services.generator is not None else "failing: not loaded"
     healthy = all(v == "ok" for v in checks.values())
     body = HealthOut(status="ok" if healthy else "failing", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
@@ -36,10 +35,13 @@ def readyz(services: ServicesDep) -> Any:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request, services: ServicesDep) -> Response:
-    """Prometheus text format; behind METRICS_BEARER_TOKEN when it is set (a public service
-    should not show its traffic to everyone). Sync: the jobs gauge may read the job store."""
+    """Prometheus text format; behind METRICS_BEARER_TOKEN when it is set, and closed without
+    one in the staging and prod profiles (a public service should not show its traffic to
+    everyone; a sidecar reads METRICS_PORT). Sync: the jobs gauge may read the job store."""
     if not scrape_allowed(
-        request.headers.get("authorization"), services.settings.metrics_bearer_token
+        request.headers.get("authorization"),
+        services.settings.metrics_bearer_token,
+        open_without_token=not services.settings.is_production,
     ):
         raise ProblemError(
             "unauthenticated",

@@ -24,10 +24,13 @@ def metrics_text() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def scrape_allowed(authorization: str | None, token: SecretStr | None) -> bool:
-    """True when no METRICS_BEARER_TOKEN is set, or the request presents it."""
+def scrape_allowed(
+    authorization: str | None, token: SecretStr | None, *, open_without_token: bool = True
+) -> bool:
+    """True when the request presents METRICS_BEARER_TOKEN; without a token set, what
+    `open_without_token` says (a public API in a production profile: closed)."""
     if token is None:
-        return True
+        return open_without_token
     scheme, _, presented = (authorization or "").partition(" ")
     expected = token.get_secret_value().encode()
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected)

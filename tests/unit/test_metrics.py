@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from api.app import create_app
 from api.wiring import build_services
@@ -18,6 +19,7 @@ from dal.memory import MemoryJobStore
 from dal.records import Job, JobParams
 from dal.settings import Settings
 from dal.telemetry.collectors import GpuMemoryCollector, JobsByStatusCollector
+from dal.telemetry.metrics_endpoint import scrape_allowed
 from gpu_worker.app import create_worker_app
 from gpu_worker.batching import BatchingGenerator
 from gpu_worker.wiring import build_worker_services
@@ -120,6 +122,25 @@ class TestApiMetrics:
             assert "txt2img_" not in refused.text
             samples = scrape(client, Authorization="Bearer scrape-secret")
         assert ("txt2img_pipeline_runs_total", frozenset()) in samples
+
+    def test_a_production_profile_closes_metrics_without_a_token(self) -> None:
+        """The public API shows no traffic figures to anyone in staging/prod by default; the
+        same settings in a development profile serve them."""
+        closed = {"open_without_token": False}
+        assert not scrape_allowed(None, None, **closed)
+        assert not scrape_allowed("Bearer anything", None, **closed)
+        assert scrape_allowed(None, None)
+        token = SecretStr("scrape-secret")
+        assert scrape_allowed("Bearer scrape-secret", token, **closed)
+        assert not scrape_allowed("Bearer nope", token, **closed)
+
+    def test_the_api_route_follows_the_profile(self) -> None:
+        settings = Settings(app_env="test")
+        object.__setattr__(settings, "app_env", "prod")  # the profile's rule, not its checks
+        with TestClient(create_app(settings)) as client:
+            refused = client.get("/metrics")
+        assert refused.status_code == 401
+        assert "txt2img_" not in refused.text
 
 
 class TestWorkerMetrics:
