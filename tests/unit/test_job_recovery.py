@@ -5,18 +5,25 @@ the finisher; a live worker keeps its job by its heartbeat, whatever the pipelin
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 
 from api.job_recovery import JobRecovery, RecoveryPolicy
 from dal.finisher import JobFinisher
 from dal.memory import MemoryBlobStore, MemoryJobQueue, MemoryJobStore
-from dal.records import JobStatus
+from dal.records import JobStatus, utcnow
+from dal.requeue import lease_lapsed
+from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
+from gpu_worker.app import create_worker_app
 from gpu_worker.runner import JobRunner, RunnerConfig, RunOutcome
+from gpu_worker.wiring import build_worker_services
 from tests.contracts.job_store_contract import T0, ManualClock, make_job
 from tests.fakes import PatternGenerator
+from tests.unit.test_job_endings import push
 
 
 class Harness:
@@ -184,3 +191,35 @@ def test_a_delivery_of_a_job_another_worker_runs_is_acknowledged() -> None:
     """Refusing it would only back the subscription off; the sweeper owns recovery."""
     assert RunOutcome.IN_PROGRESS.acknowledge
     assert not RunOutcome.RETRY.acknowledge
+
+
+class TestTheQueueGivesUpWhileTheLeaseIsLive:
+    def test_the_job_is_taken_back_once_the_lease_lapses_and_succeeds(self) -> None:
+        """The worker died holding the job; Pub/Sub dead-letters its message while the lease is
+        still live, so the dead-letter recorder leaves it alone. Once the lease lapses the sweep
+        hands it back, the next delivery runs it, and its owner has nothing in flight."""
+        services = build_worker_services(
+            Settings(app_env="test", job_queue="pubsub"), generator=PatternGenerator()
+        )
+        queue = MemoryJobQueue()
+        recovery = JobRecovery(services.jobs, queue, services.finisher, RecoveryPolicy())
+        try:
+            with TestClient(create_worker_app(services=services)) as client:
+                services.jobs.create(make_job("j"))
+                services.jobs.claim("j", lease_s=0.5)  # its worker died right after
+                push(client, "/pubsub/dead-letter", "j")
+                assert services.jobs.get("j").status == JobStatus.RUNNING
+                assert recovery.recover() == []  # the lease is live
+
+                deadline = time.monotonic() + 5
+                while not lease_lapsed(services.jobs.get("j"), utcnow()):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                assert [r.action for r in recovery.recover()] == ["taken-back"]
+                assert queue.take_all() == ["j"]
+                push(client, "/pubsub/push", "j")
+            job = services.jobs.get("j")
+            assert (job.status, job.attempts, job.handovers) == (JobStatus.SUCCEEDED, 2, 1)
+            assert services.jobs.count_in_flight(job.owner) == 0
+        finally:
+            services.close()
