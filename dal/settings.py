@@ -346,7 +346,8 @@ class Settings(BaseSettings):
     # pipeline is doing; the sweeper takes back a job whose lease lapsed (docs/operations.md:
     # "Leases and recovery" has the arithmetic).
     job_lease_s: float = Field(default=30.0, ge=5)
-    job_heartbeat_s: float = Field(default=10.0, gt=0)
+    # Unset: a third of JOB_LEASE_S, so a lease survives two missed renewals.
+    job_heartbeat_s: float | None = Field(default=None, gt=0)
     # How long a delivery of a job that another worker runs waits for it before it is
     # acknowledged anyway (the sweeper, not the queue, recovers a job whose worker dies).
     duplicate_wait_s: float = Field(default=0.0, ge=0)
@@ -385,7 +386,7 @@ class Settings(BaseSettings):
         parse_failpoints(self.failpoints)
         if self.outbox_give_up_s <= self.outbox_grace_s:
             raise ValueError("OUTBOX_GIVE_UP_S must be greater than OUTBOX_GRACE_S")
-        if 2 * self.job_heartbeat_s > self.job_lease_s:
+        if 2 * self.resolved_job_heartbeat_s > self.job_lease_s:
             # One late or failed renewal must not lose the job to the sweeper.
             raise ValueError("JOB_HEARTBEAT_S must be at most half of JOB_LEASE_S")
         if (
@@ -453,6 +454,10 @@ class Settings(BaseSettings):
             raise ValueError("unsafe production settings: " + "; ".join(problems))
 
     # Resolved values -----------------------------------------------------------------------
+
+    @property
+    def resolved_job_heartbeat_s(self) -> float:
+        return self.job_heartbeat_s or self.job_lease_s / 3
 
     @property
     def is_production(self) -> bool:

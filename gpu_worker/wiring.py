@@ -137,7 +137,7 @@ def build_runner(settings: Settings, *, core: Core, generator: ImageGenerator) -
         progress_write_interval_s=settings.progress_write_interval_s,
         cancel_check_interval_s=settings.cancel_check_interval_s,
         lease_s=settings.job_lease_s,
-        heartbeat_s=settings.job_heartbeat_s,
+        heartbeat_s=settings.resolved_job_heartbeat_s,
         # Only a queue that redelivers can retry; the inline queue fails the job instead.
         retry_transient=settings.job_queue != "inline",
         duplicate_wait_s=settings.duplicate_wait_s if settings.job_queue != "inline" else 0.0,

@@ -25,7 +25,7 @@ from dal.celery import (
 from dal.celery.app import key_prefix
 from dal.errors import GenerationError, QueueUnavailable
 from dal.ports import JobStore
-from dal.records import Job, JobParams, JobStatus, utcnow
+from dal.records import Job, JobError, JobParams, JobStatus, utcnow
 from dal.redis.client import make_redis_client
 from dal.requeue import lease_lapsed
 from dal.settings import Settings
@@ -312,12 +312,14 @@ class TestDeadLetters:
         with make_worker(settings) as worker:
             jobs = worker.services.jobs
             jobs.create(make_job("j-poison"))
-            claimed = jobs.claim("j-poison", lease_s=0.01)  # the last worker's claim
-            # ...long expired by the time the task comes back (a live lease is another
-            # worker's, which the finisher's dead_letter rightly leaves alone).
-            lapses = claimed.lease_expires_at
-            assert lapses is not None
-            wait_until(lambda: utcnow() > lapses, 5, "the last claim's lease lapsed")
+            for _ in range(settings.max_delivery_attempts):
+                # Each delivery's worker claimed the job and was killed; each lease long
+                # expired by the time the task comes back (a live lease is another worker's,
+                # which the finisher's dead_letter rightly leaves alone).
+                jobs.claim("j-poison", lease_s=0.01)
+                wait_until(
+                    lambda: lease_lapsed(jobs.get("j-poison"), utcnow()), 5, "the lease lapsed"
+                )
             counter = key_prefix(settings) + "deliveries:task-poison"
             client = redis_client(settings)
             try:
@@ -346,6 +348,9 @@ class TestDeadLetters:
             box = dead_letters(settings)
             for job_id in ("j-a", "j-b"):
                 jobs.create(make_job(job_id))
+                for _ in range(settings.max_delivery_attempts):  # each attempt failed
+                    jobs.claim(job_id, lease_s=60)
+                    jobs.release(job_id, error=JobError("out_of_memory", "CUDA OOM"))
                 worker.runtime.services.finisher.dead_letter(job_id, "test")
                 box.add(
                     job_id=job_id,
