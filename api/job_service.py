@@ -6,13 +6,12 @@ import hashlib
 import json
 import logging
 import secrets
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from api.quotas import QuotaLimits, check_quotas
+from api.quotas import QuotaLimits
 from dal.errors import (
     EnqueueFailed,
     IdempotencyConflict,
@@ -26,6 +25,7 @@ from dal.errors import (
 from dal.failpoints import Failpoints
 from dal.finisher import JobFinisher
 from dal.ports import JobQueue, JobStore, RequestCache
+from dal.quota_rules import start_of_utc_day
 from dal.records import Job, JobParams, JobStatus, Page, utcnow
 from dal.request_keys import finished_request_key, idempotency_cache_key
 
@@ -110,10 +110,6 @@ class JobService:
         self._new_id = new_id
         self._new_seed = new_seed
         self._failpoints = failpoints or Failpoints()
-        # Quota check and create run under the owner's stripe, so one process never admits
-        # two submissions on the same count; across processes the overshoot is bounded by
-        # their number (docs/api.md).
-        self._quota_stripes = tuple(threading.Lock() for _ in range(64))
 
     def submit(
         self,
@@ -190,15 +186,14 @@ class JobService:
         if quota is None or quota.unlimited:
             self._jobs.create(job)
             return
-        with self._quota_stripes[hash(job.owner) % len(self._quota_stripes)]:
-            check_quotas(
-                self._jobs,
-                owner=job.owner,
-                limits=quota,
-                num_images=job.params.num_images,
-                now=job.created_at,
-            )
-            self._jobs.create(job)
+        # The store counts and inserts in one atomic step per owner, so the limit holds
+        # across API processes, not only within this one.
+        self._jobs.create_within(
+            job,
+            max_in_flight=quota.max_in_flight,
+            images_per_day=quota.images_per_day,
+            day_start=start_of_utc_day(job.created_at),
+        )
 
     def _mark_enqueued(self, job: Job) -> Job:
         try:

@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.quotas import DailyImageQuotaExceeded
 from dal.errors import (
+    DailyImageQuotaExceeded,
     EnqueueFailed,
     IdempotencyConflict,
     InvalidCursor,

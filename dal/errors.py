@@ -16,7 +16,9 @@ acknowledgement or a retry.
     │       └── QueueUnavailable      the broker did not take the message
     ├── SubmissionRefused             a job refused before anything was recorded
     │   ├── IdempotencyConflict       the key was used with another request body
-    │   ├── QuotaExceeded             (api.quotas: InFlight…, DailyImages…)
+    │   ├── QuotaExceeded             (messages: dal.quota_rules)
+    │   │   ├── InFlightQuotaExceeded
+    │   │   └── DailyImageQuotaExceeded
     │   └── InvalidWebhookUrl         malformed, or somewhere the service must not POST to
     ├── JobAlreadyFinished            cancel of a job that has ended
     ├── JobCanceled                   raised from a step callback to stop a canceled job
@@ -143,6 +145,20 @@ class QuotaExceeded(SubmissionRefused):
         self.limit = limit
         self.usage = usage
         self.retry_after_s = retry_after_s
+
+
+class InFlightQuotaExceeded(QuotaExceeded):
+    code = "quota-in-flight-exceeded"
+
+
+class DailyImageQuotaExceeded(QuotaExceeded):
+    code = "quota-images-per-day-exceeded"
+
+    def __init__(
+        self, message: str, *, limit: int, usage: int, requested: int, retry_after_s: int
+    ) -> None:
+        super().__init__(message, limit=limit, usage=usage, retry_after_s=retry_after_s)
+        self.requested = requested
 
 
 class InvalidWebhookUrl(SubmissionRefused, ValueError):

@@ -32,6 +32,20 @@ class JobStore(Protocol):
         that its owner already used (the error holds the existing job)."""
         ...
 
+    def create_within(
+        self, job: Job, *, max_in_flight: int, images_per_day: int, day_start: datetime
+    ) -> Job:
+        """`create`, admitted by the owner's quotas in the same atomic step: the counts of
+        count_in_flight and count_images_since(owner, day_start) and the insert happen as one,
+        so concurrent admissions of one owner, from any number of processes, never pass a
+        limit. 0 is unlimited. A duplicate id (ValueError) and a reused idempotency key
+        (IdempotencyKeyReused) are refused first, as `create` refuses them: a replay creates
+        nothing and is not charged. Then, as dal.quota_rules.check_admission says,
+        DailyImageQuotaExceeded when the day's images plus the job's num_images would pass
+        `images_per_day`, InFlightQuotaExceeded when `max_in_flight` jobs are in flight;
+        nothing is recorded then."""
+        ...
+
     def get(self, job_id: str) -> Job:
         """Raises JobNotFound."""
         ...

@@ -25,6 +25,17 @@ An idempotency key is made unique per owner by a side document
 `{prefix}idempotency_keys/{sha256(owner NUL key)}` created in the same transaction as the job
 (two documents: the one change that is still a transaction, dal.firestore.client
 .run_transaction).
+
+An admission under a quota (create_within) is a conditional write too, of three documents
+in one atomic batch: the owner's admission document `{prefix}owner_admissions/{sha256(owner)}`
+is read first, then the owner's jobs in flight and images of the day are counted
+(aggregation queries); the batch creates the job (and its key document) and rewrites the
+admission document on the precondition that it is still as read. Every admission of an owner
+writes that one document, so of two admissions that read the same counts only one commits;
+the other reads again, counting the first one's job. Jobs that end only lower the counts, so
+they need not touch it. Not a transaction for the reason above: twenty admissions of one
+owner in transactions all took the document's read lock and then deadlocked upgrading it
+(the emulator aborted them all on its lock timeout, again and again until their deadline).
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ from dal.firestore.client import (
     write_retry,
 )
 from dal.paging import decode_cursor, encode_cursor
+from dal.quota_rules import check_admission
 from dal.records import (
     ENQUEUE_FAILED,
     TERMINAL_STATUSES,
@@ -110,6 +122,7 @@ class FirestoreJobStore:
         self._client = client
         self._jobs = client.collection(f"{prefix}jobs")
         self._idempotency_keys = client.collection(f"{prefix}idempotency_keys")
+        self._admissions = client.collection(f"{prefix}owner_admissions")
         self._clock = clock
         self._timeout_s = timeout_s
         # Reads and single writes give up after timeout_s; the library's defaults wait minutes.
@@ -135,6 +148,116 @@ class FirestoreJobStore:
             except gexc.Conflict as exc:
                 raise ValueError(f"job {job.id!r} already exists") from exc
         return job
+
+    def create_within(
+        self, job: Job, *, max_in_flight: int, images_per_day: int, day_start: datetime
+    ) -> Job:
+        """One conditional batch per round (see the module docstring): read the owner's
+        admission document, then the job id, the idempotency key and the counts; commit the
+        job, its key and the admission document together, on the precondition that the
+        admission document is still the one read (and that the job and a fresh key do not
+        exist). A round that loses to another writer reads again after a short random pause,
+        until `timeout_s` has passed."""
+        if not is_valid_document_id(job.id):
+            raise ValueError(f"job id {job.id!r} cannot be a Firestore document id")
+        ref = self._jobs.document(job.id)
+        key_ref = (
+            None
+            if job.idempotency_key is None
+            else self._idempotency_keys.document(hashed_id(job.owner, job.idempotency_key))
+        )
+        admission_ref = self._admissions.document(hashed_id(job.owner))
+        data = _to_doc(job)
+        deadline = time.monotonic() + self._timeout_s
+
+        def left() -> float:  # every call of every round shares the one deadline
+            return max(deadline - time.monotonic(), 0.001)
+
+        def read(doc: DocumentReference) -> DocumentSnapshot:
+            budget = left()
+            snapshot: DocumentSnapshot = doc.get(
+                retry=self._retry.with_timeout(budget), timeout=budget
+            )
+            return snapshot
+
+        pause_s = FIRST_CONFLICT_PAUSE_S
+        with translate_errors(STORE, f"admitting job {job.id!r}"):
+            while True:
+                # First: every admission this one could have missed in the counts below
+                # changed this document after the read, so this round's commit fails.
+                admission = read(admission_ref)
+                # create's precedence: a duplicate id, a reused key, and only then the quotas.
+                if read(ref).exists:
+                    raise ValueError(f"job {job.id!r} already exists")
+                key = None if key_ref is None else read(key_ref)
+                if key is not None and key.exists:
+                    existing = self._job_named_by(key, left())
+                    if existing is not None:
+                        raise IdempotencyKeyReused(existing)
+                check_admission(
+                    job,
+                    max_in_flight=max_in_flight,
+                    images_per_day=images_per_day,
+                    day_start=day_start,
+                    count_in_flight=lambda: self._count_in_flight(job.owner),
+                    count_images_since=lambda since: self._count_images_since(job.owner, since),
+                )
+                batch = self._client.batch()
+                batch.create(ref, data)
+                if key_ref is not None and key is not None:
+                    self._write_if_unchanged(batch, key_ref, key, _key_doc(job))
+                self._write_if_unchanged(
+                    batch,
+                    admission_ref,
+                    admission,
+                    {
+                        "owner": job.owner,
+                        "job_id": job.id,
+                        "admitted_at": to_timestamp(job.created_at),
+                    },
+                )
+                budget = left()
+                try:
+                    batch.commit(retry=write_retry(budget), timeout=budget)
+                except (gexc.FailedPrecondition, gexc.Conflict) as exc:
+                    # Another admission, a create of the key, or of this id got in first; the
+                    # next round reads which.
+                    if time.monotonic() >= deadline:
+                        raise StoreUnavailable(
+                            f"{STORE} unavailable: the admissions of {job.owner!r} kept "
+                            f"changing for {self._timeout_s:g} s"
+                        ) from exc
+                    jitter = random.uniform(0, pause_s)  # noqa: S311  # nosec B311 - not a secret
+                    time.sleep(min(left(), jitter))
+                    pause_s = min(MAX_CONFLICT_PAUSE_S, pause_s * 2)
+                    continue
+                return job
+
+    def _write_if_unchanged(
+        self,
+        batch: Any,
+        ref: DocumentReference,
+        read: DocumentSnapshot,
+        data: dict[str, Any],
+    ) -> None:
+        """Add to `batch` a write of `data` that fails unless the document is as `read`
+        found it: still absent (create), or last updated at the time read."""
+        if not read.exists:
+            batch.create(ref, data)
+            return
+        option = self._client.write_option(last_update_time=read.update_time)
+        batch.update(ref, data, option=option)
+
+    def _job_named_by(self, key: DocumentSnapshot, budget: float) -> Job | None:
+        """The job an idempotency-key document names, if it still exists (else the key is
+        free again, as in _create_with_key)."""
+        existing_id = (key.to_dict() or {}).get("job_id")
+        if not isinstance(existing_id, str) or not is_valid_document_id(existing_id):
+            return None
+        snapshot = self._jobs.document(existing_id).get(
+            retry=self._retry.with_timeout(budget), timeout=budget
+        )
+        return _from_snapshot(snapshot) if snapshot.exists else None
 
     def get(self, job_id: str) -> Job:
         if not is_valid_document_id(job_id):
@@ -313,16 +436,23 @@ class FirestoreJobStore:
     # ---- quotas and the outbox ---------------------------------------------------------------
 
     def count_in_flight(self, owner: str) -> int:
+        with translate_errors(STORE, f"counting the jobs in flight of {owner!r}"):
+            return self._count_in_flight(owner)
+
+    def count_images_since(self, owner: str, since: datetime) -> int:
+        with translate_errors(STORE, f"counting the images of {owner!r}"):
+            return self._count_images_since(owner, since)
+
+    def _count_in_flight(self, owner: str) -> int:
         # A count aggregation: billed per 1000 index entries, no documents read.
         query = self._jobs.where(filter=firestore.FieldFilter("owner", "==", owner)).where(
             filter=firestore.FieldFilter(
                 "status", "in", [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
             )
         )
-        with translate_errors(STORE, f"counting the jobs in flight of {owner!r}"):
-            return _aggregate(query.count(alias="n"), self._retry, self._timeout_s)
+        return _aggregate(query.count(alias="n"), self._retry, self._timeout_s)
 
-    def count_images_since(self, owner: str, since: datetime) -> int:
+    def _count_images_since(self, owner: str, since: datetime) -> int:
         # Sum aggregations over the top-level num_images (params is exempt from indexing):
         # the day's jobs, minus those that failed enqueue_failed. Each has a composite index
         # in firestore.indexes.json. Jobs written before num_images existed count 0.
@@ -332,13 +462,10 @@ class FirestoreJobStore:
         never_queued = mine.where(
             filter=firestore.FieldFilter("error.code", "==", ENQUEUE_FAILED)
         ).where(filter=firestore.FieldFilter("created_at", ">=", since_ts))
-        with translate_errors(STORE, f"counting the images of {owner!r}"):
-            total = _aggregate(
-                everything.sum("num_images", alias="n"), self._retry, self._timeout_s
-            )
-            refunded = _aggregate(
-                never_queued.sum("num_images", alias="n"), self._retry, self._timeout_s
-            )
+        total = _aggregate(everything.sum("num_images", alias="n"), self._retry, self._timeout_s)
+        refunded = _aggregate(
+            never_queued.sum("num_images", alias="n"), self._retry, self._timeout_s
+        )
         return total - refunded
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
@@ -453,15 +580,16 @@ def _create_with_key(
                 raise IdempotencyKeyReused(_from_snapshot(existing))
         # The job it named is gone: the key is free again.
     transaction.create(ref, data)
-    transaction.set(
-        key_ref,
-        {
-            "owner": job.owner,
-            "idempotency_key": job.idempotency_key,
-            "job_id": job.id,
-            "created_at": to_timestamp(job.created_at),
-        },
-    )
+    transaction.set(key_ref, _key_doc(job))
+
+
+def _key_doc(job: Job) -> dict[str, Any]:
+    return {
+        "owner": job.owner,
+        "idempotency_key": job.idempotency_key,
+        "job_id": job.id,
+        "created_at": to_timestamp(job.created_at),
+    }
 
 
 # ---- documents ---------------------------------------------------------------------------------

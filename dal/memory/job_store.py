@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from dal.errors import IdempotencyKeyReused, JobNotFound, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor, sort_key
+from dal.quota_rules import check_admission
 from dal.records import (
     ENQUEUE_FAILED,
     Job,
@@ -33,15 +34,38 @@ class MemoryJobStore:
 
     def create(self, job: Job) -> Job:
         with self._lock:
-            if job.id in self._jobs:
-                raise ValueError(f"job {job.id!r} already exists")
-            if job.idempotency_key is not None:
-                existing_id = self._by_idempotency_key.get((job.owner, job.idempotency_key))
-                if existing_id is not None:
-                    raise IdempotencyKeyReused(self._jobs[existing_id])
-                self._by_idempotency_key[(job.owner, job.idempotency_key)] = job.id
-            self._jobs[job.id] = job
-            return job
+            self._refuse_duplicate_locked(job)
+            return self._insert_locked(job)
+
+    def create_within(
+        self, job: Job, *, max_in_flight: int, images_per_day: int, day_start: datetime
+    ) -> Job:
+        # One lock over the counts and the insert: no other admission sees the same count.
+        with self._lock:
+            self._refuse_duplicate_locked(job)
+            check_admission(
+                job,
+                max_in_flight=max_in_flight,
+                images_per_day=images_per_day,
+                day_start=day_start,
+                count_in_flight=lambda: self._count_in_flight_locked(job.owner),
+                count_images_since=lambda since: self._count_images_since_locked(job.owner, since),
+            )
+            return self._insert_locked(job)
+
+    def _refuse_duplicate_locked(self, job: Job) -> None:
+        if job.id in self._jobs:
+            raise ValueError(f"job {job.id!r} already exists")
+        if job.idempotency_key is not None:
+            existing_id = self._by_idempotency_key.get((job.owner, job.idempotency_key))
+            if existing_id is not None:
+                raise IdempotencyKeyReused(self._jobs[existing_id])
+
+    def _insert_locked(self, job: Job) -> Job:
+        if job.idempotency_key is not None:
+            self._by_idempotency_key[(job.owner, job.idempotency_key)] = job.id
+        self._jobs[job.id] = job
+        return job
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -183,19 +207,25 @@ class MemoryJobStore:
 
     def count_in_flight(self, owner: str) -> int:
         with self._lock:
-            return sum(
-                1
-                for j in self._jobs.values()
-                if j.owner == owner and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
-            )
+            return self._count_in_flight_locked(owner)
 
     def count_images_since(self, owner: str, since: datetime) -> int:
         with self._lock:
-            return sum(
-                j.params.num_images
-                for j in self._jobs.values()
-                if j.owner == owner and j.created_at >= since and not _enqueue_failed(j)
-            )
+            return self._count_images_since_locked(owner, since)
+
+    def _count_in_flight_locked(self, owner: str) -> int:
+        return sum(
+            1
+            for j in self._jobs.values()
+            if j.owner == owner and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+        )
+
+    def _count_images_since_locked(self, owner: str, since: datetime) -> int:
+        return sum(
+            j.params.num_images
+            for j in self._jobs.values()
+            if j.owner == owner and j.created_at >= since and not _enqueue_failed(j)
+        )
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
         with self._lock:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from dal.errors import IdempotencyKeyReused, JobNotFound, StoreUnavailable, TransitionConflict
 from dal.paging import decode_cursor, encode_cursor
+from dal.quota_rules import check_admission
 from dal.records import (
     ENQUEUE_FAILED,
     TERMINAL_STATUSES,
@@ -45,14 +47,54 @@ class SqlJobStore:
             with self._begin() as conn:
                 conn.execute(insert(jobs).values(**_to_row(job)))
         except IntegrityError as exc:
-            # A duplicate id wins over a reused key, as in MemoryJobStore: inserting the same
-            # record twice is a ValueError whatever its idempotency key.
-            if job.idempotency_key is not None and not self._exists(job.id):
-                existing = self._find_by_idempotency_key(job.owner, job.idempotency_key)
-                if existing is not None:
-                    raise IdempotencyKeyReused(existing) from exc
-            raise ValueError(f"job {job.id!r} already exists") from exc
+            raise self._duplicate(job) from exc
         return job
+
+    def create_within(
+        self, job: Job, *, max_in_flight: int, images_per_day: int, day_start: datetime
+    ) -> Job:
+        """One transaction that holds the owner's admission lock over the counts and the
+        insert (see _begin_admission), so two admissions of one owner never read the same
+        counts, whichever processes they run in."""
+        try:
+            with self._begin_admission(job.owner) as conn:
+                # The same precedence as create's: a duplicate id, then a reused key, and
+                # only then the quotas (a replay creates nothing, so it is not charged).
+                self._refuse_duplicate(conn, job)
+                check_admission(
+                    job,
+                    max_in_flight=max_in_flight,
+                    images_per_day=images_per_day,
+                    day_start=day_start,
+                    count_in_flight=lambda: _count_in_flight(conn, job.owner),
+                    count_images_since=lambda since: _count_images_since(conn, job.owner, since),
+                )
+                conn.execute(insert(jobs).values(**_to_row(job)))
+        except IntegrityError as exc:
+            # A create() of the same id or key, which takes no admission lock, got in first.
+            raise self._duplicate(job) from exc
+        return job
+
+    def _refuse_duplicate(self, conn: Connection, job: Job) -> None:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job.id)).first() is not None:
+            raise ValueError(f"job {job.id!r} already exists")
+        if job.idempotency_key is not None:
+            query = select(jobs).where(
+                jobs.c.owner == job.owner, jobs.c.idempotency_key == job.idempotency_key
+            )
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                raise IdempotencyKeyReused(_from_row(row))
+
+    def _duplicate(self, job: Job) -> Exception:
+        """What an insert refused by a unique constraint means. A duplicate id wins over a
+        reused key, as in MemoryJobStore: inserting the same record twice is a ValueError
+        whatever its idempotency key."""
+        if job.idempotency_key is not None and not self._exists(job.id):
+            existing = self._find_by_idempotency_key(job.owner, job.idempotency_key)
+            if existing is not None:
+                return IdempotencyKeyReused(existing)
+        return ValueError(f"job {job.id!r} already exists")
 
     def get(self, job_id: str) -> Job:
         with self._connect() as conn:
@@ -288,28 +330,12 @@ class SqlJobStore:
             conn.execute(text("SELECT 1"))
 
     def count_in_flight(self, owner: str) -> int:
-        query = (
-            select(func.count())
-            .select_from(jobs)
-            .where(
-                jobs.c.owner == owner,
-                jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-            )
-        )
         with self._connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return _count_in_flight(conn, owner)
 
     def count_images_since(self, owner: str, since: datetime) -> int:
-        # Served by ix_jobs_owner_created; the JSON paths work on SQLite and PostgreSQL alike.
-        enqueue_failed = and_(
-            jobs.c.status == JobStatus.FAILED.value,
-            func.coalesce(jobs.c.error["code"].as_string(), "") == ENQUEUE_FAILED,
-        )
-        query = select(
-            func.coalesce(func.sum(func.coalesce(jobs.c.params["num_images"].as_integer(), 1)), 0)
-        ).where(jobs.c.owner == owner, jobs.c.created_at >= since, not_(enqueue_failed))
         with self._connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return _count_images_since(conn, owner, since)
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
         with self._begin() as conn:
@@ -360,6 +386,30 @@ class SqlJobStore:
             raise StoreUnavailable(f"job store unavailable: {exc}") from exc
 
     @contextmanager
+    def _begin_admission(self, owner: str) -> Iterator[Connection]:
+        """A write transaction in which no other admission of `owner` runs until it ends.
+
+        PostgreSQL: a transaction-scoped advisory lock on a 64-bit hash of the owner, taken
+        before anything is read. Under READ COMMITTED (the default, which this engine keeps)
+        each later statement reads a fresh snapshot, so the counts include every admission
+        that committed before the lock was granted. Owners whose hashes collide only wait for
+        each other.
+
+        SQLite: BEGIN IMMEDIATE takes the database's write lock before the counts, across
+        processes (pysqlite would otherwise begin only at the INSERT, leaving the counts
+        outside the transaction); write_lock queues this process's writers first, as _begin
+        does. Another process's writer waits in the busy handler (SQLITE_BUSY_TIMEOUT_S)."""
+        with self._begin() as conn:
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _admission_key(owner)}
+                )
+            elif dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    @contextmanager
     def _begin(self) -> Iterator[Connection]:
         try:
             with write_lock(self._engine), self._engine.begin() as conn:
@@ -368,6 +418,37 @@ class SqlJobStore:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
         except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
             raise StoreUnavailable(f"job store unavailable: {exc}") from exc
+
+
+def _count_in_flight(conn: Connection, owner: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(jobs)
+        .where(
+            jobs.c.owner == owner,
+            jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _count_images_since(conn: Connection, owner: str, since: datetime) -> int:
+    # Served by ix_jobs_owner_created; the JSON paths work on SQLite and PostgreSQL alike.
+    enqueue_failed = and_(
+        jobs.c.status == JobStatus.FAILED.value,
+        func.coalesce(jobs.c.error["code"].as_string(), "") == ENQUEUE_FAILED,
+    )
+    query = select(
+        func.coalesce(func.sum(func.coalesce(jobs.c.params["num_images"].as_integer(), 1)), 0)
+    ).where(jobs.c.owner == owner, jobs.c.created_at >= since, not_(enqueue_failed))
+    return int(conn.execute(query).scalar_one())
+
+
+def _admission_key(owner: str) -> int:
+    """The owner's advisory-lock key: a signed 64-bit hash (PostgreSQL's bigint), under a
+    namespace of its own so it stays clear of the migration lock's key."""
+    digest = hashlib.sha256(b"txt2img-job-admission\0" + owner.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 
 def _to_row(job: Job) -> dict[str, Any]:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import pytest
 
-from dal.errors import IdempotencyKeyReused, InvalidCursor, JobNotFound, TransitionConflict
+from dal.errors import (
+    DailyImageQuotaExceeded,
+    IdempotencyKeyReused,
+    InFlightQuotaExceeded,
+    InvalidCursor,
+    JobNotFound,
+    TransitionConflict,
+)
 from dal.ports import JobStore
+from dal.quota_rules import IN_FLIGHT_RETRY_AFTER_S, seconds_to_next_utc_day
 from dal.records import (
     TERMINAL_STATUSES,
     ImageRef,
@@ -25,6 +34,7 @@ from dal.records import (
     JobStatus,
     WebhookDelivery,
 )
+from tests.concurrent_callers import at_once
 
 # Microseconds on purpose: adapters must keep them.
 T0 = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
@@ -97,6 +107,18 @@ def make_job(
     }
     values.update(overrides)
     return Job(**values)  # type: ignore[arg-type]
+
+
+class Within(TypedDict):
+    max_in_flight: int
+    images_per_day: int
+    day_start: datetime
+
+
+def within(max_in_flight: int, images_per_day: int) -> Within:
+    """create_within's limits, for a job of T0's UTC day."""
+    day = T0.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"max_in_flight": max_in_flight, "images_per_day": images_per_day, "day_start": day}
 
 
 def all_pages(store: JobStore, owner: str, limit: int) -> Iterator[tuple[Job, ...]]:
@@ -1201,6 +1223,114 @@ class JobStoreContract:
         assert store.count_images_since("alice", T0 + timedelta(microseconds=1)) == 0
         assert store.count_images_since("bob", day) == 1
         assert store.count_images_since("carol", day) == 0
+
+    # ---- admission under quotas (create_within) -------------------------------------------
+
+    def test_create_within_admits_jobs_within_the_limits(self, store: JobStore) -> None:
+        """Jobs within both limits are created as create would create them; 0 is unlimited."""
+        for i in range(3):
+            job = make_job(f"job-{i}", params=make_params(num_images=2))
+            assert store.create_within(job, **within(3, 6)) == job
+            assert store.get(job.id) == job
+        for i in range(3):
+            store.create_within(make_job(f"free-{i}"), **within(0, 0))
+        assert store.count_in_flight("alice") == 6
+
+    def test_create_within_refuses_the_job_past_the_in_flight_limit(self, store: JobStore) -> None:
+        """At the limit: InFlightQuotaExceeded with the limit, the usage and Retry-After, and
+        nothing recorded; another owner has a budget of their own."""
+        store.create_within(make_job("job-1"), **within(2, 0))
+        store.create_within(make_job("job-2"), **within(2, 0))
+        with pytest.raises(InFlightQuotaExceeded) as refused:
+            store.create_within(make_job("job-3"), **within(2, 0))
+        assert refused.value.code == "quota-in-flight-exceeded"
+        assert (refused.value.limit, refused.value.usage) == (2, 2)
+        assert refused.value.retry_after_s == IN_FLIGHT_RETRY_AFTER_S
+        assert str(refused.value) == (
+            "2 jobs are queued or running; at most 2 may be at once. Submit again when one "
+            "has finished."
+        )
+        with pytest.raises(JobNotFound):
+            store.get("job-3")
+        store.create_within(make_job("bobs", owner="bob"), **within(2, 0))
+        assert store.count_in_flight("alice") == 2
+
+    def test_create_within_refuses_the_job_past_the_images_per_day(self, store: JobStore) -> None:
+        """The day's images plus the job's may not pass the limit; yesterday's do not count,
+        Retry-After runs to the next day, and the daily refusal comes first."""
+        day = T0.replace(hour=0, minute=0, second=0, microsecond=0)
+        store.create(make_job("yesterday", created_at=day - timedelta(seconds=1)))
+        store.create_within(make_job("four", params=make_params(num_images=4)), **within(0, 5))
+        with pytest.raises(DailyImageQuotaExceeded) as refused:
+            store.create_within(make_job("two", params=make_params(num_images=2)), **within(1, 5))
+        assert refused.value.code == "quota-images-per-day-exceeded"
+        assert (refused.value.limit, refused.value.usage, refused.value.requested) == (5, 4, 2)
+        assert refused.value.retry_after_s == seconds_to_next_utc_day(T0)
+        assert "4 of the 5 images allowed per UTC day are used" in str(refused.value)
+        with pytest.raises(JobNotFound):
+            store.get("two")
+        store.create_within(make_job("one"), **within(0, 5))
+        assert store.count_images_since("alice", day) == 5
+
+    def test_create_within_counts_ended_jobs_out_of_flight(self, store: JobStore) -> None:
+        """A job that ends (canceled, failed, succeeded) frees its place; running ones hold it."""
+        for i in range(3):
+            store.create_within(make_job(f"job-{i}"), **within(3, 0))
+        store.claim("job-0", lease_s=60)
+        with pytest.raises(InFlightQuotaExceeded):
+            store.create_within(make_job("job-3"), **within(3, 0))
+        ends = (
+            ("job-0", {JobStatus.RUNNING}, JobStatus.SUCCEEDED, None),
+            ("job-1", {JobStatus.QUEUED}, JobStatus.CANCELED, None),
+            ("job-2", {JobStatus.QUEUED}, JobStatus.FAILED, JobChanges(error=JobError("x", "y"))),
+        )
+        for job_id, expected, target, changes in ends:
+            store.transition(job_id, expected=expected, target=target, changes=changes)
+            store.create_within(make_job(f"after-{job_id}"), **within(3, 0))
+        with pytest.raises(InFlightQuotaExceeded):
+            store.create_within(make_job("one-too-many"), **within(3, 0))
+        assert store.count_in_flight("alice") == 3
+
+    def test_concurrent_admissions_never_pass_the_limit(self, store: JobStore) -> None:
+        """20 admissions of one owner at once under a limit of 5: exactly 5 are created."""
+        jobs = [make_job(f"job-{i:02d}") for i in range(20)]
+
+        def admit(job: Job) -> Callable[[], Job]:
+            return lambda: store.create_within(job, **within(5, 0))
+
+        outcomes = at_once([admit(job) for job in jobs])
+        created = [o for o in outcomes if isinstance(o, Job)]
+        refused = [o for o in outcomes if isinstance(o, InFlightQuotaExceeded)]
+        assert [o for o in outcomes if not isinstance(o, (Job, InFlightQuotaExceeded))] == []
+        assert (len(created), len(refused)) == (5, 15)
+        assert store.count_in_flight("alice") == 5
+        listed = store.list_by_owner("alice", limit=50).items
+        assert sorted(j.id for j in listed) == sorted(j.id for j in created)
+
+    def test_create_within_refuses_a_reused_key_or_id_before_any_quota(
+        self, store: JobStore
+    ) -> None:
+        """As create does: a duplicate id is a ValueError, then a reused idempotency key is
+        IdempotencyKeyReused with the existing job, even at the limit (a replay is not
+        charged); the key stays unique per owner through create_within."""
+        first = make_job("job-1", idempotency_key="idem", params=make_params(num_images=2))
+        store.create_within(first, **within(1, 2))
+        with pytest.raises(IdempotencyKeyReused) as reused:
+            store.create_within(
+                make_job("job-2", idempotency_key="idem", params=make_params(num_images=2)),
+                **within(1, 2),
+            )
+        assert reused.value.existing == first
+        with pytest.raises(IdempotencyKeyReused):
+            store.create(make_job("job-3", idempotency_key="idem"))
+        with pytest.raises(ValueError, match="already exists"):
+            store.create_within(make_job("job-1", idempotency_key="other"), **within(1, 2))
+        with pytest.raises(InFlightQuotaExceeded):
+            store.create_within(make_job("job-4", idempotency_key="new"), **within(1, 0))
+        for job_id in ("job-2", "job-3", "job-4"):
+            with pytest.raises(JobNotFound):
+                store.get(job_id)
+        store.create_within(make_job("bobs", owner="bob", idempotency_key="idem"), **within(1, 2))
 
     # ---- outbox --------------------------------------------------------------------------
 

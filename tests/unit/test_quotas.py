@@ -9,17 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.job_service import GenerationDefaults, JobRequest, JobService
-from api.quotas import (
-    DailyImageQuotaExceeded,
-    InFlightQuotaExceeded,
-    QuotaLimits,
-    seconds_to_next_utc_day,
-)
-from dal.errors import EnqueueFailed, QuotaExceeded
+from api.quotas import QuotaLimits
+from dal.errors import DailyImageQuotaExceeded, EnqueueFailed, InFlightQuotaExceeded, QuotaExceeded
 from dal.finisher import JobFinisher
 from dal.memory import MemoryJobQueue, MemoryJobStore, MemoryRequestCache
+from dal.quota_rules import seconds_to_next_utc_day
 from dal.records import JobStatus
-from dal.request_keys import finished_request_key
+from dal.request_keys import finished_request_key, idempotency_cache_key
 from tests.contracts.job_store_contract import ManualClock
 
 NOON = datetime(2026, 3, 14, 12, 0, 0, tzinfo=UTC)
@@ -152,6 +148,21 @@ class TestImagesPerDay:
         assert (again.job.id, again.created) == (first.job.id, False)
         assert h.count() == 1
         assert h.jobs.count_images_since("alice", NOON - timedelta(hours=12)) == 2
+
+    def test_a_replay_the_cache_missed_is_answered_with_its_job_not_refused(
+        self, h: Harness
+    ) -> None:
+        """The job store recognises the reused key before it checks the quota, so a replay at
+        the limit is its job even when the request cache has lost (or never had) the key."""
+        quota = QuotaLimits(max_in_flight=1)
+        request = JobRequest(prompt="p")
+        first = h.service.submit(owner="alice", request=request, idempotency_key="k", quota=quota)
+        h.cache.delete(idempotency_cache_key("alice", "k"))
+        again = h.service.submit(owner="alice", request=request, idempotency_key="k", quota=quota)
+        assert (again.job.id, again.created) == (first.job.id, False)
+        assert h.count() == 1
+        with pytest.raises(InFlightQuotaExceeded):
+            h.submit(quota, prompt="another")
 
     def test_a_deduplicated_request_is_neither_refused_nor_charged(self, h: Harness) -> None:
         quota = QuotaLimits(images_per_day=1)

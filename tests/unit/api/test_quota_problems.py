@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.quotas import IN_FLIGHT_RETRY_AFTER_S
+from dal.quota_rules import IN_FLIGHT_RETRY_AFTER_S
 from dal.settings import Settings
 from tests.unit.api.conftest import ApiHarness, make_settings
 
