@@ -101,6 +101,30 @@ DEFAULT_MAX_ATTEMPTS = 10
 FIRST_CONFLICT_PAUSE_S = 0.01
 MAX_CONFLICT_PAUSE_S = 0.5
 
+
+class _ConflictRounds:
+    """The rounds of one conditional write: a deadline every call of every round shares, and
+    a jittered, doubling pause between rounds after a conflict."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._deadline = time.monotonic() + timeout_s
+        self._pause_s = FIRST_CONFLICT_PAUSE_S
+
+    def left(self) -> float:
+        return max(self._deadline - time.monotonic(), 0.001)
+
+    def after_conflict(self, exc: Exception, kept_changing: str) -> None:
+        """Pause before the next round; StoreUnavailable once the deadline has passed."""
+        if time.monotonic() >= self._deadline:
+            raise StoreUnavailable(
+                f"{STORE} unavailable: {kept_changing} for {self._timeout_s:g} s"
+            ) from exc
+        jitter = random.uniform(0, self._pause_s)  # noqa: S311  # nosec B311 - not a secret
+        time.sleep(min(self.left(), jitter))
+        self._pause_s = min(MAX_CONFLICT_PAUSE_S, self._pause_s * 2)
+
+
 # What a conditional change does with the current record at `now`: the new record (the same
 # one when nothing is to be written), or an exception (TransitionConflict) to refuse.
 Compute = Callable[[Job, datetime], Job]
@@ -168,10 +192,8 @@ class FirestoreJobStore:
         )
         admission_ref = self._admissions.document(hashed_id(job.owner))
         data = _to_doc(job)
-        deadline = time.monotonic() + self._timeout_s
-
-        def left() -> float:  # every call of every round shares the one deadline
-            return max(deadline - time.monotonic(), 0.001)
+        rounds = _ConflictRounds(self._timeout_s)
+        left = rounds.left
 
         def read(doc: DocumentReference) -> DocumentSnapshot:
             budget = left()
@@ -180,7 +202,6 @@ class FirestoreJobStore:
             )
             return snapshot
 
-        pause_s = FIRST_CONFLICT_PAUSE_S
         with translate_errors(STORE, f"admitting job {job.id!r}"):
             while True:
                 # First: every admission this one could have missed in the counts below
@@ -222,14 +243,7 @@ class FirestoreJobStore:
                 except (gexc.FailedPrecondition, gexc.Conflict) as exc:
                     # Another admission, a create of the key, or of this id got in first; the
                     # next round reads which.
-                    if time.monotonic() >= deadline:
-                        raise StoreUnavailable(
-                            f"{STORE} unavailable: the admissions of {job.owner!r} kept "
-                            f"changing for {self._timeout_s:g} s"
-                        ) from exc
-                    jitter = random.uniform(0, pause_s)  # noqa: S311  # nosec B311 - not a secret
-                    time.sleep(min(left(), jitter))
-                    pause_s = min(MAX_CONFLICT_PAUSE_S, pause_s * 2)
+                    rounds.after_conflict(exc, f"the admissions of {job.owner!r} kept changing")
                     continue
                 return job
 
@@ -502,12 +516,8 @@ class FirestoreJobStore:
         if not is_valid_document_id(job_id):
             raise JobNotFound(job_id)
         ref = self._jobs.document(job_id)
-        deadline = time.monotonic() + self._timeout_s
-
-        def left() -> float:  # every call of every round shares the one deadline
-            return max(deadline - time.monotonic(), 0.001)
-
-        pause_s = FIRST_CONFLICT_PAUSE_S
+        rounds = _ConflictRounds(self._timeout_s)
+        left = rounds.left
         with translate_errors(STORE, what):
             while True:
                 budget = left()
@@ -530,14 +540,7 @@ class FirestoreJobStore:
                     )
                 except gexc.FailedPrecondition as exc:
                     # Written (or deleted) by someone else since our read.
-                    if time.monotonic() >= deadline:
-                        raise StoreUnavailable(
-                            f"{STORE} unavailable: job {job_id!r} kept changing under "
-                            f"{what} for {self._timeout_s:g} s"
-                        ) from exc
-                    jitter = random.uniform(0, pause_s)  # noqa: S311  # nosec B311 - not a secret
-                    time.sleep(min(left(), jitter))
-                    pause_s = min(MAX_CONFLICT_PAUSE_S, pause_s * 2)
+                    rounds.after_conflict(exc, f"job {job_id!r} kept changing under {what}")
                     continue
                 return updated
 

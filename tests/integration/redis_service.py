@@ -49,3 +49,19 @@ def redis_url() -> Iterator[str]:
 def unique_prefix() -> str:
     """A key prefix no other test (or run) uses."""
     return f"txt2img-test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """This test's key prefix on the Redis at `redis_url`; its keys are deleted afterwards."""
+    from dal.redis.client import make_redis_client
+
+    prefix = unique_prefix()
+    yield prefix
+    client = make_redis_client(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dal.redis import make_redis_client
 from dal.sql import SqlJobStore, create_sql_engine, upgrade
 from emulators.process import free_port
 from tests.concurrent_callers import at_once
@@ -28,6 +27,7 @@ from tests.integration import postgres_service, redis_service
 postgres_admin_url = postgres_service.postgres_admin_url
 empty_postgres_url = postgres_service.empty_postgres_url
 redis_url = redis_service.redis_url
+redis_prefix = redis_service.redis_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 3
@@ -38,17 +38,6 @@ LIMIT = 5
 KEY = "quota-across-processes-key-0123456789"
 OWNER = "quota-owner"
 FAST = {"width": 64, "height": 64, "num_inference_steps": 1}
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    prefix = redis_service.unique_prefix()
-    yield prefix
-    client = make_redis_client(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture

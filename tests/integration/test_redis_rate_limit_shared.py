@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
-from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 
 import pytest
@@ -15,6 +14,7 @@ from dal.redis import RedisRateLimiter, make_redis_client
 from tests.integration import redis_service
 
 redis_url = redis_service.redis_url
+redis_prefix = redis_service.redis_prefix
 
 BURST = 10
 LIMIT, PERIOD_S = 1, 3600.0  # refills one token an hour
@@ -33,19 +33,9 @@ def hammer(url: str, prefix: str, start: Barrier, results: multiprocessing.Queue
     results.put(allowed)
 
 
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = redis_service.unique_prefix()
-    yield prefix
-    client = make_redis_client(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.mark.timeout(120)
-def test_two_processes_share_one_budget(redis_url: str, prefix: str) -> None:
+def test_two_processes_share_one_budget(redis_url: str, redis_prefix: str) -> None:
+    prefix = redis_prefix
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(PROCESSES)
     results: multiprocessing.Queue[int] = ctx.Queue()
