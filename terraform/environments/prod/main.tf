@@ -213,6 +213,7 @@ module "worker" {
   image                         = var.worker_image
   service_account_email         = module.service_accounts.emails.worker
   push_service_account_email    = module.service_accounts.emails.push_invoker
+  custom_audiences              = [var.push_audience]
   network                       = module.network.network_id
   subnetwork                    = module.network.subnetwork_id
   env                           = local.shared_env

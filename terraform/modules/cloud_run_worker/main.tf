@@ -26,6 +26,12 @@ resource "google_cloud_run_v2_service" "worker" {
   # the service is still closed to everyone but the push identity by IAM (see below).
   ingress = "INGRESS_TRAFFIC_ALL"
 
+  # Cloud Run accepts an ID token only for its run.app URL or one of these: the push
+  # subscriptions sign theirs for PUSH_AUDIENCE, which must be listed here or every push is
+  # refused with 401 before it reaches the container
+  # (https://cloud.google.com/run/docs/configuring/custom-audiences).
+  custom_audiences = var.custom_audiences
+
   template {
     service_account       = var.service_account_email
     execution_environment = "EXECUTION_ENVIRONMENT_GEN2"

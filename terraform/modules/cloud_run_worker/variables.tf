@@ -195,3 +195,9 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "custom_audiences" {
+  description = "Audiences besides its run.app URL that the service accepts in ID tokens: the audience the push subscriptions sign for (PUSH_AUDIENCE)."
+  type        = list(string)
+  default     = []
+}
