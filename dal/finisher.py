@@ -58,7 +58,6 @@ class JobFinisher:
         self,
         jobs: JobStore,
         *,
-        handlers: Collection[NamedHandler] = (),
         clock: Callable[[], datetime] = utcnow,
         dead_letter_after_attempts: int = 0,
     ) -> None:
@@ -67,7 +66,7 @@ class JobFinisher:
         without reaching a worker (all of them down, say): the job still needs a GPU, and the
         sweep hands it to the queue again (api/job_recovery.py)."""
         self._jobs = jobs
-        self._handlers = list(handlers)
+        self._handlers: list[NamedHandler] = []
         self._clock = clock
         self._dead_letter_after = dead_letter_after_attempts
 

@@ -87,7 +87,7 @@ from dal.records import (
     legal_sources,
     utcnow,
 )
-from dal.requeue import handed_over_again, requeued_after_lapse
+from dal.requeue import handed_over_again, lease_lapsed, requeued_after_lapse
 from dal.webhooks.state import has_succeeded, is_owed, webhook_event
 
 STORE = "job store"
@@ -348,12 +348,7 @@ class FirestoreJobStore:
 
     def claim(self, job_id: str, *, lease_s: float) -> Job:
         def compute(job: Job, now: datetime) -> Job:
-            takeover = (
-                job.status == JobStatus.RUNNING
-                and job.lease_expires_at is not None
-                and job.lease_expires_at <= now
-            )
-            if job.status != JobStatus.QUEUED and not takeover:
+            if job.status != JobStatus.QUEUED and not lease_lapsed(job, now):
                 raise TransitionConflict(job, frozenset({JobStatus.QUEUED}))
             return job.with_changes(
                 status=JobStatus.RUNNING,

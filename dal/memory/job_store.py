@@ -19,7 +19,7 @@ from dal.records import (
     legal_sources,
     utcnow,
 )
-from dal.requeue import handed_over_again, requeued_after_lapse
+from dal.requeue import handed_over_again, lease_lapsed, requeued_after_lapse
 from dal.webhooks.state import has_succeeded, is_owed
 
 
@@ -111,12 +111,7 @@ class MemoryJobStore:
         with self._lock:
             job = self._get_locked(job_id)
             now = self._clock()
-            takeover = (
-                job.status == JobStatus.RUNNING
-                and job.lease_expires_at is not None
-                and job.lease_expires_at <= now
-            )
-            if job.status != JobStatus.QUEUED and not takeover:
+            if job.status != JobStatus.QUEUED and not lease_lapsed(job, now):
                 raise TransitionConflict(job, frozenset({JobStatus.QUEUED}))
             updated = job.with_changes(
                 status=JobStatus.RUNNING,
