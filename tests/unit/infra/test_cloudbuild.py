@@ -19,7 +19,7 @@ from tests.integration.availability import missing
 
 ROOT = Path(__file__).resolve().parents[3]
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
-ENVIRONMENTS = ROOT / "terraform" / "environments"
+STACK = ROOT / "terraform" / "stack"
 
 # Cloud Build's own builder, versioned by Google and not tagged otherwise.
 KNOWN_BUILDERS = {"gcr.io/cloud-builders/docker"}
@@ -143,8 +143,7 @@ class TestSteps:
         assert {
             "api/Dockerfile",
             "gpu_worker/Dockerfile",
-            "terraform/environments/staging",
-            "terraform/environments/prod",
+            "terraform/stack",
             "tests/e2e/smoke_test.py",
         } <= paths
         assert [p for p in sorted(paths) if not (ROOT / p).exists()] == []
@@ -215,9 +214,9 @@ class TestProdIsGuarded:
         assert {"test", "push-api", "push-worker"} <= upstream(build, "deploy-staging")
 
 
-def terraform_names(kind: str, environment: str) -> set[str]:
+def terraform_names(kind: str) -> set[str]:
     names: set[str] = set()
-    for path in (ENVIRONMENTS / environment).glob("*.tf"):
+    for path in STACK.glob("*.tf"):
         names |= set(re.findall(rf'^{kind} "(\w+)"', path.read_text(), flags=re.MULTILINE))
     return names
 
@@ -228,7 +227,9 @@ class TestAgreesWithTerraform:
         step = steps_by_id(build)[f"deploy-{environment}"]
         passed = set(re.findall(r"-var=(\w+)=", step_text(step)))
         assert passed >= {"project_id", "api_image", "worker_image"}
-        assert passed <= terraform_names("variable", environment)
+        assert passed <= terraform_names("variable")
+        assert f"-var-file=../environments/{environment}.tfvars" in step_text(step)
+        assert f"-backend-config=../environments/{environment}.gcs.tfbackend" in step_text(step)
 
     def test_outputs_read_exist(self, build: dict[str, Any]) -> None:
         steps = steps_by_id(build)
@@ -236,8 +237,7 @@ class TestAgreesWithTerraform:
         names = {a or b for a, b in read}
         names |= set(re.findall(r"output -raw (\w+)", step_text(steps["deploy-prod"])))
         assert "api_url" in names
-        for environment in ("staging", "prod"):
-            assert names <= terraform_names("output", environment), environment
+        assert names <= terraform_names("output")
 
     def test_secrets_are_the_ones_terraform_creates(self, build: dict[str, Any]) -> None:
         secrets = build["availableSecrets"]["secretManager"]

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TERRAFORM = ROOT / "terraform"
 MODULES = TERRAFORM / "modules"
 GKE = TERRAFORM / "gke"
+STACK = TERRAFORM / "stack"
 ENVIRONMENTS = ("staging", "prod")
 MODULE_NAMES = (
     "project_services",
@@ -50,7 +51,7 @@ MODULE_NAMES = (
 )
 ROOT_CONFIGS = (
     *(MODULES / name for name in MODULE_NAMES),
-    *(TERRAFORM / "environments" / env for env in ENVIRONMENTS),
+    STACK,
     GKE,
 )
 ENVIRONMENT_OUTPUTS = {
@@ -154,21 +155,35 @@ def variable_default(directory: Path, name: str) -> Any:
     return variable["default"]
 
 
+def environment_tfvars(environment: str) -> dict[str, Any]:
+    """What environments/ENV.tfvars sets."""
+    values = parse(TERRAFORM / "environments" / f"{environment}.tfvars")
+    return {k: v for k, v in values.items() if k != "__comments__"}
+
+
+def environment_value(environment: str, name: str) -> Any:
+    """A stack variable's value in an environment: its tfvars, else the stack's default."""
+    tfvars = environment_tfvars(environment)
+    return tfvars[name] if name in tfvars else variable_default(STACK, name)
+
+
 def module_call(environment: str, name: str) -> dict[str, Any]:
-    return merged(TERRAFORM / "environments" / environment, "module")[name]
+    del environment  # one root configuration serves every environment
+    return merged(STACK, "module")[name]
 
 
 def module_input(environment: str, name: str, argument: str) -> Any:
-    """The value an environment gives a module argument: a literal, the environment variable's
-    default it forwards, or the module variable's default when it passes nothing."""
+    """The value an environment gives a module argument: a literal, the stack variable it
+    forwards (as the environment's tfvars set it), or the module variable's default when it
+    passes nothing."""
     call = module_call(environment, name)
-    source = (TERRAFORM / "environments" / environment / call["source"]).resolve()
+    source = (STACK / call["source"]).resolve()
     if argument not in call:
         return variable_default(source, argument)
     value = call[argument]
     forwarded = VAR_REF.fullmatch(str(value))
     if forwarded:
-        return variable_default(TERRAFORM / "environments" / environment, forwarded[1])
+        return environment_value(environment, forwarded[1])
     return value
 
 
@@ -214,10 +229,7 @@ def test_every_module_has_its_files_and_a_readme(name: str) -> None:
 
 def test_every_module_is_used_by_the_environments() -> None:
     """No module is dead code: each is called by the environments."""
-    sources = {
-        Path(call["source"]).name
-        for call in merged(TERRAFORM / "environments/staging", "module").values()
-    }
+    sources = {Path(call["source"]).name for call in merged(STACK, "module").values()}
     assert sources == set(MODULE_NAMES)
 
 
@@ -252,56 +264,70 @@ def test_terraform_and_provider_versions_are_constrained(directory: Path) -> Non
 # --- environments --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_environment_state_lives_in_a_gcs_backend(environment: str) -> None:
-    """Each environment keeps its state in Cloud Storage under its own prefix."""
-    (terraform,) = parse(TERRAFORM / "environments" / environment / "backend.tf")["terraform"]
-    gcs = one(terraform, "backend")["gcs"]
-    assert gcs["bucket"]
-    assert gcs["prefix"] == f"txt2img/{environment}"
+def test_stack_state_lives_in_a_gcs_backend_configured_per_environment() -> None:
+    """The stack's backend is a partial gcs configuration: each environment's prefix comes from
+    its own .gcs.tfbackend (and the GKE root reads the environment's state at that prefix)."""
+    (terraform,) = parse(STACK / "backend.tf")["terraform"]
+    assert one(terraform, "backend")["gcs"] == {}
+    (remote,) = [
+        block["env"]
+        for data in parse(GKE / "main.tf")["data"]
+        for block in [data.get("terraform_remote_state", {})]
+        if "env" in block
+    ]
+    for environment in ENVIRONMENTS:
+        backend = (TERRAFORM / "environments" / f"{environment}.gcs.tfbackend").read_text()
+        assert re.findall(r'^(\w+)\s*=\s*"([^"]*)"', backend, flags=re.MULTILINE) == [
+            ("prefix", f"txt2img/{environment}")
+        ]
+        assert remote["config"]["prefix"].replace("${var.environment}", environment) == (
+            f"txt2img/{environment}"
+        )
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_environment_pins_both_google_providers(environment: str) -> None:
-    """Environments pin google and google-beta to the same 6.x constraint."""
-    (terraform,) = parse(TERRAFORM / "environments" / environment / "versions.tf")["terraform"]
+def test_stack_pins_both_google_providers() -> None:
+    """The stack pins google and google-beta to the same 6.x constraint."""
+    (terraform,) = parse(STACK / "versions.tf")["terraform"]
     providers = one(terraform, "required_providers")
     assert providers["google"]["version"] == providers["google-beta"]["version"]
     assert providers["google"]["version"].startswith("~> 6.")
 
 
-@pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_environment_outputs_what_operators_and_ci_need(environment: str) -> None:
+def test_stack_outputs_what_operators_and_ci_need() -> None:
     """URLs, topic and subscription names, buckets, accounts and the Redis host are outputs."""
-    outputs = set(merged(TERRAFORM / "environments" / environment, "output"))
-    assert ENVIRONMENT_OUTPUTS - outputs == set()
+    assert ENVIRONMENT_OUTPUTS - set(merged(STACK, "output")) == set()
 
 
-@pytest.mark.parametrize("file", ["main.tf", "outputs.tf", "versions.tf"])
-def test_environments_differ_only_in_variables_and_backend(file: str) -> None:
-    """staging and prod compose the modules identically (no drift between them)."""
-    staging = (TERRAFORM / "environments/staging" / file).read_text()
-    assert (TERRAFORM / "environments/prod" / file).read_text() == staging
+def test_environments_are_settings_not_copies_of_the_configuration() -> None:
+    """An environment is its tfvars and its backend prefix; no Terraform code is repeated per
+    environment."""
+    files = sorted(p.name for p in (TERRAFORM / "environments").iterdir())
+    assert files == sorted(
+        name for env in ENVIRONMENTS for name in (f"{env}.tfvars", f"{env}.gcs.tfbackend")
+    )
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
-def test_environment_example_tfvars_set_only_declared_variables(environment: str) -> None:
-    """terraform.tfvars.example fills the required variables and names no unknown one."""
-    directory = TERRAFORM / "environments" / environment
-    text = (directory / "terraform.tfvars.example").read_text()
+def test_environment_tfvars_set_only_declared_variables(environment: str) -> None:
+    """Each environment's tfvars names only the stack's variables (set or in comments) and
+    leaves to the command line only the project and the images, which Cloud Build passes."""
+    text = (TERRAFORM / "environments" / f"{environment}.tfvars").read_text()
+    declared = merged(STACK, "variable")
     named = set(re.findall(r"^#?\s*(\w+)\s+=", text, flags=re.MULTILINE))
-    assert named - set(merged(directory, "variable")) == set()
-    required = {n for n, body in merged(directory, "variable").items() if "default" not in body}
-    set_values = set(re.findall(r"^(\w+)\s+=", text, flags=re.MULTILINE))
-    assert required - set_values == set()
+    assert named - set(declared) == set()
+    required = {n for n, body in declared.items() if "default" not in body}
+    assert required - set(environment_tfvars(environment)) == {
+        "project_id",
+        "api_image",
+        "worker_image",
+    }
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_environment_app_env_is_the_environment(environment: str) -> None:
     """APP_ENV defaults to the environment's own name (the settings' production profiles)."""
-    directory = TERRAFORM / "environments" / environment
-    assert variable_default(directory, "environment") == environment
-    assert merged(directory, "locals")["shared_env"]["APP_ENV"] == "${var.environment}"
+    assert environment_value(environment, "environment") == environment
+    assert merged(STACK, "locals")["shared_env"]["APP_ENV"] == "${var.environment}"
 
 
 # --- the GPU worker on Cloud Run -----------------------------------------------------------
@@ -460,7 +486,7 @@ def service_env(module: str) -> set[str]:
     """Variable names a Cloud Run module sets: its own, the environment's shared settings, and
     the secrets mounted as variables."""
     names = set(merged(MODULES / module, "locals")["module_env"])
-    env_locals = merged(TERRAFORM / "environments/staging", "locals")
+    env_locals = merged(STACK, "locals")
     names |= set(env_locals["shared_env"]) | set(env_locals["secret_env_always"])
     return names
 
@@ -469,7 +495,7 @@ def service_env(module: str) -> set[str]:
 def test_every_variable_set_on_a_service_is_a_setting(module: str) -> None:
     """No typo reaches a service: each name is a field of dal.settings.Settings."""
     assert service_env(module) - SETTING_NAMES == set()
-    locals_ = merged(TERRAFORM / "environments/staging", "locals")
+    locals_ = merged(STACK, "locals")
     conditional = re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", locals_["shared_secret_env"])
     conditional += re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", locals_["api_secret_env"])
     assert set(conditional) - SETTING_NAMES == set()
@@ -502,7 +528,7 @@ def test_services_get_the_production_profile_settings() -> None:
     assert required - service_env("cloud_run_worker") == set()
     assert {"HOST", "GCS_SIGNING_SERVICE_ACCOUNT"} <= service_env("cloud_run_api")
     assert {"WORKER_HOST", "MAX_BATCH_SIZE", "MODEL_PATH"} <= service_env("cloud_run_worker")
-    shared = merged(TERRAFORM / "environments/staging", "locals")["shared_env"]
+    shared = merged(STACK, "locals")["shared_env"]
     assert shared["PUSH_AUTH"] == "oidc"
     assert shared["PUSH_AUDIENCE"] == "${var.push_audience}"
 
@@ -511,12 +537,11 @@ def test_services_get_the_production_profile_settings() -> None:
 def test_deployments_have_per_owner_quotas_on_by_default(environment: str) -> None:
     """The settings default to no quota (local use); a deployment sets both from variables
     whose defaults are limits, so a new environment never runs unmetered by accident."""
-    directory = TERRAFORM / "environments" / environment
-    shared = merged(directory, "locals")["shared_env"]
+    shared = merged(STACK, "locals")["shared_env"]
     assert shared["QUOTA_MAX_IN_FLIGHT"] == "${tostring(var.quota_max_in_flight)}"
     assert shared["QUOTA_IMAGES_PER_DAY"] == "${tostring(var.quota_images_per_day)}"
-    assert variable_default(directory, "quota_max_in_flight") > 0
-    assert variable_default(directory, "quota_images_per_day") > 0
+    assert environment_value(environment, "quota_max_in_flight") > 0
+    assert environment_value(environment, "quota_images_per_day") > 0
     assert {"quota_max_in_flight", "quota_images_per_day"} <= set(Settings.model_fields)
 
 
@@ -539,7 +564,7 @@ def test_secrets_reach_the_services_from_secret_manager(module: str) -> None:
     assert secret_env["for_each"] == "${var.secret_env}"
     ref = one(one(secret_env["content"][0], "value_source"), "secret_key_ref")
     assert ref == {"secret": "${env.value.secret}", "version": "${env.value.version}"}
-    locals_ = merged(TERRAFORM / "environments/staging", "locals")
+    locals_ = merged(STACK, "locals")
     assert not set(locals_["secret_env_always"]) & set(locals_["shared_env"])
     assert {"API_KEY_PEPPER", "URL_SIGNING_SECRET", "WEBHOOK_SIGNING_SECRET", "REDIS_URL"} <= set(
         locals_["secret_env_always"]
@@ -558,9 +583,9 @@ def secrets_module_keys(*expressions: str) -> set[str]:
 def test_every_secret_a_service_reads_is_granted_to_its_account(environment: str) -> None:
     """Each secret of the secrets module that the API or the worker mounts lists that
     service's account among its accessors: without the grant its revision cannot start."""
-    directory = TERRAFORM / "environments" / environment
-    locals_ = merged(directory, "locals")
-    modules = merged(directory, "module")
+    del environment  # one root configuration serves every environment
+    locals_ = merged(STACK, "locals")
+    modules = merged(STACK, "module")
     assert modules["secrets"]["accessor_members"] == "${local.runtime_members}"
     for service, secret_env in (("api", "api_secret_env"), ("worker", "shared_secret_env")):
         assert modules[service]["secret_env"] == f"${{local.{secret_env}}}"
@@ -584,7 +609,7 @@ def test_every_deployment_path_reads_the_same_secrets() -> None:
     """Cloud Run (both services), the GKE worker and the VM's startup script mount the same
     secrets, each from its own Secret Manager secret; the GKE worker's identity may read
     every secret it mounts."""
-    cloud_run = merged(TERRAFORM / "environments/staging", "locals")["secret_env_always"]
+    cloud_run = merged(STACK, "locals")["secret_env_always"]
     gke = merged(GKE, "locals")["secret_env_always"]
     assert set(gke) == set(cloud_run)
     (grant,) = resources(GKE, "google_secret_manager_secret_iam_member").values()
@@ -609,11 +634,10 @@ def test_webhooks_are_signed_with_a_secret_of_their_own() -> None:
         "secret_id": "txt2img-webhook-signing-secret",
         "accessors": ["api", "worker"],
     }
-    for environment in ENVIRONMENTS:
-        always = merged(TERRAFORM / "environments" / environment, "locals")["secret_env_always"]
-        assert always["WEBHOOK_SIGNING_SECRET"] == {
-            "secret": '${module.secrets.secret_ids["webhook_signing_secret"]}'
-        }
+    always = merged(STACK, "locals")["secret_env_always"]
+    assert always["WEBHOOK_SIGNING_SECRET"] == {
+        "secret": '${module.secrets.secret_ids["webhook_signing_secret"]}'
+    }
     gke = merged(GKE, "locals")["secret_env_always"]
     assert gke["WEBHOOK_SIGNING_SECRET"] == '${local.env.secret_ids["webhook_signing_secret"]}'
 

@@ -10,9 +10,8 @@ variable "region" {
 }
 
 variable "environment" {
-  description = "APP_ENV of the services: staging or prod."
+  description = "APP_ENV of the services: staging or prod (set by environments/ENV.tfvars)."
   type        = string
-  default     = "staging"
 
   validation {
     condition     = contains(["staging", "prod"], var.environment)
@@ -56,19 +55,19 @@ variable "allow_unauthenticated" {
 variable "api_min_instances" {
   description = "API instances kept warm (0: scale to zero)."
   type        = number
-  default     = 0
+  default     = 1
 }
 
 variable "api_max_instances" {
   description = "Most API instances."
   type        = number
-  default     = 5
+  default     = 20
 }
 
 variable "worker_max_instances" {
   description = "Most GPU worker instances (within the project's Cloud Run L4 quota)."
   type        = number
-  default     = 1
+  default     = 5
 }
 
 variable "worker_cpu" {
@@ -122,7 +121,7 @@ variable "max_delivery_attempts" {
 variable "image_retention_days" {
   description = "Generated images are deleted after this many days."
   type        = number
-  default     = 7
+  default     = 30
 }
 
 variable "cors_origins" {
@@ -170,7 +169,7 @@ variable "firestore_collection_prefix" {
 variable "redis_tier" {
   description = "Memorystore tier: BASIC or STANDARD_HA."
   type        = string
-  default     = "BASIC"
+  default     = "STANDARD_HA"
 }
 
 variable "redis_memory_size_gb" {
@@ -182,13 +181,13 @@ variable "redis_memory_size_gb" {
 variable "cloud_sql_tier" {
   description = "Cloud SQL machine tier (with use_cloud_sql)."
   type        = string
-  default     = "db-custom-1-3840"
+  default     = "db-custom-2-7680"
 }
 
 variable "cloud_sql_availability_type" {
   description = "Cloud SQL availability: ZONAL or REGIONAL (with use_cloud_sql)."
   type        = string
-  default     = "ZONAL"
+  default     = "REGIONAL"
 }
 
 variable "bootstrap_api_key_enabled" {

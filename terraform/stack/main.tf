@@ -4,8 +4,9 @@
 # in Memorystore. With worker_platform = "gke", the Cloud Run worker and its push
 # subscriptions are replaced by pull subscriptions that terraform/gke's workers read.
 #
-# This file is identical in every environment (a unit test checks it); environments differ only
-# in variables.tf defaults, backend.tf and their tfvars.
+# This root configuration serves every environment: an environment is a project, a state prefix
+# (../environments/ENV.gcs.tfbackend) and its settings (../environments/ENV.tfvars); the
+# defaults in variables.tf are production's.
 provider "google" {
   project = var.project_id
   region  = var.region
@@ -74,12 +75,12 @@ locals {
 }
 
 module "project_services" {
-  source     = "../../modules/project_services"
+  source     = "../modules/project_services"
   project_id = var.project_id
 }
 
 module "service_accounts" {
-  source              = "../../modules/service_accounts"
+  source              = "../modules/service_accounts"
   project_id          = var.project_id
   cloud_sql_client    = var.use_cloud_sql
   build_project_roles = var.grant_build_deploy_roles ? null : []
@@ -90,7 +91,7 @@ module "service_accounts" {
 }
 
 module "artifact_registry" {
-  source         = "../../modules/artifact_registry"
+  source         = "../modules/artifact_registry"
   project_id     = var.project_id
   region         = var.region
   labels         = local.labels
@@ -101,7 +102,7 @@ module "artifact_registry" {
 }
 
 module "network" {
-  source                  = "../../modules/network"
+  source                  = "../modules/network"
   project_id              = var.project_id
   region                  = var.region
   subnet_cidr             = var.subnet_cidr
@@ -111,7 +112,7 @@ module "network" {
 }
 
 module "storage" {
-  source               = "../../modules/storage"
+  source               = "../modules/storage"
   project_id           = var.project_id
   location             = var.region
   images_bucket_name   = "${var.project_id}-txt2img-images"
@@ -134,7 +135,7 @@ module "storage" {
 }
 
 module "firestore" {
-  source              = "../../modules/firestore"
+  source              = "../modules/firestore"
   project_id          = var.project_id
   location            = coalesce(var.firestore_location, var.region)
   collection_prefix   = var.firestore_collection_prefix
@@ -144,7 +145,7 @@ module "firestore" {
 }
 
 module "secrets" {
-  source           = "../../modules/secrets"
+  source           = "../modules/secrets"
   project_id       = var.project_id
   accessor_members = local.runtime_members
   labels           = local.labels
@@ -153,7 +154,7 @@ module "secrets" {
 }
 
 module "memorystore" {
-  source               = "../../modules/memorystore"
+  source               = "../modules/memorystore"
   project_id           = var.project_id
   region               = var.region
   network_id           = module.network.network_id
@@ -166,7 +167,7 @@ module "memorystore" {
 }
 
 module "cloud_sql" {
-  source = "../../modules/cloud_sql"
+  source = "../modules/cloud_sql"
   count  = var.use_cloud_sql ? 1 : 0
 
   project_id           = var.project_id
@@ -182,7 +183,7 @@ module "cloud_sql" {
 }
 
 module "api" {
-  source                = "../../modules/cloud_run_api"
+  source                = "../modules/cloud_run_api"
   project_id            = var.project_id
   region                = var.region
   image                 = var.api_image
@@ -205,7 +206,7 @@ module "api" {
 }
 
 module "worker" {
-  source = "../../modules/cloud_run_worker"
+  source = "../modules/cloud_run_worker"
   count  = local.worker_on_cloud_run ? 1 : 0
 
   project_id                    = var.project_id
@@ -236,7 +237,7 @@ module "worker" {
 }
 
 module "pubsub" {
-  source     = "../../modules/pubsub"
+  source     = "../modules/pubsub"
   project_id = var.project_id
 
   push_endpoint_base_url     = local.worker_on_cloud_run ? module.worker[0].url : null
