@@ -252,6 +252,16 @@ class Settings(BaseSettings):
     prefer_wait_poll_s: float = Field(
         default=0.5, gt=0, description="How often a held GET re-reads the job store."
     )
+    events_stream_max_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long one GET /v1/jobs/{id}/events stream lasts before the server ends it "
+            "(the client reconnects with Last-Event-ID). Keep it under the platform's request "
+            "timeout (Cloud Run: the API service's timeout), which would cut it instead."
+        ),
+    )
     list_max_limit: int = Field(default=100, ge=1, le=1000)
     rate_limit_submit_per_minute: int = Field(default=30, ge=1)
     rate_limit_submit_burst: int = Field(default=10, ge=1)
@@ -429,6 +439,16 @@ class Settings(BaseSettings):
             problems.append("PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT must be set for PUSH_AUTH=oidc")
         if self.job_store == "sql" and (self.database_url or "").startswith("sqlite"):
             problems.append(f"DATABASE_URL=sqlite is not allowed with APP_ENV={self.app_env}")
+        # Which account signs image URLs is configuration, not a guess from the runtime's
+        # credentials: that account must hold iam.serviceAccounts.signBlob on itself, and the
+        # deployment grants it to the account it names here.
+        if self.blob_store == "gcs" and not (
+            self.gcs_signing_service_account or self.gcs_signing_key_file
+        ):
+            problems.append(
+                "BLOB_STORE=gcs needs GCS_SIGNING_SERVICE_ACCOUNT (or GCS_SIGNING_KEY_FILE) "
+                f"with APP_ENV={self.app_env}: the account that signs image URLs"
+            )
         for name in ("api_key_pepper", "url_signing_secret", "webhook_signing_secret"):
             secret = getattr(self, name)
             if secret is None:  # webhook_signing_secret: derived from url_signing_secret

@@ -138,7 +138,7 @@ async def _events(
 ) -> AsyncIterator[str]:
     settings = services.settings
     poll = min(settings.prefer_wait_poll_s, MAX_POLL_S)
-    deadline = time.monotonic() + settings.prefer_wait_max_s * 10
+    deadline = time.monotonic() + settings.events_stream_max_s
     yield f"retry: {RETRY_MS}\n\n"
     last_write = time.monotonic()
     while True:

@@ -86,7 +86,10 @@ def fuzz_target(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         stop_service(seeder)
     # Held requests (Prefer: wait, event streams) answer at once: no job moves here.
-    target = _start_api({**env, "JOB_QUEUE": "memory", "PREFER_WAIT_MAX_S": "0"}, root / "logs")
+    target = _start_api(
+        {**env, "JOB_QUEUE": "memory", "PREFER_WAIT_MAX_S": "0", "EVENTS_STREAM_MAX_S": "0"},
+        root / "logs",
+    )
     try:
         yield f"http://{target.address}"
     finally:

@@ -13,6 +13,7 @@ STRONG = "x" * 40
 OIDC: dict[str, Any] = {
     "push_audience": "https://worker.example/pubsub/push",
     "push_service_account": "push@p.iam.gserviceaccount.com",
+    "gcs_signing_service_account": "api@p.iam.gserviceaccount.com",
 }
 
 
@@ -123,6 +124,20 @@ class TestProductionGuards:
         s = Settings(app_env="prod", api_key_pepper=STRONG, url_signing_secret=STRONG, **OIDC)
         assert (s.job_store, s.blob_store, s.job_queue) == ("firestore", "gcs", "pubsub")
         assert s.is_production
+
+    def test_production_names_the_account_that_signs_image_urls(self) -> None:
+        """With Cloud Storage, production refuses to guess the signer from the runtime's
+        credentials: the deployment grants signBlob to the account it names."""
+        essentials = {k: v for k, v in OIDC.items() if k != "gcs_signing_service_account"}
+        with pytest.raises(ValidationError, match="GCS_SIGNING_SERVICE_ACCOUNT"):
+            Settings(app_env="prod", api_key_pepper=STRONG, url_signing_secret=STRONG, **essentials)
+        Settings(
+            app_env="prod",
+            api_key_pepper=STRONG,
+            url_signing_secret=STRONG,
+            blob_store="filesystem",
+            **essentials,
+        )
 
     def test_push_auth_cannot_be_turned_off_in_production(self) -> None:
         """PUSH_AUTH=none is for the emulators only."""

@@ -19,6 +19,7 @@ PROD: dict[str, Any] = {
     "url_signing_secret": "u" * 40,
     "push_audience": "https://worker.example/pubsub/push",
     "push_service_account": "push@p.iam.gserviceaccount.com",
+    "gcs_signing_service_account": "api@p.iam.gserviceaccount.com",
 }
 
 

@@ -140,7 +140,7 @@ class TestJobEvents:
 
     def test_stream_ends_after_its_time_limit(self, api: ApiHarness) -> None:
         """A stream is bounded; the client reconnects (here: the job never runs)."""
-        api.services.settings.prefer_wait_max_s = 0.05
+        api.services.settings.events_stream_max_s = 0.5
         api.services.settings.prefer_wait_poll_s = 0.05
         job_id = api.client.post("/v1/jobs", json=SLOW, headers=api.headers()).json()["id"]
         started = time.monotonic()
