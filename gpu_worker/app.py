@@ -156,6 +156,7 @@ def _start_pull_worker(services: WorkerServices) -> Any:
             project, settings.pubsub_dead_letter_recorder_subscription
         ),
         max_in_flight=settings.pull_max_in_flight,
+        shutdown_grace_s=settings.shutdown_grace_s,
     )
     puller.start()
     return puller

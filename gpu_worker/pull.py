@@ -2,11 +2,16 @@
 Pub/Sub pushing them over HTTP (Cloud Run). The same runner decides; the answer becomes an ack
 or a nack instead of an HTTP status. Flow control keeps at most `max_in_flight` messages leased,
 so a GPU node never hoards work another node could do.
+
+Stopping (SIGTERM: a scale-in, a rollout, a node drain) stops pulling, nacks the messages leased
+but not started, and lets the running jobs finish and acknowledge for up to SHUTDOWN_GRACE_S
+before the model and the stores close; the pod's grace period is longer than that.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from dal.pubsub.message import JobMessage
@@ -26,25 +31,37 @@ class PullWorker:
         jobs_subscription: str,
         dead_letter_subscription: str | None,
         max_in_flight: int,
+        shutdown_grace_s: float = 30.0,
     ) -> None:
         self._services = services
         self._subscriber = subscriber
         self._jobs_subscription = jobs_subscription
         self._dead_letter_subscription = dead_letter_subscription
         self._max_in_flight = max_in_flight
+        self._shutdown_grace_s = shutdown_grace_s
         self._futures: list[Any] = []
 
     def start(self) -> None:
         from google.cloud import pubsub_v1
 
         flow = pubsub_v1.types.FlowControl(max_messages=self._max_in_flight)
+        # Cancelling a stream then waits for its running callbacks (the jobs), which still ack
+        # or nack; without it the worker would close the model under them.
         self._futures.append(
-            self._subscriber.subscribe(self._jobs_subscription, self.on_job, flow_control=flow)
+            self._subscriber.subscribe(
+                self._jobs_subscription,
+                self.on_job,
+                flow_control=flow,
+                await_callbacks_on_shutdown=True,
+            )
         )
         if self._dead_letter_subscription:
             self._futures.append(
                 self._subscriber.subscribe(
-                    self._dead_letter_subscription, self.on_dead_letter, flow_control=flow
+                    self._dead_letter_subscription,
+                    self.on_dead_letter,
+                    flow_control=flow,
+                    await_callbacks_on_shutdown=True,
                 )
             )
         log.info("pulling jobs from %s", self._jobs_subscription)
@@ -78,11 +95,19 @@ class PullWorker:
         message.ack()
 
     def stop(self) -> None:
+        """Stop pulling and wait, at most shutdown_grace_s in all, for the running jobs."""
+        deadline = time.monotonic() + self._shutdown_grace_s
         for future in self._futures:
             future.cancel()
         for future in self._futures:
             try:
-                future.result(timeout=30)
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning(
+                    "jobs still running after SHUTDOWN_GRACE_S=%ss; stopping anyway (their "
+                    "messages are redelivered)",
+                    self._shutdown_grace_s,
+                )
             except Exception:  # the cancellation itself surfaces here
                 log.debug("streaming pull ended", exc_info=True)
         self._futures.clear()
