@@ -7,6 +7,7 @@ per-call state (scheduler timesteps, guidance settings) and a GPU runs one batch
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,9 @@ import torch
 from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from gpu_worker.images import split_by_request
+from gpu_worker.model_folder import absent_optional_components, load_variant
+
+log = logging.getLogger(__name__)
 
 # torch.Generator.manual_seed accepts any unsigned 64-bit value.
 _MAX_SEED = 2**64 - 1
@@ -120,7 +124,10 @@ class DiffusionEngine:
             module.disable_progress_bar()
         try:
             pipeline = diffusers.DiffusionPipeline.from_pretrained(
-                self.model_path, local_files_only=True, **{dtype_arg: self.dtype}
+                self.model_path,
+                local_files_only=True,
+                **{dtype_arg: self.dtype},
+                **self.load_options(),
             )
         finally:
             for module in restore:
@@ -130,6 +137,24 @@ class DiffusionEngine:
         if self.device.startswith("cuda"):
             self._optimise_for_cuda(pipeline)
         return pipeline
+
+    def load_options(self) -> dict[str, Any]:
+        """`from_pretrained` arguments that depend on what the folder holds (besides the
+        dtype): the fp16 weight variant when the folder has it (gpu_worker.model_folder
+        .load_variant), and None for the components the engine never uses that the folder
+        leaves out although model_index.json names them (the safety checker and its image
+        processor, in the deploy runbook's download)."""
+        options: dict[str, Any] = {}
+        variant = load_variant(self.model_path, half_precision=self.dtype == torch.float16)
+        if variant is not None:
+            options["variant"] = variant
+        absent = absent_optional_components(self.model_path)
+        options.update(dict.fromkeys(absent))
+        if "safety_checker" in absent:
+            # Without it diffusers logs a long warning on every load; say it once, plainly.
+            options["requires_safety_checker"] = False
+            log.info("%s has no safety_checker: generated images are not filtered", self.model_path)
+        return options
 
     def _optimise_for_cuda(self, pipeline: Any) -> None:
         from diffusers.models.attention_processor import AttnProcessor2_0

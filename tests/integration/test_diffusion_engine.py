@@ -224,3 +224,44 @@ class TestDiffusionEngine:
     def test_warm_up_generates_at_the_default_size(self, engine: DiffusionEngine) -> None:
         """warm_up() completes one generation and reports how long it took."""
         assert engine.warm_up() > 0
+
+
+@pytest.fixture(scope="module")
+def fp16_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as docs/deploy-cloud-run.md's download leaves a real one: fp16 weight
+    files only, model_index.json naming a safety checker whose folder is absent."""
+    from bench.model_weights import save_fp16_variant
+
+    return save_fp16_variant(tiny_model_dir, tmp_path_factory.mktemp("models") / "tiny-fp16")
+
+
+class TestFp16VariantFolder:
+    def test_the_gpu_engine_asks_for_the_fp16_files_and_no_safety_checker(
+        self, fp16_model_dir: Path
+    ) -> None:
+        """On CUDA (fp16) the engine reads *.fp16.safetensors; constructing it needs no GPU."""
+        options = DiffusionEngine(fp16_model_dir, device="cuda").load_options()
+
+        assert options == {
+            "variant": "fp16",
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
+
+    def test_a_plain_folder_is_loaded_as_before(self, tiny_model_dir: Path) -> None:
+        for device in ("cuda", "cpu"):
+            assert DiffusionEngine(tiny_model_dir, device=device).load_options() == {}
+
+    def test_loads_and_generates_on_cpu(self, fp16_model_dir: Path) -> None:
+        """No full-precision files and no safety checker: the CPU engine still loads (casting
+        the fp16 weights up) and generates."""
+        import torch
+
+        engine = DiffusionEngine(fp16_model_dir, device="cpu")
+        pipeline = engine.load()
+
+        assert pipeline.safety_checker is None
+        assert pipeline.unet.dtype == torch.float32
+        (image,) = engine.generate(request(7))
+        assert pixels(image).shape == (64, 64, 3)
