@@ -32,7 +32,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench soak model test test-unit test-integration test-e2e lint format clean
+.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench bench-weights soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if
 bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
 	$(BIN)/python -m bench
 
+bench-weights: $(STAMP) ## Print the tiny model's bytes as fp32 vs fp16 variant, and the worker's start to /readyz from each folder
+	$(BIN)/python -m bench.model_weights
+
 drill: $(STAMP) services ## The recovery drill on the emulator stack: 12 jobs, the worker SIGKILLed, restarted at once and after 2 min; prints the figures
 	DRILL_OUTAGES=0,120 $(BIN)/python -m pytest -q -s tests/e2e/test_recovery_drill.py
 
@@ -115,7 +118,7 @@ lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, import graph, bandit,
 	$(BIN)/mypy
 	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench tools
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
-	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh tools/ensure-chromium.sh
+	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh terraform/gke/deploy.sh tools/ensure-chromium.sh
 	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \
 	elif [ "$$CI" = true ]; then echo "terraform is required in CI" >&2; exit 1; \
 	else echo "terraform not installed: skipping terraform fmt"; fi
