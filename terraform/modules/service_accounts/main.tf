@@ -58,12 +58,23 @@ resource "google_project_iam_member" "this" {
   member  = each.value.member
 }
 
-# The API signs V4 URLs through IAM signBlob as itself (GCS_SIGNING_SERVICE_ACCOUNT): it needs
-# iam.serviceAccounts.signBlob on its own account, and on no other.
+# The API (image URLs in job responses) and the worker (image URLs in webhook bodies) sign V4
+# URLs through IAM signBlob as themselves (GCS_SIGNING_SERVICE_ACCOUNT), which "requires the
+# iam.serviceAccounts.signBlob permission" on the signing account
+# (https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signBlob):
+# each gets it on its own account, and on no other. roles/iam.serviceAccountTokenCreator rather
+# than a custom role: its other permissions (tokens for the same account) give a process nothing
+# its own credentials do not, and a custom role would be one more project-level object to own.
 resource "google_service_account_iam_member" "api_signs_as_itself" {
   service_account_id = google_service_account.this["api"].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = "serviceAccount:${google_service_account.this["api"].email}"
+}
+
+resource "google_service_account_iam_member" "worker_signs_as_itself" {
+  service_account_id = google_service_account.this["worker"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.this["worker"].email}"
 }
 
 # Deployers create revisions and subscriptions that run as these accounts

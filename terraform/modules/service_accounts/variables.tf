@@ -24,10 +24,19 @@ variable "build_project_roles" {
   description = "Project roles of the build account, which runs `terraform apply` from Cloud Build. Predefined roles only; trim them if another identity deploys."
   type        = list(string)
   nullable    = false
+  # Enough to create, update and delete every resource type terraform/stack declares (GKE's
+  # container.admin is granted by terraform/gke); tests/unit/infra/test_iam_matrix.py derives
+  # what each type needs and fails when these stop covering it.
   default = [
     "roles/artifactregistry.admin",
+    # The outbox sweep's scheduler job (modules/cloud_run_api).
+    "roles/cloudscheduler.admin",
     "roles/cloudsql.admin",
     "roles/compute.networkAdmin",
+    # Firewall rules (modules/network): compute.networkAdmin has compute.firewalls.get and list
+    # only; compute.firewalls.create/update/delete are in compute.securityAdmin
+    # (https://cloud.google.com/iam/docs/roles-permissions/compute).
+    "roles/compute.securityAdmin",
     "roles/datastore.owner",
     "roles/iam.serviceAccountAdmin",
     "roles/logging.logWriter",
