@@ -4,8 +4,9 @@
 # Kubernetes service account to the environment's worker service account; KEDA scales the
 # Deployment on the pull subscription's backlog, down to zero pods and so zero GPU nodes.
 #
-# Kubernetes objects are rendered from manifests/ (outputs worker_manifest, keda_manifest,
-# hpa_manifest) and applied with kubectl: see README.md.
+# Kubernetes objects are rendered from manifests/ (outputs worker_manifest and
+# autoscaling_manifest, which is keda_manifest or hpa_manifest) and applied with kubectl by
+# deploy.sh, which Cloud Build runs after applying the environment: see README.md.
 provider "google" {
   project = var.project_id
   region  = var.region
@@ -58,6 +59,10 @@ locals {
     local.env.cloud_sql_instance != null ? { DATABASE_URL = local.env.secret_ids["database_url"] } : {},
   )
 
+  # GCS_SIGNING_SERVICE_ACCOUNT: image URLs are signed through IAM signBlob as the worker's own
+  # account (Workload Identity gives the pod tokens, never a key to sign with). MODEL_PATH:
+  # the weights baked into the image (null: the image's own MODEL_PATH, /opt/model) or the
+  # mounted models bucket.
   worker_env_all = {
     APP_ENV                                  = local.env.environment
     GCP_PROJECT                              = var.project_id
@@ -80,7 +85,8 @@ locals {
     PUSH_AUTH                                = "oidc"
     PUSH_AUDIENCE                            = local.env.push_audience
     PUSH_SERVICE_ACCOUNT                     = local.env.push_service_account
-    MODEL_PATH                               = "/models/${var.model_name}"
+    GCS_SIGNING_SERVICE_ACCOUNT              = local.env.worker_service_account
+    MODEL_PATH                               = var.mount_models_bucket ? "/models/${var.model_name}" : var.model_path
     WORKER_HOST                              = "0.0.0.0"
     WORKER_PORT                              = "8080"
     SHUTDOWN_GRACE_S                         = tostring(var.shutdown_grace_seconds)
@@ -95,6 +101,7 @@ locals {
     worker_image              = var.worker_image
     project_id                = var.project_id
     models_bucket             = local.env.models_bucket
+    mount_models_bucket       = var.mount_models_bucket
     env                       = local.worker_env
     secret_env                = local.secret_env
     secrets_mount_dir         = local.secrets_mount_dir
@@ -104,6 +111,15 @@ locals {
     max_replicas              = var.max_gpu_nodes
     messages_per_replica      = var.messages_per_replica
   }
+
+  autoscaling_templates = {
+    keda = "keda-scaledobject.yaml.tftpl"
+    hpa  = "hpa-stackdriver.yaml.tftpl"
+  }
+
+  # Who runs `terraform apply` and deploy.sh for this environment: its Cloud Build account and
+  # any other deployer it names (additional_deployers, e.g. staging's build account for prod).
+  deployers = local.env.deployer_members
 }
 
 resource "google_project_service" "container" {
@@ -262,6 +278,15 @@ resource "google_container_cluster" "this" {
     }
   }
 
+  # The DNS-based control plane endpoint: kubectl reaches it from anywhere (Cloud Build's
+  # workers, a laptop) and every request is authorized by IAM, with no IP allowlist
+  # (gcloud container clusters get-credentials --dns-endpoint).
+  control_plane_endpoints_config {
+    dns_endpoint_config {
+      allow_external_traffic = true
+    }
+  }
+
   release_channel {
     channel = var.release_channel
   }
@@ -315,7 +340,14 @@ resource "google_container_cluster" "this" {
     }
   }
 
-  depends_on = [google_project_service.container, google_project_iam_member.nodes]
+  # The deployer that applies this (Cloud Build) needs its own grants below before it may
+  # create the cluster and pools that run as the nodes' account.
+  depends_on = [
+    google_project_service.container,
+    google_project_iam_member.nodes,
+    google_project_iam_member.deployers_container,
+    google_service_account_iam_member.deployers_act_as_nodes,
+  ]
 }
 
 resource "google_container_node_pool" "system" {
@@ -459,9 +491,37 @@ resource "google_secret_manager_secret_iam_member" "worker_csi" {
 }
 
 resource "google_storage_bucket_iam_member" "worker_models_fuse" {
+  count = var.mount_models_bucket ? 1 : 0
+
   bucket = local.env.models_bucket
   role   = "roles/storage.objectViewer"
   member = local.worker_principal
+}
+
+moved {
+  from = google_storage_bucket_iam_member.worker_models_fuse
+  to   = google_storage_bucket_iam_member.worker_models_fuse[0]
+}
+
+# --- deployers ---------------------------------------------------------------------------------
+
+# The environment's deployers (Cloud Build) apply this configuration and the worker's
+# manifests: the cluster, its node pools (which run as the nodes' account) and the Kubernetes
+# objects.
+resource "google_project_iam_member" "deployers_container" {
+  for_each = local.deployers
+
+  project = var.project_id
+  role    = "roles/container.admin"
+  member  = each.value
+}
+
+resource "google_service_account_iam_member" "deployers_act_as_nodes" {
+  for_each = local.deployers
+
+  service_account_id = google_service_account.nodes.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = each.value
 }
 
 # Autoscaling reads the subscription backlog from Cloud Monitoring: KEDA's operator (default)

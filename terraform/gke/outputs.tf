@@ -4,13 +4,28 @@ output "cluster_name" {
 }
 
 output "get_credentials_command" {
-  description = "Points kubectl at the cluster."
-  value       = "gcloud container clusters get-credentials ${google_container_cluster.this.name} --region ${var.region} --project ${var.project_id}"
+  description = "Points kubectl at the cluster through its DNS-based endpoint (IAM-authorized, reachable from anywhere)."
+  value       = "gcloud container clusters get-credentials ${google_container_cluster.this.name} --region ${var.region} --project ${var.project_id} --dns-endpoint"
+}
+
+output "namespace" {
+  description = "Namespace of the worker (kubectl -n NAMESPACE get deploy,scaledobject,pods)."
+  value       = var.namespace
+}
+
+output "autoscaler" {
+  description = "Which autoscaler autoscaling_manifest targets the worker with: keda or hpa."
+  value       = var.autoscaler
 }
 
 output "worker_manifest" {
-  description = "Namespace, service account, SecretProviderClass and Deployment of the worker: terraform output -raw worker_manifest | kubectl apply -f -"
+  description = "Namespace, service account, SecretProviderClass and Deployment of the worker (no replica count: the autoscaler owns it); deploy.sh applies it with kubectl apply --server-side."
   value       = templatefile("${path.module}/manifests/gpu-worker.yaml.tftpl", local.template_vars)
+}
+
+output "autoscaling_manifest" {
+  description = "The autoscaler's objects for var.autoscaler: keda_manifest or hpa_manifest (deploy.sh applies it after worker_manifest)."
+  value       = templatefile("${path.module}/manifests/${local.autoscaling_templates[var.autoscaler]}", local.template_vars)
 }
 
 output "keda_manifest" {

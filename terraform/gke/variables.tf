@@ -154,15 +154,38 @@ variable "messages_per_replica" {
 }
 
 variable "shutdown_grace_seconds" {
-  description = "SHUTDOWN_GRACE_S: how long a stopping worker lets its running jobs finish (the pod's grace period adds 60 s)."
+  description = "SHUTDOWN_GRACE_S: how long a stopping worker (scale-in, rollout, node drain) lets its running jobs finish; the pod's terminationGracePeriodSeconds adds 60 s."
   type        = number
   default     = 540
 }
 
+variable "mount_models_bucket" {
+  description = "Mount the models bucket at /models through Cloud Storage FUSE (MODEL_PATH=/models/MODEL_NAME). false: the weights baked into the worker image (MODEL_PATH=model_path, or the image's /opt/model)."
+  type        = bool
+  default     = false
+}
+
 variable "model_name" {
-  description = "Folder of the diffusers model in the models bucket (MODEL_PATH=/models/MODEL_NAME)."
+  description = "Folder of the diffusers model in the models bucket (MODEL_PATH=/models/MODEL_NAME when mount_models_bucket is true)."
   type        = string
   default     = "stable-diffusion"
+}
+
+variable "model_path" {
+  description = "MODEL_PATH inside the image when mount_models_bucket is false; null: the image's default, /opt/model."
+  type        = string
+  default     = null
+}
+
+variable "autoscaler" {
+  description = "What scales the worker Deployment, rendered as autoscaling_manifest: keda (ScaledObject, 0..max_gpu_nodes) or hpa (HPA on the Custom Metrics Stackdriver Adapter, 1..max_gpu_nodes)."
+  type        = string
+  default     = "keda"
+
+  validation {
+    condition     = contains(["keda", "hpa"], var.autoscaler)
+    error_message = "autoscaler must be keda or hpa."
+  }
 }
 
 variable "keda_version" {

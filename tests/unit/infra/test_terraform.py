@@ -299,11 +299,18 @@ def test_stack_outputs_what_operators_and_ci_need() -> None:
 
 
 def test_environments_are_settings_not_copies_of_the_configuration() -> None:
-    """An environment is its tfvars and its backend prefix; no Terraform code is repeated per
-    environment."""
+    """An environment is its tfvars and its backend prefix (and those of its GKE worker,
+    terraform/gke); no Terraform code is repeated per environment."""
     files = sorted(p.name for p in (TERRAFORM / "environments").iterdir())
     assert files == sorted(
-        name for env in ENVIRONMENTS for name in (f"{env}.tfvars", f"{env}.gcs.tfbackend")
+        name
+        for env in ENVIRONMENTS
+        for name in (
+            f"{env}.tfvars",
+            f"{env}.gcs.tfbackend",
+            f"{env}.gke.tfvars",
+            f"{env}.gke.gcs.tfbackend",
+        )
     )
 
 
