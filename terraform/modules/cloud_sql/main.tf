@@ -117,6 +117,27 @@ resource "google_secret_manager_secret" "database_url" {
   }
 }
 
+# The services' database user and the DATABASE_URL they read, written by the same apply that
+# creates the instance: Cloud Run refuses to start a revision whose secret has no version, so a
+# password added by hand afterwards would fail the first full apply. The password is in
+# Terraform state (like the Redis AUTH string): the state bucket is private and versioned.
+resource "random_password" "app" {
+  length  = 32
+  special = false
+}
+
+resource "google_sql_user" "app" {
+  project  = var.project_id
+  instance = google_sql_database_instance.this.name
+  name     = var.user_name
+  password = random_password.app.result
+}
+
+resource "google_secret_manager_secret_version" "database_url" {
+  secret      = google_secret_manager_secret.database_url.id
+  secret_data = "postgresql+psycopg://${google_sql_user.app.name}:${random_password.app.result}@${google_sql_database_instance.this.private_ip_address}:5432/${google_sql_database.this.name}?sslmode=require"
+}
+
 resource "google_secret_manager_secret_iam_member" "database_url_accessors" {
   for_each = var.url_accessor_members
 

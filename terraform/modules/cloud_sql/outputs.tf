@@ -1,5 +1,5 @@
 output "instance_name" {
-  description = "Instance name (for gcloud sql users create)."
+  description = "Instance name (gcloud sql connect, backups)."
   value       = google_sql_database_instance.this.name
 }
 

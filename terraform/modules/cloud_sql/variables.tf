@@ -54,6 +54,12 @@ variable "database_name" {
   default     = "txt2img"
 }
 
+variable "user_name" {
+  description = "Built-in database user the services connect as (its password is generated)."
+  type        = string
+  default     = "txt2img"
+}
+
 variable "url_secret_id" {
   description = "Secret Manager id that holds DATABASE_URL (its value is added out of band)."
   type        = string

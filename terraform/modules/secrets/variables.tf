@@ -27,6 +27,12 @@ variable "secrets" {
       secret_id = "txt2img-bootstrap-api-key"
       accessors = ["api"]
     }
+    # The API is public, so its /metrics answers only this bearer token (METRICS_BEARER_TOKEN);
+    # the worker's ingress is internal, so its own /metrics needs none.
+    metrics_bearer_token = {
+      secret_id = "txt2img-metrics-bearer-token"
+      accessors = ["api"]
+    }
   }
 }
 
