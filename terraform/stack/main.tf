@@ -65,6 +65,7 @@ locals {
 
   api_secret_env = merge(
     local.shared_secret_env,
+    { METRICS_BEARER_TOKEN = { secret = module.secrets.secret_ids["metrics_bearer_token"] } },
     var.bootstrap_api_key_enabled ? { BOOTSTRAP_API_KEY = { secret = module.secrets.secret_ids["bootstrap_api_key"] } } : {},
   )
 
@@ -127,8 +128,12 @@ module "storage" {
     api    = { role = "roles/storage.objectViewer", member = module.service_accounts.members.api }
     worker = { role = "roles/storage.objectUser", member = module.service_accounts.members.worker }
   }
+  # The worker reads the models bucket when it is mounted (mount_models_bucket); the build
+  # reads it to bake the model into the worker image (cloudbuild.yaml, _MODEL_SOURCE=gcs),
+  # also when grant_build_deploy_roles withholds storage.admin.
   models_iam_members = {
     worker = { role = "roles/storage.objectViewer", member = module.service_accounts.members.worker }
+    build  = { role = "roles/storage.objectViewer", member = module.service_accounts.members.build }
   }
 
   depends_on = [module.project_services]
@@ -247,6 +252,7 @@ module "pubsub" {
   push_audience              = var.push_audience
   ack_deadline_seconds       = var.ack_deadline_seconds
   max_delivery_attempts      = var.max_delivery_attempts
+  minimum_backoff_seconds    = var.delivery_minimum_backoff_seconds
   publisher_members          = { api = module.service_accounts.members.api }
   pull_subscriber_members    = { worker = module.service_accounts.members.worker }
   labels                     = local.labels

@@ -18,6 +18,11 @@ output "api_url" {
   value       = module.api.url
 }
 
+output "worker_platform" {
+  description = "Where the GPU worker runs: cloud_run, or gke (Cloud Build then applies terraform/gke and rolls the worker there)."
+  value       = var.worker_platform
+}
+
 output "worker_url" {
   description = "HTTPS URL of the Cloud Run GPU worker (null with worker_platform = gke)."
   value       = local.worker_on_cloud_run ? module.worker[0].url : null
@@ -101,6 +106,11 @@ output "push_service_account" {
 output "build_service_account" {
   description = "Email of the Cloud Build service account."
   value       = module.service_accounts.emails.build
+}
+
+output "deployer_members" {
+  description = "IAM members that deploy this environment (its build account and additional_deployers); terraform/gke lets them manage the cluster."
+  value       = merge({ build = module.service_accounts.members.build }, var.additional_deployers)
 }
 
 output "redis_host" {

@@ -4,7 +4,7 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of every regional resource; it must offer Cloud Run GPUs (NVIDIA L4)."
+  description = "Region of every regional resource. With worker_platform = cloud_run it must offer Cloud Run GPUs (NVIDIA L4): us-central1, europe-west1, europe-west4, asia-southeast1 (modules/cloud_run_worker checks it). us-central1: GA for Cloud Run L4, low CO2."
   type        = string
   default     = "us-central1"
 }
@@ -113,9 +113,20 @@ variable "push_audience" {
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries before a job's message is dead-lettered (MAX_DELIVERY_ATTEMPTS, 5-100)."
+  description = "Deliveries before a job's message is dead-lettered (MAX_DELIVERY_ATTEMPTS, 5-100); with delivery_minimum_backoff_seconds it must outlast a worker cold start."
   type        = number
   default     = 5
+}
+
+variable "delivery_minimum_backoff_seconds" {
+  description = "Shortest wait between two deliveries of one job's message (0-600). A push refused while the GPU worker starts from zero (429 over max instances) is a delivery attempt: (max_delivery_attempts - 1) x this must outlast a cold start, or bursts are dead-lettered while the first instance loads its model."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.delivery_minimum_backoff_seconds >= 0 && var.delivery_minimum_backoff_seconds <= 600
+    error_message = "delivery_minimum_backoff_seconds must be between 0 and 600."
+  }
 }
 
 variable "image_retention_days" {
@@ -131,9 +142,9 @@ variable "cors_origins" {
 }
 
 variable "mount_models_bucket" {
-  description = "Mount the models bucket at /models in the GPU worker; false: weights baked into the image at model_path."
+  description = "false (default): the worker loads the weights baked into its image at model_path (cloudbuild.yaml bakes them from the models bucket), as Google's Cloud Run GPU best practices recommend for a model of this size. true: mount the models bucket at /models with Cloud Storage FUSE (MODEL_PATH=/models/MODEL_NAME), which does not parallelise the download: for large or often-swapped models (docs/deploy-cloud-run.md, \"The model\")."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "model_name" {
@@ -143,9 +154,9 @@ variable "model_name" {
 }
 
 variable "model_path" {
-  description = "MODEL_PATH inside the image when mount_models_bucket is false."
+  description = "MODEL_PATH when mount_models_bucket is false: where gpu_worker/Dockerfile bakes the model."
   type        = string
-  default     = null
+  default     = "/opt/model"
 }
 
 variable "model_id" {

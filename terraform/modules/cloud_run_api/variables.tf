@@ -78,9 +78,9 @@ variable "concurrency" {
 }
 
 variable "request_timeout_seconds" {
-  description = "Request timeout in seconds."
+  description = "Request timeout in seconds: longer than the longest-lived route (an events stream, EVENTS_STREAM_MAX_S; a `Prefer: wait` GET, PREFER_WAIT_MAX_S), or Cloud Run cuts them mid-answer."
   type        = number
-  default     = 60
+  default     = 600
 
   validation {
     condition     = var.request_timeout_seconds >= 1 && var.request_timeout_seconds <= 3600

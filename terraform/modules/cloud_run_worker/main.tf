@@ -9,6 +9,9 @@ locals {
     MAX_BATCH_SIZE = tostring(var.batch_size)
     MODEL_PATH     = var.mount_models_bucket ? "${local.models_mount_path}/${var.model_name}" : var.model_path
     MODEL_ID       = var.model_id
+    # Webhook bodies carry freshly signed image URLs, signed through IAM signBlob as the
+    # service's own account (roles/iam.serviceAccountTokenCreator on itself: service_accounts).
+    GCS_SIGNING_SERVICE_ACCOUNT = var.service_account_email
   }
 
   env = { for name, value in merge(var.env, local.module_env) : name => value if value != null && value != "" }
@@ -22,9 +25,11 @@ resource "google_cloud_run_v2_service" "worker" {
   deletion_protection = var.deletion_protection
   labels              = var.labels
 
-  # Pub/Sub pushes to the run.app URL from outside the VPC, which internal ingress would refuse;
-  # the service is still closed to everyone but the push identity by IAM (see below).
-  ingress = "INGRESS_TRAFFIC_ALL"
+  # Internal ingress still admits Pub/Sub push subscriptions of the same project that target
+  # the default run.app URL (https://cloud.google.com/run/docs/securing/ingress, "Internal"),
+  # which is all that calls the worker; the internet cannot even reach it, and IAM (below)
+  # admits only the push identity.
+  ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
 
   # Cloud Run accepts an ID token only for its run.app URL or one of these: the push
   # subscriptions sign theirs for PUSH_AUDIENCE, which must be listed here or every push is

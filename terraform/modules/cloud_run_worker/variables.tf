@@ -4,8 +4,18 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of the service; it must offer Cloud Run GPUs (NVIDIA L4), e.g. us-central1, europe-west1, europe-west4, asia-southeast1."
+  description = "Region of the service: one where Cloud Run offers NVIDIA L4 GPUs (see the validation)."
   type        = string
+
+  # Cloud Run's GPU regions, from Google's list (read 2026-12-06):
+  # https://cloud.google.com/run/docs/configuring/services/gpu#supported-regions and
+  # https://cloud.google.com/run/docs/configuring/services/gpu-zonal-redundancy (the same list;
+  # asia-south1 is by invitation only). A region outside it fails at plan time here rather
+  # than at apply time with an opaque API error. Add a region when Google's page does.
+  validation {
+    condition     = contains(["us-central1", "europe-west1", "europe-west4", "asia-southeast1", "asia-south1"], var.region)
+    error_message = "Cloud Run offers NVIDIA L4 GPUs only in us-central1, europe-west1, europe-west4, asia-southeast1 and (by invitation) asia-south1: https://cloud.google.com/run/docs/configuring/services/gpu#supported-regions"
+  }
 }
 
 variable "name" {
@@ -25,7 +35,7 @@ variable "image" {
 }
 
 variable "service_account_email" {
-  description = "Identity the worker runs as."
+  description = "Identity the worker runs as (also the account that signs the image URLs in webhook bodies: it needs roles/iam.serviceAccountTokenCreator on itself)."
   type        = string
 }
 
@@ -35,7 +45,7 @@ variable "push_service_account_email" {
 }
 
 variable "env" {
-  description = "Plain environment variables (settings from dal/settings.py). WORKER_HOST, MAX_BATCH_SIZE, MODEL_PATH and MODEL_ID are set by the module; empty or null values are dropped."
+  description = "Plain environment variables (settings from dal/settings.py). WORKER_HOST, MAX_BATCH_SIZE, MODEL_PATH, MODEL_ID and GCS_SIGNING_SERVICE_ACCOUNT are set by the module; empty or null values are dropped."
   type        = map(string)
   default     = {}
 }
@@ -121,9 +131,9 @@ variable "gpu_zonal_redundancy_disabled" {
 }
 
 variable "mount_models_bucket" {
-  description = "Mount models_bucket read-only at /models (MODEL_PATH=/models/MODEL_NAME). false: the weights are baked into the image at model_path."
+  description = "Mount models_bucket read-only at /models with Cloud Storage FUSE (MODEL_PATH=/models/MODEL_NAME), for large or often-swapped models. false (default): the weights are baked into the image at model_path."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "models_bucket" {
@@ -145,9 +155,9 @@ variable "model_name" {
 }
 
 variable "model_path" {
-  description = "MODEL_PATH when the weights are baked into the image (mount_models_bucket = false)."
+  description = "MODEL_PATH when the weights are baked into the image (mount_models_bucket = false): gpu_worker/Dockerfile bakes them at /opt/model."
   type        = string
-  default     = null
+  default     = "/opt/model"
 }
 
 variable "model_id" {

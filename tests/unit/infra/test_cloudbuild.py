@@ -201,7 +201,7 @@ class TestSubstitutions:
 class TestProdIsGuarded:
     def test_prod_steps_do_nothing_unless_deploy_prod_is_true(self, build: dict[str, Any]) -> None:
         prod_steps = [s for s in build["steps"] if "prod" in s["id"]]
-        assert {s["id"] for s in prod_steps} == {"deploy-prod", "smoke-prod"}
+        assert {s["id"] for s in prod_steps} == {"deploy-prod", "deploy-prod-gke", "smoke-prod"}
         for step in prod_steps:
             script = step_text(step)
             guard = re.search(r'if \[\[? "\$\{_DEPLOY_PROD\}" != "true" \]\]?; then', script)
