@@ -446,3 +446,38 @@ def test_the_delivery_attempt_budget_outlasts_a_cold_start(environment: str) -> 
 
 def test_this_file_names_only_real_paths() -> None:
     assert all(Path(p).exists() for p in (API_ROUTES, RUNBOOK, STACK))
+
+
+# --- who can reach what ----------------------------------------------------------------------
+
+
+def test_the_worker_is_reachable_only_by_the_push_subscriptions_of_its_project() -> None:
+    """Internal ingress admits Pub/Sub push subscriptions of the same project that target the
+    run.app URL (https://cloud.google.com/run/docs/securing/ingress), and the subscriptions are
+    the worker's only callers: they push to its URL (module.worker[0].url), never a custom
+    domain, and are created in the worker's project."""
+    worker = resources(MODULES / "cloud_run_worker", "google_cloud_run_v2_service")["worker"]
+    assert worker["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY", (
+        "the worker is reachable from the internet; only Pub/Sub calls it"
+    )
+    pubsub = module_call("staging", "pubsub")
+    assert "module.worker[0].url" in str(pubsub["push_endpoint_base_url"])
+    assert pubsub["project_id"] == module_call("staging", "worker")["project_id"]
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_a_service_the_internet_reaches_keeps_its_metrics_behind_a_token(
+    environment: str,
+) -> None:
+    """The API is public (all ingress, allUsers may invoke by default), and its production
+    profile closes /metrics without METRICS_BEARER_TOKEN: the Terraform gives it one, so
+    metrics are readable by whoever holds the secret and nobody else."""
+    api_dir = MODULES / "cloud_run_api"
+    api = resources(api_dir, "google_cloud_run_v2_service")["api"]
+    assert api["ingress"] == "INGRESS_TRAFFIC_ALL"
+    env = runtime_env(environment, "api", {"worker_platform": "cloud_run"})
+    assert settings_from(env).metrics_bearer_token is not None, (
+        "the public API gets no METRICS_BEARER_TOKEN: its /metrics is closed to every scraper "
+        "(or, before the production guard, open to the internet)"
+    )
