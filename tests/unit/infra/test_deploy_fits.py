@@ -481,3 +481,30 @@ def test_a_service_the_internet_reaches_keeps_its_metrics_behind_a_token(
         "the public API gets no METRICS_BEARER_TOKEN: its /metrics is closed to every scraper "
         "(or, before the production guard, open to the internet)"
     )
+
+
+# --- the region offers what the worker needs ---------------------------------------------
+
+
+def cloud_run_gpu_regions() -> set[str]:
+    """The regions the Cloud Run worker module accepts (its `region` validation, which cites
+    Google's list of Cloud Run GPU regions)."""
+    region = merged(MODULES / "cloud_run_worker", "variable")["region"]
+    validations = region.get("validation", [])
+    assert validations, "the Cloud Run worker accepts any region, with or without L4 GPUs"
+    condition = str(validations[0]["condition"])
+    listed = re.search(r"contains\(\[(.*?)\],\s*var\.region\)", condition)
+    assert listed, condition
+    return set(re.findall(r'"([\w-]+)"', listed[1]))
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_environment_deploys_to_a_region_with_cloud_run_gpus(environment: str) -> None:
+    """The stack's region (as each environment sets it) is one where Cloud Run offers L4
+    GPUs, and the runbook names the same regions."""
+    regions = cloud_run_gpu_regions()
+    region = stack_lookup(environment, {})("var.region")
+    assert region in regions
+    assert "us-central1" in regions
+    runbook = RUNBOOK.read_text()
+    assert all(r in runbook for r in regions), "the runbook's region list differs"
