@@ -29,13 +29,13 @@ from typing import Any
 from bench.clients import run_clients, submit_rate
 from bench.cpu_time import CpuMeter
 from bench.stats import ms, percentile
+from bench.worker_start import worker_start_to_ready_s
 from emulators.process import (
     ServiceUnavailable,
     free_port,
     http_ready,
     start_process,
     stop_service,
-    wait_until,
 )
 from emulators.stack import ensure_tiny_model
 from gpu_worker.cpu_pinning import CpuSplit, allowed_cpus, pin_this_process, split_cpus
@@ -252,21 +252,7 @@ def cold_start(model: Path, work: Path) -> dict[str, Any]:
     env = service_env(
         work / "cold", model, APP_ENV="test", JOB_QUEUE="pubsub", WORKER_PORT=str(port)
     )
-    began = time.perf_counter()
-    worker = subprocess.Popen(  # nosec B603 # our own module, fixed arguments
-        [sys.executable, "-m", "gpu_worker"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_ready(url), timeout=180, what="the worker", interval=0.05)
-        split["worker_start_to_ready_s"] = round(time.perf_counter() - began, 3)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+    split["worker_start_to_ready_s"] = round(worker_start_to_ready_s(env, timeout_s=180), 3)
     return split
 
 

@@ -18,18 +18,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess  # nosec B404 # runs our own module with fixed arguments (B603)
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from emulators.process import free_port, http_ready, wait_until
+from bench.worker_start import worker_start_to_ready_s
+from emulators.process import free_port
 from emulators.stack import ensure_tiny_model
 from gpu_worker.tiny_model import default_tiny_model_dir
 
-REPO = Path(__file__).resolve().parents[1]
 SD15_CONFIGS = Path(__file__).parent / "sd15"
 # How upstream Stable Diffusion 1.x's model_index.json names the components the engine does
 # without (gpu_worker.model_folder.OPTIONAL_COMPONENTS).
@@ -105,28 +103,7 @@ def start_to_ready(model: Path, work: Path) -> float:
         "TRANSFORMERS_VERBOSITY": "error",
         "HF_HUB_OFFLINE": "1",
     }
-    began = time.perf_counter()
-    worker = subprocess.Popen(  # nosec B603 # our own module, fixed arguments
-        [sys.executable, "-m", "gpu_worker"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: worker.poll() is not None or http_ready(url),
-            timeout=600,
-            what="the worker",
-            interval=0.05,
-        )
-        if worker.returncode is not None:
-            raise RuntimeError(f"the worker on {model} exited with {worker.returncode}")
-        return time.perf_counter() - began
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+    return worker_start_to_ready_s(env)
 
 
 def sd15_by_parameter_count() -> dict[str, Any]:
