@@ -252,6 +252,20 @@ class Settings(BaseSettings):
     prefer_wait_poll_s: float = Field(
         default=0.5, gt=0, description="How often a held GET re-reads the job store."
     )
+    sync_wait_max_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a synchronous call (the OpenAI Images and AUTOMATIC1111 dialects) holds "
+            "the request for its job; past it the answer names the job to fetch natively. Keep "
+            "it under the platform's request timeout."
+        ),
+    )
+    sync_cancel_on_disconnect: bool = Field(
+        default=True,
+        description="Cancel the job of a synchronous call whose client hangs up before it ends.",
+    )
     events_stream_max_s: float = Field(
         default=300.0,
         ge=0,

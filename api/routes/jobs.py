@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
@@ -10,29 +9,16 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
 from api.job_service import JobRequest
+from api.job_submission import check_idempotency_key, submit, wait_until_finished
 from api.problem_openapi import problem_responses
 from api.problems import ProblemError
-from api.quotas import QuotaLimits
 from api.schemas import JobCreate, JobListOut
 from api.wiring import Services
 from dal.errors import InvalidWebhookUrl
 from dal.job_view import JobOut
-from dal.records import Job
-from dal.telemetry import set_job_ids
-from dal.telemetry.metrics import JOBS_SUBMITTED
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
-
-
-def _check_idempotency_key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 255 or not value.isprintable() or not value.isascii():
-        raise ProblemError.invalid_field(
-            "header.Idempotency-Key", "must be 1-255 printable ASCII characters"
-        )
-    return value
 
 
 @router.post(
@@ -74,25 +60,13 @@ async def submit_job(
     if body.webhook_url is not None:
         # Resolves the host in production profiles (SSRF guard): off the event loop.
         await run_in_threadpool(_check_webhook_url, services, body.webhook_url)
-    submitted = await run_in_threadpool(
-        services.job_service.submit,
-        owner=principal.owner,
-        request=JobRequest(**body.model_dump()),
-        idempotency_key=_check_idempotency_key(idempotency_key),
-        quota=QuotaLimits.resolve(
-            services.default_quota,
-            max_in_flight=principal.max_in_flight,
-            images_per_day=principal.images_per_day,
-        ),
+    submitted = await submit(
+        services,
+        principal,
+        JobRequest(**body.model_dump()),
+        idempotency_key=check_idempotency_key(idempotency_key),
     )
     job = submitted.job
-    # The rest of this request's log lines (and its access line) name the job.
-    set_job_ids([job.id])
-    outcome = (
-        "created" if submitted.created else "deduplicated" if submitted.deduplicated else "replayed"
-    )
-    JOBS_SUBMITTED.labels(outcome).inc()
-    log.info("job %s submitted: %s", job.id, outcome)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     if submitted.deduplicated:
         # An identical seeded request already succeeded: its images are the answer, now.
@@ -102,7 +76,7 @@ async def submit_job(
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await _wait_until_finished(services, principal.owner, job, wait_s)
+        job = await wait_until_finished(services, principal.owner, job, wait_s)
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
     return await run_in_threadpool(services.view, job, str(request.base_url))
@@ -168,21 +142,8 @@ async def get_job(
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await _wait_until_finished(services, principal.owner, job, wait_s)
+        job = await wait_until_finished(services, principal.owner, job, wait_s)
     return await run_in_threadpool(services.view, job, str(request.base_url))
-
-
-async def _wait_until_finished(services: Services, owner: str, job: Job, wait_s: float) -> Job:
-    """Re-read the job when the local runner says it ended, or every PREFER_WAIT_POLL_S."""
-    deadline = time.monotonic() + wait_s
-    poll = services.settings.prefer_wait_poll_s
-    while not job.status.is_terminal:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await services.job_waits.wait(job.id, min(remaining, poll))
-        job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
-    return job
 
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

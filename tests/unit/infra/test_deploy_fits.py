@@ -383,7 +383,13 @@ def routes_that_hold_requests() -> set[str]:
             for node in ast.walk(tree)
             if isinstance(node, ast.Name | ast.Attribute)
         }
-        if {"StreamingResponse", "EventSourceResponse"} & names or "job_waits" in names:
+        if names & {
+            "StreamingResponse",
+            "EventSourceResponse",
+            "job_waits",
+            "wait_until_finished",  # api/job_submission.py
+            "run_to_completion",
+        }:
             holding.add(path.name)
     return holding
 
