@@ -6,12 +6,12 @@ Services and adapters raise their own exceptions; this module maps them to HTTP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dal.errors import (
@@ -98,6 +98,32 @@ def problem_response(problem: ProblemError, instance: str | None = None) -> JSON
     )
 
 
+# An API dialect that answers errors in its own shape (the OpenAI Images API, AUTOMATIC1111):
+# a test of the request's path, and the renderer of a problem for it. Every error handler
+# below goes through render_problem, so authentication, rate limits, validation and service
+# errors all reach a dialect's clients in the shape their SDKs parse.
+PathTest = Callable[[str], bool]
+ProblemRenderer = Callable[[ProblemError, Request], Response]
+
+
+def register_problem_dialect(app: FastAPI, applies_to: PathTest, render: ProblemRenderer) -> None:
+    dialects: list[tuple[PathTest, ProblemRenderer]] = getattr(app.state, "problem_dialects", [])
+    dialects.append((applies_to, render))
+    app.state.problem_dialects = dialects
+
+
+def render_problem(request: Request, problem: ProblemError) -> Response:
+    """The problem in the shape the request's dialect speaks; problem+json by default."""
+    path = request.url.path
+    dialects: list[tuple[PathTest, ProblemRenderer]] = getattr(
+        request.app.state, "problem_dialects", []
+    )
+    for applies_to, render in dialects:
+        if applies_to(path):
+            return render(problem, request)
+    return problem_response(problem, path)
+
+
 def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -129,14 +155,14 @@ def _as(exc: Exception, kind: type[_E]) -> _E:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(_as(exc, ProblemError), request.url.path)
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        return render_problem(request, _as(exc, ProblemError))
 
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         problem = _validation_problem(_as(exc, RequestValidationError))
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> Response:
         exc = _as(exc, StarletteHTTPException)
         code = {404: "not-found", 405: "method-not-allowed", 401: "unauthenticated"}.get(
             exc.status_code
@@ -144,25 +170,25 @@ def install_problem_handlers(app: FastAPI) -> None:
         if code is None:
             code = "internal-error" if exc.status_code >= 500 else "validation-error"
         problem = ProblemError(code, str(exc.detail), headers=exc.headers)
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_not_found(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(ProblemError("not-found", str(exc)), request.url.path)
+    async def on_not_found(request: Request, exc: Exception) -> Response:
+        return render_problem(request, ProblemError("not-found", str(exc)))
 
-    async def on_invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
+    async def on_invalid_cursor(request: Request, exc: Exception) -> Response:
         problem = ProblemError.invalid_field("query.cursor", "not a cursor this service issued")
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unavailable(request: Request, exc: Exception) -> Response:
         log.warning("dependency unavailable: %s", exc)
         problem = ProblemError(
             "service-unavailable",
             "A backing service is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def on_queue_unavailable(request: Request, exc: Exception) -> Response:
         exc = _as(exc, EnqueueFailed)
         problem = ProblemError(
             "service-unavailable",
@@ -170,17 +196,17 @@ def install_problem_handlers(app: FastAPI) -> None:
             "submit it again shortly.",
             headers={"Retry-After": "5"},
         )
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
+    async def on_idempotency_conflict(request: Request, exc: Exception) -> Response:
         problem = ProblemError(
             "idempotency-key-reused",
             str(exc),
             errors=[{"field": "header.Idempotency-Key", "message": str(exc)}],
         )
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+    async def on_quota_exceeded(request: Request, exc: Exception) -> Response:
         exc = _as(exc, QuotaExceeded)
         extensions: dict[str, Any] = {"limit": exc.limit, "usage": exc.usage}
         if isinstance(exc, DailyImageQuotaExceeded):
@@ -191,14 +217,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(exc.retry_after_s)},
             extensions=extensions,
         )
-        return problem_response(problem, request.url.path)
+        return render_problem(request, problem)
 
-    async def on_job_finished(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(ProblemError("job-finished", str(exc)), request.url.path)
+    async def on_job_finished(request: Request, exc: Exception) -> Response:
+        return render_problem(request, ProblemError("job-finished", str(exc)))
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(ProblemError("internal-error"), request.url.path)
+        return render_problem(request, ProblemError("internal-error"))
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
