@@ -19,24 +19,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
+from txt2img_client import ApiError, Client, Job, JobStatus, Txt2ImgError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+# Each read of `submit --wait` is held this long at most, so the bar moves every 2 s.
 WAIT_S = 2
 _GLOBAL_OPTIONS = ("--url", "--key")
-
-
-class CliError(Exception):
-    """An error to report as `error: <message>` with an exit status."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 def _out(text: str) -> None:
@@ -47,69 +38,9 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def _check(response: httpx.Response) -> Any:
-    """The JSON body of a successful answer; a problem+json answer becomes a CliError."""
-    if response.status_code < 400:
-        return response.json() if response.content else None
-    code, detail = "error", response.reason_phrase
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = None
-    if isinstance(problem, dict):
-        code = str(problem.get("code") or code)
-        detail = str(problem.get("detail") or problem.get("title") or detail)
-    exit_code = 2 if response.status_code < 500 else 3
-    raise CliError(f"{response.status_code} {code}: {detail}", exit_code)
-
-
-class Api:
-    def __init__(self, url: str, key: str) -> None:
-        self.url = url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
-            timeout=httpx.Timeout(30.0, connect=10.0),
-        )
-
-    def __enter__(self) -> Api:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.close()
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}", 3) from exc
-        return _check(response)
-
-    def job(self, job_id: str, wait_s: int | None = None) -> dict[str, Any]:
-        headers = {"Prefer": f"wait={wait_s}"} if wait_s else {}
-        job: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}", headers=headers)
-        return job
-
-    def download(self, job: dict[str, Any], out_dir: Path) -> list[Path]:
-        """Fetch the job's images through their signed URLs (no API key sent with them)."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
-        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0)) as plain:
-            for index, image in enumerate(job.get("images") or []):
-                try:
-                    response = plain.get(str(image["url"]))
-                except httpx.TransportError as exc:
-                    raise CliError(f"cannot download image {index}: {exc}", 3) from exc
-                _check_blob(response)
-                path = out_dir / f"{job['id']}-{index}.png"
-                path.write_bytes(response.content)
-                paths.append(path)
-        return paths
-
-
-def _check_blob(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        _check(response)
+def _timestamp(value: datetime | None) -> str:
+    """As the API writes it: ISO 8601, UTC as `Z`."""
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 class Progress:
@@ -121,17 +52,17 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.last: tuple[str, int] | None = None
 
-    def show(self, status: str, progress: float) -> None:
-        percent = max(0, min(100, int(progress * 100)))
-        if (status, percent) == self.last:
+    def show(self, job: Job) -> None:
+        percent = max(0, min(100, int(job.progress * 100)))
+        if (job.status, percent) == self.last:
             return
-        self.last = (status, percent)
+        self.last = (job.status, percent)
         if self.tty:
             filled = percent * self.WIDTH // 100
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            sys.stderr.write(f"\r[{bar}] {percent:3d}% {status:<10}")
+            sys.stderr.write(f"\r[{bar}] {percent:3d}% {job.status:<10}")
         else:
-            sys.stderr.write(f"{status} {percent}%\n")
+            sys.stderr.write(f"{job.status} {percent}%\n")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -140,79 +71,75 @@ class Progress:
             sys.stderr.flush()
 
 
-def _wait(api: Api, job: dict[str, Any]) -> dict[str, Any]:
+def _wait(client: Client, job: Job) -> Job:
     progress = Progress()
     try:
-        while True:
-            progress.show(str(job["status"]), float(job.get("progress") or 0.0))
-            if job["status"] in TERMINAL:
-                return job
-            job = api.job(str(job["id"]), wait_s=WAIT_S)
+        return client.wait(job, hold=WAIT_S, on_update=progress.show)
     finally:
         progress.done()
 
 
-def _finish(api: Api, job: dict[str, Any], out_dir: Path) -> int:
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        code = error.get("code") or job["status"]
-        message = error.get("message") or f"the job was {job['status']}"
-        _err(f"error: job {job['id']} {job['status']}: {code}: {message}")
+def _finish(client: Client, job: Job, out_dir: Path) -> int:
+    """Exit 0 with the images saved if the job succeeded, else 1 saying why it did not."""
+    if job.status is not JobStatus.SUCCEEDED:
+        code = job.error.code if job.error else job.status
+        message = job.error.message if job.error else f"the job was {job.status}"
+        _err(f"error: job {job.id} {job.status}: {code}: {message}")
         return 1
-    for path in api.download(job, out_dir):
-        _out(str(path))
+    # Signed URLs: the SDK sends no API key with them.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(job.images):
+        _out(str(client.download(image, out_dir / f"{job.id}-{index}.png")))
     return 0
 
 
-def _cmd_submit(api: Api, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"prompt": args.prompt}
-    for field, value in (
-        ("negative_prompt", args.negative_prompt),
-        ("width", args.width),
-        ("height", args.height),
-        ("num_inference_steps", args.steps),
-        ("guidance_scale", args.guidance),
-        ("seed", args.seed),
-        ("num_images", args.images),
-    ):
-        if value is not None:
-            body[field] = value
-    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    job: dict[str, Any] = api.request("POST", "/v1/jobs", json=body, headers=headers)
-    _out(str(job["id"]))
+def _cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    job = client.submit(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        num_images=args.images,
+        # None: the SDK makes one, so its own retries of this submit stay one job.
+        idempotency_key=args.idempotency_key,
+    )
+    _out(job.id)
     sys.stdout.flush()
     if not args.wait:
         return 0
     try:
-        job = _wait(api, job)
+        job = _wait(client, job)
     except KeyboardInterrupt:
-        _err(f"interrupted; the job goes on: txt2img status {job['id']}")
+        _err(f"interrupted; the job goes on: txt2img status {job.id}")
         return 130
-    return _finish(api, job, Path(args.out))
+    return _finish(client, job, Path(args.out))
 
 
-def _cmd_status(api: Api, args: argparse.Namespace) -> int:
-    job = api.job(args.job_id)
+def _cmd_status(client: Client, args: argparse.Namespace) -> int:
+    job = client.get(args.job_id)
     if args.json:
-        _out(json.dumps(job, indent=2))
+        _out(json.dumps(job.raw, indent=2))
         return 0
-    params = job.get("params") or {}
-    _out(f"id:         {job['id']}")
-    _out(f"status:     {job['status']}")
-    _out(f"progress:   {float(job.get('progress') or 0.0):.0%}")
-    _out(f"created_at: {job.get('created_at')}")
-    if job.get("finished_at"):
-        _out(f"finished:   {job['finished_at']}")
-    _out(f"prompt:     {params.get('prompt', '')}")
+    params = job.params
+    _out(f"id:         {job.id}")
+    _out(f"status:     {job.status}")
+    _out(f"progress:   {job.progress:.0%}")
+    _out(f"created_at: {_timestamp(job.created_at)}")
+    if job.finished_at:
+        _out(f"finished:   {_timestamp(job.finished_at)}")
+    _out(f"prompt:     {params.prompt}")
     _out(
-        f"params:     {params.get('width')}x{params.get('height')}, "
-        f"steps {params.get('num_inference_steps')}, guidance {params.get('guidance_scale')}, "
-        f"seed {params.get('seed')}, images {params.get('num_images')}"
+        f"params:     {params.width}x{params.height}, "
+        f"steps {params.num_inference_steps}, guidance {params.guidance_scale}, "
+        f"seed {params.seed}, images {params.num_images}"
     )
-    if job.get("error"):
-        _out(f"error:      {job['error'].get('code')}: {job['error'].get('message')}")
-    for index, image in enumerate(job.get("images") or []):
-        _out(f"image {index}:    {image['url']}")
+    if job.error:
+        _out(f"error:      {job.error.code}: {job.error.message}")
+    for index, image in enumerate(job.images):
+        _out(f"image {index}:    {image.url}")
     return 0
 
 
@@ -221,50 +148,43 @@ def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _cmd_list(api: Api, args: argparse.Namespace) -> int:
-    params: dict[str, str | int] = {}
-    if args.limit is not None:
-        params["limit"] = args.limit
-    if args.cursor:
-        params["cursor"] = args.cursor
-    page: dict[str, Any] = api.request("GET", "/v1/jobs", params=params)
+def _cmd_list(client: Client, args: argparse.Namespace) -> int:
+    page = client.list_page(limit=args.limit, cursor=args.cursor or None)
     if args.json:
-        _out(json.dumps(page, indent=2))
+        _out(json.dumps(page.raw, indent=2))
         return 0
     rows = [("ID", "STATUS", "PROGRESS", "CREATED_AT", "PROMPT")]
-    for job in page.get("items") or []:
+    for job in page.items:
         rows.append(
             (
-                str(job["id"]),
-                str(job["status"]),
-                f"{float(job.get('progress') or 0.0):.0%}",
-                str(job.get("created_at", "")),
-                _truncate(str((job.get("params") or {}).get("prompt", "")), 40),
+                job.id,
+                job.status,
+                f"{job.progress:.0%}",
+                _timestamp(job.created_at),
+                _truncate(job.params.prompt, 40),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
         _out("  ".join([*cells, row[4]]).rstrip())
-    if page.get("next_cursor"):
-        _err(f"more: txt2img list --cursor {page['next_cursor']}")
+    if page.next_cursor:
+        _err(f"more: txt2img list --cursor {page.next_cursor}")
     return 0
 
 
-def _cmd_cancel(api: Api, args: argparse.Namespace) -> int:
-    job: dict[str, Any] = api.request("DELETE", f"/v1/jobs/{args.job_id}")
-    _out(f"{job['id']} {job['status']}")
+def _cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel(args.job_id)
+    _out(f"{job.id} {job.status}")
     return 0
 
 
-def _cmd_download(api: Api, args: argparse.Namespace) -> int:
-    job = api.job(args.job_id)
-    if job["status"] != "succeeded":
-        if job["status"] in TERMINAL:
-            return _finish(api, job, Path(args.out))
-        _err(f"error: job {job['id']} is {job['status']}; no images yet")
+def _cmd_download(client: Client, args: argparse.Namespace) -> int:
+    job = client.get(args.job_id)
+    if not job.is_terminal:
+        _err(f"error: job {job.id} is {job.status}; no images yet")
         return 1
-    return _finish(api, job, Path(args.out))
+    return _finish(client, job, Path(args.out))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -372,11 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         _err("error: no API key: pass --key or set TXT2IMG_API_KEY")
         return 2
     try:
-        with Api(args.url, args.key) as api:
-            return _COMMANDS[args.command](api, args)
-    except CliError as exc:
-        _err(f"error: {exc.message}")
-        return exc.exit_code
+        with Client(args.url, args.key) as client:
+            return _COMMANDS[args.command](client, args)
+    except ApiError as exc:  # "<status> <code>: <detail>"
+        _err(f"error: {exc}")
+        return 2 if exc.status < 500 else 3
+    except Txt2ImgError as exc:  # unreachable, or an answer the API does not document
+        _err(f"error: {exc}")
+        return 3
 
 
 if __name__ == "__main__":

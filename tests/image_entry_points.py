@@ -32,4 +32,5 @@ WHEEL_SOURCES: tuple[str, ...] = (
     "dal",
     "gpu_worker",
     "emulators",
+    "clients/python/txt2img_client",
 )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def service(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_service(
+    tiny_model_dir: Path, data_dir: Path, **settings: str
 ) -> Iterator[RunningService]:
-    data_dir = tmp_path_factory.mktemp("service-data")
+    """`python -m api` on the embedded profile with the tiny model, `settings` overriding the
+    test defaults (e.g. EVENTS_STREAM_MAX_S="1"); stopped on leaving."""
     port = free_port()
     env = {
         **os.environ,
@@ -69,6 +71,7 @@ def service(
         "RATE_LIMIT_SUBMIT_BURST": "500",
         "RATE_LIMIT_SUBMIT_PER_MINUTE": "600",
         "TRANSFORMERS_VERBOSITY": "error",
+        **settings,
     }
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
@@ -89,6 +92,14 @@ def service(
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="session")
+def service(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
+    with running_service(tiny_model_dir, tmp_path_factory.mktemp("service-data")) as running:
+        yield running
 
 
 def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

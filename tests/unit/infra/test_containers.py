@@ -425,6 +425,8 @@ class TestDockerignore:
             "tools/locks.py",
             "tools/locks/installers.in",
             "txt2img_service.egg-info/PKG-INFO",
+            "clients/python/pyproject.toml",
+            "clients/python/txt2img_client/__pycache__/_sync.cpython-311.pyc",
         ],
     )
     def test_keeps_out(self, path: str) -> None:
@@ -443,6 +445,8 @@ class TestDockerignore:
             "dal/sql/migrations/versions/0001_initial.py",
             "gpu_worker/tiny_model.py",
             "emulators/pubsub.py",
+            "clients/python/txt2img_client/_sync.py",
+            "clients/python/txt2img_client/py.typed",
             "model/model_index.json",
         ],
     )
