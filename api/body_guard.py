@@ -4,9 +4,10 @@ route code or JSON parsing runs."""
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import ProblemError, problem_response
+from api.problems import ProblemError, render_problem
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -71,4 +72,5 @@ class BodyGuardMiddleware:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, problem: ProblemError
     ) -> None:
-        await problem_response(problem, scope.get("path"))(scope, receive, send)
+        # In the request's dialect (api/problems.py): OpenAI's error shape on its paths.
+        await render_problem(Request(scope), problem)(scope, receive, send)

@@ -111,6 +111,11 @@ class JobService:
         self._new_seed = new_seed
         self._failpoints = failpoints or Failpoints()
 
+    @property
+    def model_id(self) -> str:
+        """The model this service's jobs run on (MODEL_ID, else the model folder's name)."""
+        return self._model_id
+
     def submit(
         self,
         *,
