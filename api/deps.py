@@ -6,7 +6,12 @@ import math
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from api.api_keys import Principal
 from api.problems import ProblemError
@@ -14,6 +19,13 @@ from api.wiring import Services
 from dal.ports import RateLimitDecision, RateLimiter
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+_REALM = "txt2img"
+# AUTOMATIC1111 clients authenticate as A1111's `--api-auth user:pass` asks: HTTP Basic.
+_basic = HTTPBasic(
+    auto_error=False,
+    realm=_REALM,
+    description="AUTOMATIC1111 routes: an API key as the password (any user name).",
+)
 
 
 def get_services(request: Request) -> Services:
@@ -28,14 +40,40 @@ def get_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    challenge = {"WWW-Authenticate": 'Bearer realm="txt2img"'}
+    challenge = {"WWW-Authenticate": f'Bearer realm="{_REALM}"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(
             "unauthenticated",
             "Send an API key as `Authorization: Bearer <key>`.",
             headers=challenge,
         )
-    principal = services.keys.authenticate(credentials.credentials)
+    return _authenticated(services, credentials.credentials, challenge)
+
+
+def get_basic_or_bearer_principal(
+    services: ServicesDep,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller of the AUTOMATIC1111 routes: an API key as the password of HTTP Basic (the
+    user name is not looked at), or as a Bearer token. A 401 challenges with Basic, the scheme
+    A1111 clients answer."""
+    challenge = {"WWW-Authenticate": f'Basic realm="{_REALM}"'}
+    presented = basic.password if basic is not None else None
+    if presented is None and bearer is not None:
+        presented = bearer.credentials
+    if not presented:
+        raise ProblemError(
+            "unauthenticated",
+            "Send an API key as the password of HTTP Basic authentication (any user name), "
+            "or as `Authorization: Bearer <key>`.",
+            headers=challenge,
+        )
+    return _authenticated(services, presented, challenge)
+
+
+def _authenticated(services: Services, key: str, challenge: dict[str, str]) -> Principal:
+    principal = services.keys.authenticate(key)
     if principal is None:
         raise ProblemError(
             "unauthenticated", "The API key is not valid or has been revoked.", headers=challenge
@@ -44,6 +82,7 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+BasicOrBearerPrincipalDep = Annotated[Principal, Depends(get_basic_or_bearer_principal)]
 
 
 def _rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
@@ -73,4 +112,18 @@ def submit_rate_limit(services: ServicesDep, principal: PrincipalDep, response: 
 
 
 def read_rate_limit(services: ServicesDep, principal: PrincipalDep, response: Response) -> None:
+    _enforce(services.read_limiter, principal, response, "read")
+
+
+# The same limits for routes that also take HTTP Basic (AUTOMATIC1111): one bucket per key,
+# whichever scheme carried it.
+def basic_or_bearer_submit_rate_limit(
+    services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
+) -> None:
+    _enforce(services.submit_limiter, principal, response, "submit")
+
+
+def basic_or_bearer_read_rate_limit(
+    services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
+) -> None:
     _enforce(services.read_limiter, principal, response, "read")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -117,12 +118,16 @@ async def run_to_completion(
     *,
     caller: Request,
     idempotency_key: str | None = None,
+    on_submitted: Callable[[Job], Awaitable[None]] | None = None,
 ) -> Job:
     """Submit and hold the caller until the job has ended. Raises StillRunning past
     SYNC_WAIT_MAX_S, and CallerGone when the client hung up (its job canceled first, unless
-    SYNC_CANCEL_ON_DISCONNECT is off)."""
+    SYNC_CANCEL_ON_DISCONNECT is off). `on_submitted` hears of the job before the wait (the
+    AUTOMATIC1111 dialect remembers it for its progress and interrupt routes)."""
     settings = services.settings
     submitted = await submit(services, principal, request, idempotency_key=idempotency_key)
+    if on_submitted is not None:
+        await on_submitted(submitted.job)
     try:
         job = await wait_until_finished(
             services, principal.owner, submitted.job, settings.sync_wait_max_s, caller=caller

@@ -32,6 +32,17 @@ def read_default_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def read_scheduler_class(path: Path) -> str | None:
+    """The diffusers scheduler class the folder's pipeline loads (`EulerDiscreteScheduler`),
+    or None when the folder cannot be read."""
+    try:
+        config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 # A weight file as diffusers and transformers name it: `<prefix>[.<variant>][-00001-of-00002]
 # .<format>`, e.g. diffusion_pytorch_model.fp16.safetensors or model-00001-of-00002.safetensors.
 _WEIGHT_FILE = re.compile(
