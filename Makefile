@@ -32,7 +32,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench bench-weights soak model test test-unit test-integration test-e2e lint format clean
+.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench bench-weights bench-dialects soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.da
 bench-weights: $(STAMP) ## Print the tiny model's bytes as fp32 vs fp16 variant, and the worker's start to /readyz from each folder
 	$(BIN)/python -m bench.model_weights
 
+bench-dialects: $(STAMP) ## Print the latency of the OpenAI and AUTOMATIC1111 dialects over the native submit + wait for the same job (embedded profile)
+	$(BIN)/python -m bench.dialects
+
 drill: $(STAMP) services ## The recovery drill on the emulator stack: 12 jobs, the worker SIGKILLed, restarted at once and after 2 min; prints the figures
 	DRILL_OUTAGES=0,120 $(BIN)/python -m pytest -q -s tests/e2e/test_recovery_drill.py
 
@@ -116,7 +119,7 @@ lint: $(STAMP) $(CHECKOV_STAMP) ## lock check, ruff, mypy, import graph, bandit,
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench tools
+	$(BIN)/bandit -c pyproject.toml -q -r api dal gpu_worker emulators bench tools clients/python/txt2img_client
 	$(BIN)/hadolint --config .hadolint.yaml api/Dockerfile gpu_worker/Dockerfile
 	$(BIN)/shellcheck --enable=all terraform/vm/startup.sh terraform/gke/deploy.sh tools/ensure-chromium.sh
 	@if command -v terraform >/dev/null; then TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform; \

@@ -14,7 +14,7 @@ from api.body_guard import BodyGuardMiddleware
 from api.outbox_sweeper import sweep_periodically
 from api.problem_openapi import document_problems
 from api.problems import install_problem_handlers
-from api.routes import blobs, events, health, jobs, web, webhooks
+from api.routes import a1111, blobs, events, health, jobs, openai_images, web, webhooks
 from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.ports import ImageGenerator
@@ -98,5 +98,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(blobs.router)
     app.include_router(health.router)
+    openai_images.install(app)  # POST /v1/images/generations, GET /v1/models
+    a1111.install(app)  # AUTOMATIC1111's /sdapi/v1: txt2img, models, progress, interrupt
     app.include_router(web.router)  # the web page at `/`
     return app

@@ -370,6 +370,8 @@ def test_every_secret_a_revision_mounts_has_a_version_at_the_first_full_apply(
 HELD_REQUESTS = {
     "events.py": "events_stream_max_s",  # the SSE stream ends itself after this long
     "jobs.py": "prefer_wait_max_s",  # `Prefer: wait=N` is cut to this
+    "openai_images.py": "sync_wait_max_s",  # past it the answer names the job (504)
+    "a1111.py": "sync_wait_max_s",  # likewise, on /sdapi/v1/txt2img
 }
 
 
