@@ -54,8 +54,9 @@ def render_a1111_problem(problem: ProblemError, request: Request) -> Response:
 
 
 def _loc(field: str) -> list[str | int]:
-    """`body.styles.0` -> ["body", "styles", 0], as FastAPI writes a location."""
-    return [int(part) if part.isdigit() else part for part in field.split(".")]
+    """`body.styles.0` -> ["body", "styles", 0], as FastAPI writes a location. Only ASCII
+    digits are an index: a client's own key such as "¹" passes str.isdigit but is no int."""
+    return [int(part) if part.isascii() and part.isdigit() else part for part in field.split(".")]
 
 
 def a1111_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

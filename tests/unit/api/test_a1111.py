@@ -326,6 +326,21 @@ class TestAroundTxt2Img:
         assert refused.status_code == 422
         assert [item["loc"][-1] for item in refused.json()["detail"]] == list(other)
 
+    def test_option_names_that_look_like_digits_are_refused_not_a_500(
+        self, api: ApiHarness
+    ) -> None:
+        """Found by schemathesis: "¹" passes str.isdigit() but is no int; the error's
+        location keeps the client's key as it came, and index-looking ASCII keys become ints
+        as FastAPI writes them."""
+        odd = {"¹": {}, "7": 1, "\u00ee\u0000'": True}
+        refused = api.client.post("/sdapi/v1/options", json=odd, auth=BASIC)
+        assert refused.status_code == 422
+        assert [item["loc"] for item in refused.json()["detail"]] == [
+            ["body", "¹"],
+            ["body", 7],
+            ["body", "\u00ee\u0000'"],
+        ]
+
     def test_the_routes_are_in_the_openapi_document(self, api: ApiHarness) -> None:
         """Each route is documented, its errors with A1111's error schema."""
         spec = api.client.get("/openapi.json").json()
