@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
+from fastapi import Header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -27,6 +29,20 @@ from dal.telemetry import set_job_ids
 from dal.telemetry.metrics import JOBS_SUBMITTED
 
 log = logging.getLogger(__name__)
+
+# What a synchronous call whose client hung up answers: nginx's "client closed request". Only
+# the access log and the metrics ever see it; the client is gone.
+CLIENT_CLOSED_REQUEST = 499
+
+# The header every submitting route takes; check_idempotency_key validates it in the route, so
+# a bad body is still reported before a bad key.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe submission: the same key and body return the same job.",
+    ),
+]
 
 
 class CallerGone(Exception):

@@ -24,7 +24,7 @@ import logging
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -56,7 +56,14 @@ from api.deps import (
     basic_or_bearer_read_rate_limit,
     basic_or_bearer_submit_rate_limit,
 )
-from api.job_submission import CallerGone, StillRunning, check_idempotency_key, run_to_completion
+from api.job_submission import (
+    CLIENT_CLOSED_REQUEST,
+    CallerGone,
+    IdempotencyKeyHeader,
+    StillRunning,
+    check_idempotency_key,
+    run_to_completion,
+)
 from api.problems import ProblemError, register_problem_dialect
 from api.wiring import Services
 from dal.records import Job, JobStatus, utcnow
@@ -65,8 +72,6 @@ router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
 log = logging.getLogger(__name__)
 
 READS = [Depends(basic_or_bearer_read_rate_limit)]
-# Nginx's "client closed request": only the access log and the metrics ever see it.
-CLIENT_CLOSED_REQUEST = 499
 
 
 def install(app: FastAPI) -> None:
@@ -88,13 +93,7 @@ async def txt2img(
     response: Response,
     principal: BasicOrBearerPrincipalDep,
     services: ServicesDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submission: the same key and body give the same job.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Txt2ImgOut | Response:
     job_request = to_job_request(body, served_model=services.job_service.model_id)
     try:

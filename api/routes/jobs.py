@@ -9,7 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
 from api.job_service import JobRequest
-from api.job_submission import check_idempotency_key, submit, wait_until_finished
+from api.job_submission import (
+    IdempotencyKeyHeader,
+    check_idempotency_key,
+    submit,
+    wait_until_finished,
+)
 from api.problem_openapi import problem_responses
 from api.problems import ProblemError
 from api.schemas import JobCreate, JobListOut
@@ -42,13 +47,7 @@ async def submit_job(
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submission: the same key and body return the same job.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
     prefer: Annotated[
         str | None,
         Header(

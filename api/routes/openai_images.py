@@ -15,11 +15,18 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
-from api.job_submission import CallerGone, StillRunning, check_idempotency_key, run_to_completion
+from api.job_submission import (
+    CLIENT_CLOSED_REQUEST,
+    CallerGone,
+    IdempotencyKeyHeader,
+    StillRunning,
+    check_idempotency_key,
+    run_to_completion,
+)
 from api.openai_errors import (
     NO_RETRY,
     OpenAIError,
@@ -37,8 +44,6 @@ from dal.records import Job, JobStatus
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 OWNED_BY = "txt2img"
-# nginx's "client closed request": logged and counted, never read (the client is gone).
-CLIENT_CLOSED_REQUEST = 499
 
 
 def install(app: FastAPI) -> None:
@@ -63,13 +68,7 @@ async def create_images(
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submission: the same key and body wait for the same job.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Any:
     job_request = job_request_for(body, served_model=services.job_service.model_id)
     try:
