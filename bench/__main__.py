@@ -31,6 +31,7 @@ from bench.cpu_time import CpuMeter
 from bench.stats import ms, percentile
 from bench.worker_start import worker_start_to_ready_s
 from emulators.process import (
+    Service,
     ServiceUnavailable,
     free_port,
     http_ready,
@@ -75,6 +76,21 @@ def service_env(data_dir: Path, model: Path, **extra: str) -> dict[str, str]:
         "TRANSFORMERS_VERBOSITY": "error",
         **extra,
     }
+
+
+def start_api(name: str, port: int, env: dict[str, str], logs: Path) -> Service:
+    """`python -m api` with `env`, once it answers on `port`."""
+    url = f"http://127.0.0.1:{port}"
+    return start_process(
+        name,
+        [sys.executable, "-m", "api"],
+        host="127.0.0.1",
+        port=port,
+        state_dir=logs,
+        env=env,
+        timeout=180,
+        ready=lambda: http_ready(url),
+    )
 
 
 def end_to_end(
@@ -166,16 +182,7 @@ def embedded(
         **({"PIPELINE_CPUS": ",".join(map(str, split.pipeline))} if split else {}),
     )
     log(f"starting the embedded service (MAX_BATCH_SIZE={batch_size})")
-    service = start_process(
-        "bench-api",
-        [sys.executable, "-m", "api"],
-        host="127.0.0.1",
-        port=port,
-        state_dir=work / "logs",
-        env=env,
-        timeout=180,
-        ready=lambda: http_ready(url),
-    )
+    service = start_api("bench-api", port, env, work / "logs")
     try:
         counts = [1, 16] if batch_size > 1 else [16]
         result = end_to_end(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from bench.__main__ import KEY, REPO, log, service_env
+from bench.__main__ import KEY, REPO, log, service_env, start_api
 from bench.stats import ms, percentile
-from emulators.process import free_port, http_ready, start_process, stop_service
+from emulators.process import free_port, stop_service
 from emulators.stack import ensure_tiny_model
 
 SHAPE = {"width": 64, "height": 64, "steps": 2, "guidance": 1.0}
@@ -157,16 +156,7 @@ def main() -> int:
         DEFAULT_GUIDANCE_SCALE=str(SHAPE["guidance"]),
     )
     log("starting the embedded service")
-    service = start_process(
-        "bench-dialects-api",
-        [sys.executable, "-m", "api"],
-        host="127.0.0.1",
-        port=port,
-        state_dir=work / "logs",
-        env=env,
-        timeout=180,
-        ready=lambda: http_ready(url),
-    )
+    service = start_api("bench-dialects-api", port, env, work / "logs")
     try:
         served = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
         model_id = served.json()["data"][0]["id"]
