@@ -21,48 +21,18 @@ from api.a1111_mapping import served_sampler
 from dal.errors import GenerationError
 from dal.records import JobStatus
 from dal.settings import Settings
+from tests.a1111_clients import WEBUIAPI_TXT2IMG
 from tests.unit.api.conftest import ALICE_KEY, ApiHarness, make_settings
 from tests.unit.api.openai_harness import running_worker
 
-# What webuiapi's `WebUIApi.txt2img()` sends with its defaults (mix1009/sdwebuiapi), sized
-# for the tests.
+# webuiapi's body (tests/a1111_clients.py) with a prompt, a batch of two and a size that is
+# not square.
 WEBUIAPI_PAYLOAD: dict[str, Any] = {
-    "enable_hr": False,
-    "hr_scale": 2,
-    "hr_upscaler": "Latent",
-    "hr_second_pass_steps": 0,
-    "hr_resize_x": 0,
-    "hr_resize_y": 0,
-    "denoising_strength": 0.0,
-    "firstphase_width": 0,
-    "firstphase_height": 0,
+    **WEBUIAPI_TXT2IMG,
     "prompt": "a lighthouse at dawn",
-    "styles": [],
-    "seed": -1,
-    "subseed": -1,
-    "subseed_strength": 0.0,
-    "seed_resize_from_h": -1,
-    "seed_resize_from_w": -1,
     "batch_size": 2,
-    "n_iter": 1,
     "steps": 3,
-    "cfg_scale": 7.0,
-    "width": 64,
     "height": 72,
-    "restore_faces": False,
-    "tiling": False,
-    "negative_prompt": "",
-    "eta": 0,
-    "s_churn": 0,
-    "s_tmax": 0,
-    "s_tmin": 0,
-    "s_noise": 1,
-    "override_settings": {},
-    "override_settings_restore_afterwards": True,
-    "sampler_name": "Euler a",
-    "sampler_index": "Euler a",
-    "script_name": None,
-    "script_args": [],
 }
 BASIC = ("webui", ALICE_KEY)
 
