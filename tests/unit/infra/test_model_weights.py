@@ -42,6 +42,7 @@ from tests.unit.infra.test_terraform import (
     worker_container,
     worker_service,
 )
+from tests.unit.test_model_folder import SD15_INDEX
 
 GCLOUDIGNORE = ROOT / ".gcloudignore"
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
@@ -118,17 +119,6 @@ SD15_REPO_FILES = [
     "vae/diffusion_pytorch_model.fp16.safetensors",
     "vae/diffusion_pytorch_model.safetensors",
 ]
-SD15_MODEL_INDEX = {
-    "_class_name": "StableDiffusionPipeline",
-    "feature_extractor": ["transformers", "CLIPImageProcessor"],
-    "requires_safety_checker": True,
-    "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
-    "scheduler": ["diffusers", "PNDMScheduler"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-}
 # What the engine loads on a GPU: every pipeline component's config and fp16 weights.
 ENGINE_LOADS = {
     "model_index.json",
@@ -461,7 +451,7 @@ class TestRunbookDownload:
         for name in downloaded_files():
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / name).write_text("")
-        (tmp_path / "model_index.json").write_text(json.dumps(SD15_MODEL_INDEX))
+        (tmp_path / "model_index.json").write_text(json.dumps(SD15_INDEX))
         assert load_variant(tmp_path, half_precision=True) == "fp16"
         assert load_variant(tmp_path, half_precision=False) == "fp16"
         assert set(absent_optional_components(tmp_path)) == {"safety_checker", "feature_extractor"}

@@ -11,9 +11,8 @@ import re
 
 import pytest
 
-from tests.unit.infra.test_terraform import MODULES, module_call, one, resources
+from tests.unit.infra.test_terraform import ENVIRONMENTS, MODULES, module_call, one, resources
 
-ENVIRONMENTS = ("staging", "prod")
 MODULE_VAR = re.compile(r"\$\{var\.(\w+)\}")
 
 
