@@ -223,6 +223,98 @@ class JobQueue(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Ticket:
+    """A recorded job joining the line for the GPUs."""
+
+    job_id: str
+    owner: str
+    cost: float = 1.0  # what fair share counts: the job's images
+    weight: float = 1.0  # its key's weight (txt2img-admin keys create --weight)
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A job the line let through: its caller publishes it to the queue."""
+
+    job_id: str
+    owner: str
+    waited_s: float  # from joining the line to being handed over
+
+
+@dataclass(frozen=True, slots=True)
+class LinePlace:
+    position: int  # jobs that will be handed over before it (0: it is next)
+    ends_per_s: float | None  # how fast slots free up lately (dal.fair_share.ends_per_second)
+
+
+@dataclass(frozen=True, slots=True)
+class LineDepth:
+    waiting: int
+    handed_over: int
+    ends_per_s: float | None
+
+
+class FairLine(Protocol):
+    """The line recorded jobs wait in for the GPUs, shared by every process of a deployment
+    (the API instances, which admit jobs, and the workers, whose endings free slots). It counts
+    the jobs handed over and not yet ended against a capacity, and lets waiting jobs through
+    in weighted fair order between owners (dal.fair_share). The job store stays the record of
+    every job; the line can be rebuilt from it (`restore`). Every method raises
+    StoreUnavailable when the line's store is down."""
+
+    def admit(self, ticket: Ticket, *, capacity: int) -> list[HandedOver]:
+        """Tag the job and put it in line, then `take`. Admitting a job the line holds already
+        (waiting or handed over) changes nothing but the take."""
+        ...
+
+    def take(self, *, capacity: int) -> list[HandedOver]:
+        """Atomically hand over waiting jobs, in fair order, while fewer than `capacity` are
+        handed over; the caller publishes each. Of concurrent callers each job goes to one."""
+        ...
+
+    def hand_over_now(self, job_id: str) -> None:
+        """Count the job as handed over whatever the capacity (an operator's replay)."""
+        ...
+
+    def release(self, job_id: str) -> bool:
+        """The job ended (or its record is gone): it leaves the line. True when it was handed
+        over, so a slot is free. Idempotent: releasing an unknown job changes nothing."""
+        ...
+
+    def place(self, job_id: str) -> LinePlace | None:
+        """Where a waiting job stands; None when it is not waiting (handed over, or unknown)."""
+        ...
+
+    def handed_over_at(self, job_id: str) -> float | None:
+        """When (epoch seconds) the job was handed over; None when it is not handed over."""
+        ...
+
+    def depth(self) -> LineDepth: ...
+
+    def waiting_since(self) -> dict[str, float]:
+        """For each owner with jobs waiting, when (epoch seconds) the oldest of them joined."""
+        ...
+
+    def handed_over_before(self, at: float, *, limit: int) -> list[str]:
+        """Jobs handed over at or before `at` (epoch seconds), oldest first: the dispatcher's
+        reconcile checks that each is still queued or running."""
+        ...
+
+    def needs_restore(self) -> bool:
+        """True when the line has not been rebuilt from the job store since its own state was
+        lost (a new process's memory, a Redis that restarted empty)."""
+        ...
+
+    def restore(self, waiting: Sequence[Ticket], handed_over: Sequence[str]) -> None:
+        """Rebuild from the job store: `handed_over` jobs count against the capacity, `waiting`
+        ones (in their arrival order) join the line; jobs the line already holds are left as
+        they are. Afterwards needs_restore is False."""
+        ...
+
+    def ping(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitDecision:
     allowed: bool
     limit: int

@@ -259,6 +259,15 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePlace:
+    """Where a queued job stands in line for the GPUs (dal.dispatcher). Estimates: the order
+    changes as other owners submit, and the start is projected from recent throughput."""
+
+    position: int  # jobs to be handed to the GPUs before it; 0 once it is handed over
+    estimated_start_at: datetime | None  # None while no throughput has been measured
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key as stored: only a keyed hash of the secret, never the secret itself."""
 
@@ -271,6 +280,9 @@ class ApiKey:
     # Per-key quota overrides; None takes the service's default (QUOTA_*), 0 is unlimited.
     max_in_flight: int | None = None
     images_per_day: int | None = None
+    # The key's share of the GPUs against other keys' jobs waiting at the same time (>= 1): a
+    # key of weight 2 gets twice the hand-overs of a key of weight 1.
+    weight: int = 1
 
     @property
     def is_active(self) -> bool:

@@ -140,6 +140,7 @@ def _to_doc(key: ApiKey) -> dict[str, Any]:
         "revoked_at": to_timestamp(key.revoked_at),
         "max_in_flight": key.max_in_flight,
         "images_per_day": key.images_per_day,
+        "weight": key.weight,
     }
 
 
@@ -154,4 +155,6 @@ def _from_snapshot(snapshot: DocumentSnapshot) -> ApiKey:
         revoked_at=from_timestamp(data.get("revoked_at")),
         max_in_flight=data.get("max_in_flight"),
         images_per_day=data.get("images_per_day"),
+        # Documents written before weights existed have none: they weigh 1.
+        weight=1 if data.get("weight") is None else data["weight"],
     )

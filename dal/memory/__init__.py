@@ -1,6 +1,7 @@
 """In-memory adapters: real implementations of every port, for tests and the `test` profile."""
 
 from dal.memory.blob_store import MemoryBlobStore
+from dal.memory.fair_line import MemoryFairLine
 from dal.memory.job_events import MemoryJobEvents
 from dal.memory.job_queue import MemoryJobQueue
 from dal.memory.job_store import MemoryJobStore
@@ -11,6 +12,7 @@ from dal.memory.request_cache import MemoryRequestCache
 __all__ = [
     "MemoryApiKeyStore",
     "MemoryBlobStore",
+    "MemoryFairLine",
     "MemoryJobEvents",
     "MemoryJobQueue",
     "MemoryJobStore",

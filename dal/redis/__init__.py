@@ -6,8 +6,15 @@ Needs the `redis` package (the `cloud` extra). Build the client with
 """
 
 from dal.redis.client import make_redis_client
+from dal.redis.fair_line import RedisFairLine
 from dal.redis.job_events import RedisJobEvents
 from dal.redis.rate_limiter import RedisRateLimiter
 from dal.redis.request_cache import RedisRequestCache
 
-__all__ = ["RedisJobEvents", "RedisRateLimiter", "RedisRequestCache", "make_redis_client"]
+__all__ = [
+    "RedisFairLine",
+    "RedisJobEvents",
+    "RedisRateLimiter",
+    "RedisRequestCache",
+    "make_redis_client",
+]

@@ -29,6 +29,7 @@ class SqlApiKeyStore:
             "revoked_at": key.revoked_at,
             "max_in_flight": key.max_in_flight,
             "images_per_day": key.images_per_day,
+            "weight": key.weight,
         }
         try:
             with self._begin(write=True) as conn:
@@ -87,4 +88,5 @@ def _from_row(row: Any) -> ApiKey:
         revoked_at=row["revoked_at"],
         max_in_flight=row["max_in_flight"],
         images_per_day=row["images_per_day"],
+        weight=row["weight"],
     )

@@ -89,4 +89,6 @@ api_keys = Table(
     # Quota overrides; NULL takes the service's default, 0 is unlimited (revision 0003).
     Column("max_in_flight", Integer, nullable=True),
     Column("images_per_day", Integer, nullable=True),
+    # Fair-share weight against other keys' waiting jobs, 1 or more (revision 0005).
+    Column("weight", Integer, nullable=False, default=1, server_default="1"),
 )

@@ -123,3 +123,24 @@ class ApiKeyStoreContract:
         assert found is not None
         assert (found.max_in_flight, found.images_per_day) == (None, None)
         assert list(store.list_keys()) == [custom, plain]
+
+    def test_weight_round_trips(self, store: ApiKeyStore) -> None:
+        """A key's fair-share weight comes back as stored, through every read."""
+        heavy = make_key("k1", weight=3)
+        store.add(heavy)
+        found = store.find_by_hash(heavy.key_hash)
+        assert found is not None
+        assert found.weight == 3
+        assert found == heavy
+        assert list(store.list_keys()) == [heavy]
+        revoked = store.revoke("k1", at=T0 + timedelta(hours=1))
+        assert revoked.weight == 3
+
+    def test_weight_defaults_to_one(self, store: ApiKeyStore) -> None:
+        """A key added without a weight is stored and read back with weight 1."""
+        plain = make_key("k1")
+        store.add(plain)
+        found = store.find_by_hash(plain.key_hash)
+        assert found is not None
+        assert found.weight == 1
+        assert [k.weight for k in store.list_keys()] == [1]

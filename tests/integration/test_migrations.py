@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event, inspect, text
 
 from dal.errors import SchemaNotManaged
 from dal.records import JobStatus
-from dal.sql import SqlJobStore, create_sql_engine, metadata, upgrade
+from dal.sql import SqlApiKeyStore, SqlJobStore, create_sql_engine, metadata, upgrade
 from dal.sql.migrate import alembic_config, current, head_revision
 from tests.contracts.job_store_contract import make_job
 
@@ -138,6 +138,23 @@ class TestUpgrade:
         # Rows from before the outbox existed count as published: the sweeper leaves them be.
         assert adopted.enqueued_at == adopted.created_at
         assert adopted.webhook_deliveries == ()
+        assert schema_diffs(fresh_engine) == []
+
+    def test_keys_from_before_weights_weigh_one(self, fresh_engine: Engine) -> None:
+        """Revision 0005 adds api_keys.weight; keys that existed before it read as weight 1."""
+        with fresh_engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0004")
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, owner, key_hash, label, created_at) "
+                    "VALUES ('key-1', 'alice', 'hash-1', '', :now)"
+                ),
+                {"now": "2026-01-01 00:00:00+00:00"},
+            )
+        assert upgrade(fresh_engine) == head_revision()
+        found = SqlApiKeyStore(fresh_engine).find_by_hash("hash-1")
+        assert found is not None
+        assert found.weight == 1
         assert schema_diffs(fresh_engine) == []
 
     def test_refuses_unversioned_tables_of_another_shape(self, fresh_engine: Engine) -> None:

@@ -1,5 +1,5 @@
-"""The Redis rate limiter, request cache and job events against their port contracts, on a
-real Redis (REDIS_URL, else a local server, database 15) and on real time."""
+"""The Redis rate limiter, request cache, job events and line for the GPUs against their port
+contracts, on a real Redis (REDIS_URL, else a local server, database 15) and on real time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 import redis
 
 from dal.ports import RateLimiter
-from dal.redis import RedisJobEvents, RedisRateLimiter, RedisRequestCache, make_redis_client
+from dal.redis import (
+    RedisFairLine,
+    RedisJobEvents,
+    RedisRateLimiter,
+    RedisRequestCache,
+    make_redis_client,
+)
+from tests.contracts.fair_line_contract import FairLineContract, ManualClock
 from tests.contracts.job_events_contract import JobEventsContract
 from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.request_cache_contract import RequestCacheContract
@@ -55,6 +62,12 @@ class TestRedisJobEvents(JobEventsContract):
     @pytest.fixture
     def events(self, client: redis.Redis, prefix: str) -> RedisJobEvents:
         return RedisJobEvents(client, channel=f"{prefix}job-events")
+
+
+class TestRedisFairLine(FairLineContract):
+    @pytest.fixture
+    def line(self, client: redis.Redis, prefix: str, clock: ManualClock) -> RedisFairLine:
+        return RedisFairLine(client, prefix=prefix, clock=clock)
 
 
 class TestRedisRequestCache(RequestCacheContract):
