@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="images per UTC day for its owner (0: unlimited; QUOTA_IMAGES_PER_DAY)",
     )
+    create.add_argument(
+        "--weight",
+        type=_weight,
+        default=1,
+        metavar="N",
+        help="its share of the GPUs against other keys' waiting jobs (1 or more; 2 gets twice "
+        "the hand-overs of 1; default 1)",
+    )
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--owner")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id, effective at once")
@@ -104,6 +112,16 @@ def _quota(text: str) -> int:
     return value
 
 
+def _weight(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _quota_cell(value: int | None) -> str:
     if value is None:
         return "default"
@@ -133,11 +151,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 label=args.label,
                 max_in_flight=args.max_in_flight,
                 images_per_day=args.images_per_day,
+                weight=args.weight,
             )
             out.write(f"created key {issued.record.id} for owner {owner}\n")
             out.write(issued.secret + "\n")
         elif args.command == "list":
-            out.write("id\towner\tcreated_at\tstatus\tmax_in_flight\timages_per_day\tlabel\n")
+            out.write(
+                "id\towner\tcreated_at\tstatus\tmax_in_flight\timages_per_day\tweight\tlabel\n"
+            )
             for key in service.list_keys(args.owner):
                 state = (
                     "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
@@ -145,7 +166,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 out.write(
                     f"{key.id}\t{key.owner}\t{key.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}\t"
                     f"{_quota_cell(key.max_in_flight)}\t{_quota_cell(key.images_per_day)}\t"
-                    f"{key.label}\n"
+                    f"{key.weight}\t{key.label}\n"
                 )
         elif args.command == "revoke":
             try:
@@ -212,12 +233,14 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     out = sys.stdout
     try:
         queue = build_broker_queue(settings, core.closers)
+        dispatcher = core.build_dispatcher(queue)
         sweeper = OutboxSweeper(
             core.jobs,
             queue,
             core.finisher,
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
+            dispatcher=dispatcher,
         )
         unpublished = sweeper.sweep(dry_run=args.dry_run)
         recovered = build_recovery(core, queue).recover(dry_run=args.dry_run)
@@ -228,6 +251,14 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
             out.write(f"{action}\t{job_id}\t{detail}\n")
         out.write(f"{len(unpublished)} unpublished job(s) found\n")
         out.write(f"{len(recovered)} job(s) lost by the queue or their worker\n")
+        if not args.dry_run:
+            # Also hands over what fits: a scheduled sweep keeps the line moving while no
+            # API instance has CPU (Cloud Run throttles it between requests).
+            line = dispatcher.reconcile()
+            out.write(
+                f"line: {line.handed_over} job(s) handed over, {line.freed} slot(s) freed"
+                f"{', rebuilt from the job store' if line.restored else ''}\n"
+            )
         return 0
     finally:
         core.close()

@@ -32,6 +32,8 @@ class Principal:
     # The key's quota overrides (None: the service's defaults).
     max_in_flight: int | None = None
     images_per_day: int | None = None
+    # The key's fair-share weight against other keys' waiting jobs (ApiKey.weight).
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class ApiKeyService:
             key_id=found.id,
             max_in_flight=found.max_in_flight,
             images_per_day=found.images_per_day,
+            weight=found.weight,
         )
 
     def issue(
@@ -75,11 +78,15 @@ class ApiKeyService:
         secret: str | None = None,
         max_in_flight: int | None = None,
         images_per_day: int | None = None,
+        weight: int = 1,
     ) -> IssuedKey:
-        """Mint a key; the quota overrides are None (the defaults), 0 (unlimited) or a limit."""
+        """Mint a key; the quota overrides are None (the defaults), 0 (unlimited) or a limit,
+        and the fair-share weight is 1 or more."""
         for name, value in (("max_in_flight", max_in_flight), ("images_per_day", images_per_day)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be 0 (unlimited) or more")
+        if weight < 1:
+            raise ValueError("weight must be 1 or more")
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(
             id="key_" + secrets.token_hex(8),
@@ -89,6 +96,7 @@ class ApiKeyService:
             created_at=self._clock(),
             max_in_flight=max_in_flight,
             images_per_day=images_per_day,
+            weight=weight,
         )
         self._store.add(record)
         return IssuedKey(record=record, secret=secret)

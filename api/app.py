@@ -33,14 +33,15 @@ documents with a stable `code`.
 @asynccontextmanager
 async def outbox_sweeping(services: Services) -> AsyncIterator[None]:
     """Run the sweep in the background while the app serves (OUTBOX_SWEEP_INTERVAL_S; 0
-    disables it): publish what was never published, and hand over again the jobs whose
+    disables it): publish what was never published, keep the line for the GPUs moving
+    (dal.dispatcher), and hand over again the jobs whose
     message was lost or whose worker died (api/job_recovery.py). It only runs while the
     process does: see docs/operations.md."""
     interval = services.settings.outbox_sweep_interval_s
     if interval <= 0:
         yield
         return
-    passes: list[Callable[[], object]] = [services.outbox.sweep]
+    passes: list[Callable[[], object]] = [services.outbox.sweep, services.dispatcher.reconcile]
     if services.recovery is not None:
         passes.append(services.recovery.recover)
     task = asyncio.create_task(sweep_periodically(passes, interval))

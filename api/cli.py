@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from txt2img_client import ApiError, Client, Job, JobStatus, Txt2ImgError
@@ -43,24 +43,64 @@ def _timestamp(value: datetime | None) -> str:
     return "" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ..."""
+    suffix = (
+        "th" if 11 <= number % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    )
+    return f"{number}{suffix}"
+
+
+def place_in_line(job: Job, now: datetime | None = None) -> str:
+    """A queued job's place in line for the GPUs, `3rd in line, about 12 s` (two jobs go
+    before it; 12 s until its estimated start) or `next in line`; "" when the job is not queued
+    or the service does not tell. Both are the API's estimates."""
+    position = job.queue_position
+    if job.status is not JobStatus.QUEUED or position is None:
+        return ""
+    text = "next in line" if position == 0 else f"{ordinal(position + 1)} in line"
+    start = job.estimated_start_at
+    if start is not None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        seconds = (start - (now or datetime.now(UTC))).total_seconds()
+        text += f", about {max(0, round(seconds))} s"
+    return text
+
+
+def status_text(job: Job, now: datetime | None = None) -> str:
+    """`queued: 3rd in line, about 12 s` while the job waits its turn, else its status."""
+    place = place_in_line(job, now)
+    return f"{job.status}: {place}" if place else str(job.status)
+
+
 class Progress:
-    """A one-line bar redrawn with \\r on a terminal; percentage lines when stderr is not one."""
+    """A one-line bar redrawn with \\r on a terminal; percentage lines when stderr is not one
+    (a queued job's place in line instead of its 0%)."""
 
     WIDTH = 30
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.last: tuple[str, int] | None = None
+        self.last: tuple[str, int, str | int | None] | None = None
+        self.drawn = 0  # the width of the line on the terminal, to blank what a shorter leaves
 
     def show(self, job: Job) -> None:
         percent = max(0, min(100, int(job.progress * 100)))
-        if (job.status, percent) == self.last:
+        status = status_text(job)
+        # A log gets a new line when the position moves, not each time the estimate does.
+        key = (job.status, percent, status if self.tty else job.queue_position)
+        if key == self.last:
             return
-        self.last = (job.status, percent)
+        self.last = key
         if self.tty:
             filled = percent * self.WIDTH // 100
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            sys.stderr.write(f"\r[{bar}] {percent:3d}% {job.status:<10}")
+            line = f"[{bar}] {percent:3d}% {status:<10}"
+            sys.stderr.write(f"\r{line.ljust(self.drawn)}")
+            self.drawn = len(line)
+        elif job.status is JobStatus.QUEUED and job.queue_position is not None:
+            sys.stderr.write(f"{status}\n")
         else:
             sys.stderr.write(f"{job.status} {percent}%\n")
         sys.stderr.flush()
@@ -125,7 +165,7 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
         return 0
     params = job.params
     _out(f"id:         {job.id}")
-    _out(f"status:     {job.status}")
+    _out(f"status:     {status_text(job)}")
     _out(f"progress:   {job.progress:.0%}")
     _out(f"created_at: {_timestamp(job.created_at)}")
     if job.finished_at:

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from dal.core import Core
-from dal.errors import JobNotFound, QueueUnavailable, TransitionConflict
+from dal.errors import JobNotFound, QueueUnavailable, StoreUnavailable, TransitionConflict
 from dal.finisher import JobFinisher
-from dal.ports import JobStore
+from dal.ports import FairLine, JobStore
 from dal.records import DEAD_LETTERED, Job, JobError, JobStatus, is_dead_lettered, utcnow
 
 if TYPE_CHECKING:
@@ -113,7 +113,11 @@ class DeadLetterReplay(Generic[L]):
         finisher: JobFinisher,
         requeue: Requeue[L],
         clock: Callable[[], datetime] = utcnow,
+        line: FairLine | None = None,
     ) -> None:
+        """`line`: the line for the GPUs, where a replayed job counts as handed over (an
+        operator's replay does not wait its turn, but it takes a slot)."""
+        self._line = line
         self._box = box
         self._jobs = jobs
         self._finisher = finisher
@@ -156,6 +160,14 @@ class DeadLetterReplay(Generic[L]):
             self._box.release(untouched + [letter for letter in chosen if letter not in done])
         return results
 
+    def _count_in_line(self, job: Job) -> None:
+        if self._line is None:
+            return
+        try:
+            self._line.hand_over_now(job.id)
+        except StoreUnavailable as exc:
+            log.warning("replayed job %s is not counted in the line: %s", job.id, exc)
+
     def _replay_one(self, letter: L) -> ActionResult:
         if letter.job_id is None:
             return ActionResult(None, "skipped", "message names no job; purge it instead")
@@ -180,6 +192,7 @@ class DeadLetterReplay(Generic[L]):
             # queued with no message behind it nor leaves the box (the letter is kept).
             self._fail_again(job, f"the replay could not publish it: {exc}")
             return ActionResult(job.id, "skipped", f"publish failed: {exc}")
+        self._count_in_line(job)
         log.info("replayed dead-lettered job %s", job.id)
         return ActionResult(job.id, "replayed", f"requeued after {job.attempts} attempts")
 
@@ -265,7 +278,9 @@ def _pubsub_replay(core: Core) -> DeadLetterReplay[DeadLetter]:
         subscriber,
         subscription_path(settings.gcp_project, settings.pubsub_dead_letter_subscription),
     )
-    return DeadLetterReplay(box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue)
+    return DeadLetterReplay(
+        box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue, line=core.line
+    )
 
 
 def _celery_replay(core: Core) -> DeadLetterReplay[CeleryDeadLetter]:
@@ -288,4 +303,6 @@ def _celery_replay(core: Core) -> DeadLetterReplay[CeleryDeadLetter]:
         queue.publish(job.id, traceparent=letter.traceparent)
 
     box = CeleryDeadLetterBox(client, settings.celery_dead_letter_key)
-    return DeadLetterReplay(box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue)
+    return DeadLetterReplay(
+        box=box, jobs=core.jobs, finisher=core.finisher, requeue=requeue, line=core.line
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from api.quotas import QuotaLimits
+from dal.dispatcher import UNLIMITED, Dispatcher
 from dal.errors import (
     EnqueueFailed,
     IdempotencyConflict,
@@ -19,11 +20,11 @@ from dal.errors import (
     JobAlreadyFinished,
     JobNotFound,
     QueueUnavailable,
-    StoreUnavailable,
     TransitionConflict,
 )
 from dal.failpoints import Failpoints
 from dal.finisher import JobFinisher
+from dal.memory import MemoryFairLine
 from dal.ports import JobQueue, JobStore, RequestCache
 from dal.quota_rules import start_of_utc_day
 from dal.records import Job, JobParams, JobStatus, Page, utcnow
@@ -93,13 +94,23 @@ class JobService:
         new_seed: Callable[[], int] = random_seed,
         failpoints: Failpoints | None = None,
         enqueued_on_create: bool = False,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         """`enqueued_on_create`: the queue is rebuilt from the job store itself (the inline
-        queue re-enqueues every queued job when its process starts), so a recorded job counts
-        as enqueued at once and the outbox marker would be a wasted write."""
+        queue's process puts every queued job back in line when it starts), so a recorded job
+        counts as enqueued at once and the outbox marker would be a wasted write.
+        `dispatcher`: the fair dispatcher between the store and `queue`; by default one with
+        no capacity limit, which hands every job over at once."""
         self._enqueued_on_create = enqueued_on_create
         self._jobs = jobs
-        self._queue = queue
+        self._dispatcher = dispatcher or Dispatcher(
+            jobs,
+            queue,
+            MemoryFairLine(),
+            capacity=UNLIMITED,
+            marks_hand_overs=not enqueued_on_create,
+            clock=clock,
+        )
         self._cache = cache
         self._finisher = finisher
         self._idempotency_ttl_s = idempotency_ttl_s
@@ -123,10 +134,13 @@ class JobService:
         request: JobRequest,
         idempotency_key: str | None = None,
         quota: QuotaLimits | None = None,
+        weight: float = 1.0,
     ) -> Submitted:
-        """Record the job, hand it to the queue, then mark it enqueued (the outbox marker: a
-        queued job without it after OUTBOX_GRACE_S lost its publish and is swept). Raises
-        QuotaExceeded, before anything is recorded, when `quota` forbids the job."""
+        """Record the job and put it in line for the GPUs (dal.dispatcher), with its key's
+        `weight`. With room it is published and marked enqueued at once (the outbox marker: a
+        queued job let through without it after OUTBOX_GRACE_S lost its publish and is swept);
+        otherwise it waits for its turn. Raises QuotaExceeded, before anything is recorded,
+        when `quota` forbids the job."""
         fingerprint = request.fingerprint()
         if idempotency_key is not None:
             replay = self._idempotent_replay(owner, idempotency_key, fingerprint)
@@ -177,15 +191,13 @@ class JobService:
 
         self._failpoints.hit("after_job_recorded")
         try:
-            self._queue.enqueue(job)
+            admitted = self._dispatcher.admit(job, weight=weight)
         except QueueUnavailable as exc:
-            # Never leave a job queued with no message behind it: fail it visibly.
+            # Never leave a job let through with no message behind it: fail it visibly.
             log.error("could not enqueue job %s: %s", job.id, exc)
             failed = self._mark_enqueue_failed(job)
             raise EnqueueFailed(failed) from exc
-        if self._enqueued_on_create:
-            return Submitted(job=job, created=True)
-        return Submitted(job=self._mark_enqueued(job), created=True)
+        return Submitted(job=admitted, created=True)
 
     def _create_within_quota(self, job: Job, quota: QuotaLimits | None) -> None:
         if quota is None or quota.unlimited:
@@ -199,15 +211,6 @@ class JobService:
             images_per_day=quota.images_per_day,
             day_start=start_of_utc_day(job.created_at),
         )
-
-    def _mark_enqueued(self, job: Job) -> Job:
-        try:
-            return self._jobs.mark_enqueued(job.id, at=self._clock())
-        except StoreUnavailable as exc:
-            # The message is out; without the marker the sweeper publishes it once more,
-            # which the workers' exactly-once claim makes harmless.
-            log.warning("job %s was queued but not marked enqueued: %s", job.id, exc)
-            return job
 
     def _idempotent_replay(self, owner: str, key: str, fingerprint: str) -> Submitted | None:
         """Fast path through the cache; the job store's unique key remains the guarantee."""

@@ -91,6 +91,7 @@ async def submit(
             max_in_flight=principal.max_in_flight,
             images_per_day=principal.images_per_day,
         ),
+        weight=principal.weight,
     )
     job = submitted.job
     # The rest of this request's log lines (and its access line) name the job.

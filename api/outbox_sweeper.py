@@ -6,6 +6,12 @@ older than OUTBOX_GRACE_S (longer than a publish takes), publishes them and mark
 one is older than OUTBOX_GIVE_UP_S it fails it `enqueue_failed` instead, so a client sees an
 outcome.
 
+With the fair dispatcher (dal.dispatcher), a queued job without the marker may just be waiting
+in line for a GPU slot: the sweeper leaves those be, and jobs the line let through less than
+OUTBOX_GRACE_S ago (their publisher is at work). The others it publishes through the
+dispatcher, counted against its capacity: jobs let through whose publish failed or whose
+process died, and jobs whose process died before they joined the line.
+
 Any number of sweepers may run at once (every API process runs one, plus the admin command):
 publishing a job twice is harmless because a worker claims a job exactly once and acknowledges
 duplicates; the first enqueued mark wins; giving up is a conditional transition from queued.
@@ -23,6 +29,7 @@ from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 
+from dal.dispatcher import Dispatcher
 from dal.errors import DalError, QueueUnavailable, StoreUnavailable, TransitionConflict
 from dal.finisher import JobFinisher
 from dal.ports import JobQueue, JobStore
@@ -51,6 +58,7 @@ class OutboxSweeper:
         give_up_s: float,
         batch_size: int = 100,
         clock: Callable[[], datetime] = utcnow,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         if give_up_s <= grace_s:
             raise ValueError("give_up_s must be greater than grace_s")
@@ -61,6 +69,7 @@ class OutboxSweeper:
         self._give_up = timedelta(seconds=give_up_s)
         self._batch_size = batch_size
         self._clock = clock
+        self._dispatcher = dispatcher
 
     def sweep(self, *, dry_run: bool = False) -> list[SweepResult]:
         """One pass over at most `batch_size` stranded jobs, oldest first. Raises
@@ -70,11 +79,19 @@ class OutboxSweeper:
         stranded = self._jobs.list_unenqueued(
             created_before=now - self._grace, limit=self._batch_size
         )
-        results = [self._settle(job, now, dry_run) for job in stranded]
+        results = [self._settle(job, now, dry_run) for job in stranded if not self._in_line(job)]
         for result in results:
             if result.action in ("enqueued", "failed"):
                 log.warning("outbox: job %s %s (%s)", result.job_id, result.action, result.detail)
         return results
+
+    def _in_line(self, job: Job) -> bool:
+        """Waiting for its turn, or just let through: not stranded."""
+        dispatcher = self._dispatcher
+        return dispatcher is not None and (
+            dispatcher.is_waiting(job.id)
+            or dispatcher.handed_over_within(job.id, self._grace.total_seconds())
+        )
 
     def _settle(self, job: Job, now: datetime, dry_run: bool) -> SweepResult:
         age_s = (now - job.created_at).total_seconds()
@@ -86,6 +103,12 @@ class OutboxSweeper:
         detail = f"unpublished after {age_s:.0f} s"
         if dry_run:
             return SweepResult(job.id, "would-enqueue", detail)
+        if self._dispatcher is not None:
+            try:
+                self._dispatcher.hand_over_now(job)
+            except QueueUnavailable as exc:
+                return SweepResult(job.id, "skipped", f"publish failed: {exc}")
+            return SweepResult(job.id, "enqueued", detail)
         try:
             self._queue.enqueue(job)
         except QueueUnavailable as exc:

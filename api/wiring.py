@@ -19,6 +19,7 @@ from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
 from dal.core import Core, OnCore, build_core
+from dal.dispatcher import Dispatcher
 from dal.errors import UnsupportedAdapter
 from dal.factory import build_broker_queue, build_rate_limiter
 from dal.fail_open import FailOpenRateLimiter
@@ -49,6 +50,8 @@ class Services(OnCore):
     core: Core
     keys: ApiKeyService
     queue: JobQueue
+    # Hands recorded jobs to `queue` in fair order within the fleet's capacity.
+    dispatcher: Dispatcher
     job_service: JobService
     submit_limiter: RateLimiter
     read_limiter: RateLimiter
@@ -77,12 +80,14 @@ class Services(OnCore):
         )
 
     def view(self, job: Job, base_url: str) -> JobOut:
-        """The job as its owner sees it, image URLs signed and absolute against `base_url`."""
+        """The job as its owner sees it, image URLs signed and absolute against `base_url`,
+        with its place in line while it is queued."""
         return render_job(
             job,
             blobs=self.core.blobs,
             url_ttl=timedelta(seconds=self.settings.signed_url_ttl_s),
             base_url=base_url,
+            place=self.dispatcher.place(job),
         )
 
 
@@ -132,9 +137,15 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
             "JOB_QUEUE", str(settings.job_queue), "inline, memory, pubsub, celery"
         )
 
+    dispatcher = core.build_dispatcher(queue, marks_hand_overs=settings.job_queue != "inline")
+    if settings.job_queue == "inline":
+        # The line lives in this process: rebuilt from the store, it hands the jobs queued
+        # before a restart to the new inline queue.
+        dispatcher.reconcile()
     job_service = JobService(
         jobs=core.jobs,
         queue=queue,
+        dispatcher=dispatcher,
         cache=core.cache,
         finisher=core.finisher,
         model_id=_model_id(settings, generator),
@@ -157,6 +168,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         core=core,
         keys=keys,
         queue=queue,
+        dispatcher=dispatcher,
         job_service=job_service,
         submit_limiter=_rate_limiter(core, "submit"),
         read_limiter=_rate_limiter(core, "read"),
@@ -166,6 +178,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
             core.finisher,
             grace_s=settings.outbox_grace_s,
             give_up_s=settings.outbox_give_up_s,
+            dispatcher=dispatcher,
         ),
         recovery=build_recovery(core, queue) if settings.job_queue != "inline" else None,
         webhook_urls=url_policy(settings),
@@ -201,7 +214,8 @@ def _start_inline_queue(core: Core, generator: ImageGenerator) -> JobQueue:
         return runner.run(job_id)
 
     queue = InlineJobQueue(run_job, workers=settings.inline_workers)
-    recover_interrupted_jobs(core.jobs, core.finisher, queue.enqueue_id)
+    # Queued jobs go back in line once the dispatcher is built (its restore).
+    recover_interrupted_jobs(core.jobs, core.finisher)
     queue.start()
     core.closers.append(lambda: queue.close(timeout=settings.shutdown_grace_s))
     return queue

@@ -169,19 +169,23 @@ def embedded(
     batch_size: int,
     split: CpuSplit | None,
     all_cores: dict[str, Any],
+    fair_dispatch: bool = True,
+    measure_submits: bool = True,
 ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = service_env(
-        work / f"embedded-b{batch_size}",
+        work / f"embedded-b{batch_size}{'' if fair_dispatch else '-fcfs'}",
         model,
         APP_ENV="local",
         PORT=str(port),
         MAX_BATCH_SIZE=str(batch_size),
         INLINE_WORKERS=str(max(batch_size, 1) * 2),
+        # 0: no line, every job handed over at once (first come, first served).
+        **({} if fair_dispatch else {"DISPATCH_CAPACITY": "0"}),
         **({"PIPELINE_CPUS": ",".join(map(str, split.pipeline))} if split else {}),
     )
-    log(f"starting the embedded service (MAX_BATCH_SIZE={batch_size})")
+    log(f"starting the embedded service (MAX_BATCH_SIZE={batch_size}, fair={fair_dispatch})")
     service = start_api("bench-api", port, env, work / "logs")
     try:
         counts = [1, 16] if batch_size > 1 else [16]
@@ -198,7 +202,7 @@ def embedded(
             service_pid=service.pid,
             service_batch=batch_size,
         )
-        if batch_size > 1:
+        if batch_size > 1 and measure_submits:
             log("API submit rate, 32 clients")
             with cpus_of_this_process(split.serving if split else None):
                 result["submit"] = submit_rate(
@@ -248,6 +252,21 @@ def emulator_stack(
         )
     finally:
         stack.stop()
+
+
+def dispatch_cost(fair: dict[str, Any], fcfs: dict[str, Any]) -> dict[str, Any]:
+    """What the fair dispatcher adds on the idle embedded profile (1 client) and under load
+    (16 clients), against the same service without it."""
+    idle_fair = fair["clients_1"]["added_latency_ms"]["p50"]
+    idle_fcfs = fcfs["clients_1"]["added_latency_ms"]["p50"]
+    ips_fair = fair["clients_16"]["images_per_s"]
+    ips_fcfs = fcfs["clients_16"]["images_per_s"]
+    return {
+        "added_latency_p50_ms_clients_1": {"fair": idle_fair, "off": idle_fcfs},
+        "added_latency_p50_delta_ms": round(idle_fair - idle_fcfs, 2),
+        "images_per_s_clients_16": {"fair": ips_fair, "off": ips_fcfs},
+        "images_per_s_ratio": round(ips_fair / max(ips_fcfs, 1e-9), 3),
+    }
 
 
 def cold_start(model: Path, work: Path) -> dict[str, Any]:
@@ -351,6 +370,22 @@ def main() -> int:
         split=split,
         all_cores=all_cores,
     )
+    # The fair dispatcher's own cost: the same service with it off (DISPATCH_CAPACITY=0),
+    # measured minutes apart on the same machine.
+    embedded_fcfs = embedded(
+        model,
+        work,
+        body=body,
+        seconds=args.seconds,
+        limit=limit,
+        max_batch=args.max_batch,
+        batch_size=args.max_batch,
+        split=split,
+        all_cores=all_cores,
+        fair_dispatch=False,
+        measure_submits=False,
+    )
+    report["fair_dispatch_cost"] = dispatch_cost(embedded_batched, embedded_fcfs)
     report["api_submit"] = embedded_batched.pop("submit")
     report["embedded"] = {
         **embedded_batched,

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dal.dispatcher import UNLIMITED, Dispatcher
 from dal.factory import (
     Closers,
     build_blob_store,
+    build_fair_line,
     build_job_events,
     build_redis_client,
     build_request_cache,
@@ -25,8 +27,9 @@ from dal.factory import (
     close_all,
 )
 from dal.fail_open import FailOpenJobEvents, FailOpenRequestCache
+from dal.failpoints import Failpoints
 from dal.finisher import JobFinisher
-from dal.ports import ApiKeyStore, BlobStore, JobStore, RequestCache
+from dal.ports import ApiKeyStore, BlobStore, FairLine, JobQueue, JobStore, RequestCache
 from dal.records import Job, JobStatus
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
@@ -53,11 +56,29 @@ class Core:
     # whose endings the webhook redrive of a long-lived process delivers.
     webhooks: WebhookDispatcher | None
     finisher: JobFinisher
+    # The line for the GPUs every process of the deployment shares (dal.dispatcher).
+    line: FairLine
     redis: Any | None = None
     closers: Closers = field(default_factory=list)
 
     def close(self) -> None:
         close_all(self.closers)
+
+    def build_dispatcher(self, queue: JobQueue, *, marks_hand_overs: bool = True) -> Dispatcher:
+        """The fair dispatcher of this process onto `queue`. Every ending in this process
+        frees its slot and hands the next jobs over (composition roots call this once)."""
+        settings = self.settings
+        dispatcher = Dispatcher(
+            self.jobs,
+            queue,
+            self.line,
+            capacity=settings.resolved_dispatch_capacity or UNLIMITED,
+            marks_hand_overs=marks_hand_overs,
+            grace_s=settings.outbox_grace_s,
+            failpoints=Failpoints.from_spec(settings.failpoints),
+        )
+        self.finisher.add_handler("dispatch", dispatcher.ended)
+        return dispatcher
 
 
 class OnCore:
@@ -100,6 +121,7 @@ def build_core(
         cache = FailOpenRequestCache(build_request_cache(settings, redis_client=redis_client))
         bus = build_job_events(settings, redis_client=redis_client)
         job_events = FailOpenJobEvents(bus) if bus is not None else None
+        line = build_fair_line(settings, redis_client=redis_client)
         webhooks = (
             build_webhook_dispatcher(
                 settings, jobs=jobs, blobs=blobs, closers=closers, sender=webhook_sender
@@ -129,6 +151,7 @@ def build_core(
         job_events=job_events,
         webhooks=webhooks,
         finisher=finisher,
+        line=line,
         redis=redis_client,
         closers=closers,
     )

@@ -4,6 +4,7 @@ runs at import, and vendor libraries are imported only for the adapters actually
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,12 +12,14 @@ from dal.errors import UnsupportedAdapter
 from dal.ports import (
     ApiKeyStore,
     BlobStore,
+    FairLine,
     JobEvents,
     JobQueue,
     JobStore,
     RateLimiter,
     RequestCache,
 )
+from dal.records import Job
 from dal.settings import Settings
 from dal.url_signing import HmacUrlSigner
 
@@ -164,6 +167,37 @@ def build_request_cache(settings: Settings, *, redis_client: Any | None = None) 
             prefix=f"{settings.redis_key_prefix}cache:",
         )
     raise UnsupportedAdapter("REQUEST_CACHE", str(settings.request_cache), "memory, redis")
+
+
+def build_fair_line(settings: Settings, *, redis_client: Any | None = None) -> FairLine:
+    """The line for the GPUs: in Redis wherever requests share a Redis cache (every process of
+    the deployment sees one line), else in this process's memory (the embedded profile)."""
+    if settings.request_cache == "redis":
+        from dal.redis import RedisFairLine
+
+        if redis_client is None:
+            raise ValueError("a Redis fair line needs a Redis client")
+        return RedisFairLine(redis_client, prefix=settings.redis_key_prefix)
+    from dal.memory import MemoryFairLine
+
+    return MemoryFairLine()
+
+
+class LazyJobQueue:
+    """A queue built at its first enqueue. A worker publishes only when a job it ends lets the
+    next ones in line through; until then it holds no publisher (nor needs credentials for
+    one)."""
+
+    def __init__(self, build: Callable[[], JobQueue]) -> None:
+        self._build = build
+        self._queue: JobQueue | None = None
+        self._lock = threading.Lock()
+
+    def enqueue(self, job: Job) -> None:
+        with self._lock:
+            if self._queue is None:
+                self._queue = self._build()
+        self._queue.enqueue(job)
 
 
 def build_broker_queue(settings: Settings, closers: Closers) -> JobQueue:

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 Action = Literal["exit", "error"]
 
 # Every place the code consults, so a typo in FAILPOINTS is refused instead of ignored.
-KNOWN_POINTS: frozenset[str] = frozenset({"after_job_recorded"})
+# after_job_recorded: the job is in the store, not yet in line for the GPUs.
+# after_hand_over: the line let jobs through; none of them is published yet.
+KNOWN_POINTS: frozenset[str] = frozenset({"after_job_recorded", "after_hand_over"})
 ACTIONS: frozenset[str] = frozenset({"exit", "error"})
 EXIT_STATUS = 137  # what a shell reports for a process killed by SIGKILL
 

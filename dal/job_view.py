@@ -13,7 +13,7 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, Field
 
 from dal.ports import BlobStore
-from dal.records import Job, JobStatus
+from dal.records import Job, JobStatus, QueuePlace
 
 EXAMPLE_JOB_PARAMS: dict[str, Any] = {
     "prompt": "a lighthouse on a cliff at dawn, oil painting",
@@ -48,6 +48,8 @@ EXAMPLE_JOB: dict[str, Any] = {
             "seed": 1234,
         }
     ],
+    "queue_position": None,
+    "estimated_start_at": None,
     "webhook": {
         "url": "https://hooks.example.com/txt2img",
         "deliveries": [
@@ -128,9 +130,34 @@ class JobOut(BaseModel):
     webhook: WebhookOut | None = Field(
         default=None, description="Present when the job was submitted with a webhook_url."
     )
+    queue_position: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "While the job is queued: how many jobs will be handed to the GPUs before it, in "
+            "the current fair order between users (0: it is next, or handed over already). An "
+            "estimate: other users' new jobs may go ahead of it, since each user gets a fair "
+            "turn. Null once it runs or ends."
+        ),
+    )
+    estimated_start_at: datetime | None = Field(
+        default=None,
+        description=(
+            "While the job waits its turn: when it should be handed to the GPUs, projected from "
+            "the rate at which jobs have ended lately. An estimate; null when nothing has been "
+            "measured yet, once it is handed over, and once it runs or ends."
+        ),
+    )
 
 
-def render_job(job: Job, *, blobs: BlobStore, url_ttl: timedelta, base_url: str) -> JobOut:
+def render_job(
+    job: Job,
+    *,
+    blobs: BlobStore,
+    url_ttl: timedelta,
+    base_url: str,
+    place: QueuePlace | None = None,
+) -> JobOut:
     images = []
     for ref in job.images:
         signed = blobs.signed_url(ref.key, expires_in=url_ttl)
@@ -159,6 +186,8 @@ def render_job(job: Job, *, blobs: BlobStore, url_ttl: timedelta, base_url: str)
         params=JobParamsOut(**job.params.to_dict()),
         images=images,
         webhook=_webhook_view(job),
+        queue_position=place.position if place is not None else None,
+        estimated_start_at=place.estimated_start_at if place is not None else None,
     )
 
 

@@ -385,6 +385,19 @@ class Settings(BaseSettings):
     # Threads that take jobs off the inline queue: twice MAX_BATCH_SIZE lets one batch fill
     # while the previous one runs.
     inline_workers: int = Field(default=16, ge=1, le=64)
+    # The fair dispatcher (dal.dispatcher) hands jobs to the queue while fewer than this many
+    # are handed over and not ended, and keeps the rest in line in fair order.
+    dispatch_capacity: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Jobs handed to the GPUs at once; the rest wait in fair order. Set it to the "
+            "fleet's worker max instances x (per-instance concurrency + MAX_BATCH_SIZE), as "
+            "the Terraform does. Default: 2 x MAX_BATCH_SIZE (one worker: a batch running, the "
+            "next one forming), at most INLINE_WORKERS with the inline queue. 0: no limit, "
+            "every job is handed over at once, first come first served."
+        ),
+    )
     progress_write_interval_s: float = Field(default=0.5, ge=0)
     cancel_check_interval_s: float = Field(default=0.25, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
@@ -492,6 +505,19 @@ class Settings(BaseSettings):
     @property
     def resolved_job_heartbeat_s(self) -> float:
         return self.job_heartbeat_s or self.job_lease_s / 3
+
+    @property
+    def resolved_dispatch_capacity(self) -> int:
+        if self.dispatch_capacity is not None:
+            return self.dispatch_capacity
+        # One worker: a batch running and the next one forming (more only queues up in the
+        # broker, or in the inline queue, first come first served).
+        capacity = 2 * self.max_batch_size
+        if self.job_queue == "inline":
+            # Jobs handed over beyond the threads that run them would wait first come first
+            # served in the in-process queue.
+            return min(capacity, self.inline_workers)
+        return capacity
 
     @property
     def is_production(self) -> bool:

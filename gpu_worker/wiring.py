@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dal.core import Core, OnCore, build_core
+from dal.dispatcher import Dispatcher
 from dal.errors import (
     ConfigurationError,
     DalError,
     ModelNotFound,
     PipelineNotInstalled,
 )
+from dal.factory import LazyJobQueue, build_broker_queue
 from dal.finisher import WORKER_RESTARTED, JobFinisher
 from dal.ports import ImageGenerator, JobStore
 from dal.records import JobStatus
@@ -151,29 +153,21 @@ def build_runner(settings: Settings, *, core: Core, generator: ImageGenerator) -
     )
 
 
-def recover_interrupted_jobs(
-    jobs: JobStore,
-    finisher: JobFinisher,
-    enqueue: Callable[[str], None],
-    *,
-    batch: int = 500,
-) -> tuple[int, int]:
-    """At the start of a process that runs jobs in-process (the embedded profile): jobs still
-    queued are enqueued again, and jobs left running by a process that stopped are failed
-    (their generation is lost). Returns (requeued, failed)."""
-    requeued = failed = 0
-    for job in jobs.list_by_status(JobStatus.QUEUED, limit=batch):
-        enqueue(job.id)
-        requeued += 1
+def recover_interrupted_jobs(jobs: JobStore, finisher: JobFinisher, *, batch: int = 500) -> int:
+    """At the start of a process that runs jobs in-process (the embedded profile): jobs left
+    running by a process that stopped are failed (their generation is lost). Jobs still queued
+    wait for the dispatcher, whose line this process rebuilds from the store. Returns how many
+    were failed."""
+    failed = 0
     for job in jobs.list_by_status(JobStatus.RUNNING, limit=batch):
         try:
             finisher.fail(job.id, WORKER_RESTARTED)
             failed += 1
         except DalError:
             log.warning("could not fail interrupted job %s", job.id, exc_info=True)
-    if requeued or failed:
-        log.info("recovered jobs: %d requeued, %d failed as interrupted", requeued, failed)
-    return requeued, failed
+    if failed:
+        log.info("recovered jobs: %d failed as interrupted", failed)
+    return failed
 
 
 @dataclass
@@ -182,6 +176,9 @@ class WorkerServices(OnCore):
     generator: ImageGenerator
     runner: JobRunner
     push_auth: PushAuthenticator
+    # Hands the next waiting jobs over when one of this worker's jobs ends; None when the API
+    # runs the jobs' queue itself (inline, memory).
+    dispatcher: Dispatcher | None = None
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     def run_job(self, job_id: str) -> RunOutcome:
@@ -208,6 +205,12 @@ def build_worker_services(
     core = build_core(settings)
     try:
         push_auth = build_push_auth(settings)
+        dispatcher = None
+        if settings.job_queue in ("pubsub", "celery"):
+            # A job ending here frees its slot: this worker publishes the next ones in line
+            # (an API instance may have no CPU between requests to do it).
+            queue = LazyJobQueue(lambda: build_broker_queue(settings, core.closers))
+            dispatcher = core.build_dispatcher(queue)
         if generator is None:
             generator = build_engine(settings)
             # After the core's closers: the model stops first, then the stores.
@@ -220,6 +223,7 @@ def build_worker_services(
         generator=generator,
         runner=build_runner(settings, core=core, generator=generator),
         push_auth=push_auth,
+        dispatcher=dispatcher,
         readiness_checks={
             "job_store": core.jobs.ping,
             "blob_store": core.blobs.ping,

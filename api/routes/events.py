@@ -1,12 +1,18 @@
-"""Server-Sent Events for one job: status and step progress until it ends.
+"""Server-Sent Events for one job: status and step progress until it ends, and its place in
+line for the GPUs while it waits.
 
 The stream re-reads the job store (never process memory), so it is right on every profile and
 behind any number of API instances. Where jobs run in this process, `JobWaits` wakes it the
-moment a job ends; progress is picked up by polling.
+moment a job ends; progress and the place in line (dal.dispatcher) are picked up by polling.
 
 Event ids grow with the job's state (`rank * 100000 + int(progress * 10000)`, rank queued 0,
 running 1, finished 2), so a client that reconnects with `Last-Event-ID: N` gets only newer
 events, and always the terminal one once the job has finished.
+
+A `queue` event is no new state: it carries the id the stream is at (the queued state's, or the
+larger one the client reconnected with), so ids never go down and a reconnect resumes from the
+same point. It is sent when a stream meets its job queued, and again whenever the place
+changes; so a reconnect gets the current place once more (the one the client had may be stale).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, ServicesDep, read_rate_limit
@@ -42,6 +48,25 @@ class ProgressEvent(BaseModel):
     status: JobStatus
     progress: float
     updated_at: datetime
+
+
+class QueueEvent(BaseModel):
+    id: str
+    queue_position: int = Field(
+        ge=0,
+        description=(
+            "How many jobs will be handed to the GPUs before this one, in the current fair "
+            "order between users (0: it is next, or handed over already). An estimate: other "
+            "users' new jobs may go ahead of it."
+        ),
+    )
+    estimated_start_at: datetime | None = Field(
+        description=(
+            "When it should be handed to the GPUs, projected from the rate at which jobs have "
+            "ended lately. An estimate; null when nothing has been measured yet, or once it is "
+            "handed over."
+        ),
+    )
 
 
 def event_id(job: Job) -> int:
@@ -77,9 +102,9 @@ def _event_schema(event: str, data_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _progress_schema() -> dict[str, Any]:
+def _data_schema(model: type[BaseModel]) -> dict[str, Any]:
     # JobStatus, its one definition, is in the document's components already (JobOut uses it).
-    schema = ProgressEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     return schema
 
@@ -88,7 +113,8 @@ def _progress_schema() -> dict[str, Any]:
 # text/event-stream describes each event), with its `data` as the JSON document it carries.
 _EVENT_SCHEMA: dict[str, Any] = {
     "oneOf": [
-        _event_schema("progress", _progress_schema()),
+        _event_schema("progress", _data_schema(ProgressEvent)),
+        _event_schema("queue", _data_schema(QueueEvent)),
         _event_schema("status", {"$ref": "#/components/schemas/JobOut"}),
     ]
 }
@@ -101,8 +127,11 @@ _EVENT_SCHEMA: dict[str, Any] = {
     responses={
         200: {
             "description": "Server-Sent Events: `progress` while the job is queued or running "
-            "(data: id, status, progress, updated_at), then one `status` event with the "
-            "finished job, and the stream ends. Reconnect with `Last-Event-ID`.",
+            "(data: id, status, progress, updated_at); while it is queued, `queue` with its "
+            "place in line for the GPUs (data: id, queue_position, estimated_start_at: "
+            "estimates, as in the job), at once and whenever the position changes; then one "
+            "`status` event with the finished job, and the stream ends. Reconnect with "
+            "`Last-Event-ID`.",
             "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
         },
         **problem_responses(401, 404, 429, 503),
@@ -120,7 +149,7 @@ async def job_events(
         Header(
             alias="Last-Event-ID",
             description="Resume: only events with a larger id are sent (the terminal one "
-            "always is).",
+            "always is, and so is a queued job's current `queue` event).",
         ),
     ] = None,
 ) -> StreamingResponse:
@@ -141,6 +170,7 @@ async def _events(
     deadline = time.monotonic() + settings.events_stream_max_s
     yield f"retry: {RETRY_MS}\n\n"
     last_write = time.monotonic()
+    position: int | None = None  # the place in line this stream sent last
     while True:
         eid = event_id(job)
         if job.status.is_terminal:
@@ -154,6 +184,20 @@ async def _events(
             )
             yield _frame("progress", eid, data.model_dump_json())
             last_write = time.monotonic()
+        if job.status is JobStatus.QUEUED:
+            place = await run_in_threadpool(services.dispatcher.place, job)
+            if place is not None and place.position != position:
+                position = place.position
+                queue = QueueEvent(
+                    id=job.id,
+                    queue_position=place.position,
+                    estimated_start_at=place.estimated_start_at,
+                )
+                # No new state: the id the stream is at (last_id >= eid here).
+                yield _frame("queue", last_id, queue.model_dump_json())
+                last_write = time.monotonic()
+        else:
+            position = None  # back in line after a failed attempt: its place is news again
         now = time.monotonic()
         if now >= deadline or await request.is_disconnected():
             return  # the client reconnects with Last-Event-ID

@@ -11,6 +11,7 @@
   const POLL_WAIT_S = 2;
   const MIN_POLL_MS = 500;
   const STREAM_FAILURES_BEFORE_POLLING = 3;
+  const NOT_IN_LINE = { queue_position: null, estimated_start_at: null };
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -210,11 +211,33 @@
 
   // --- one job ---
 
+  // 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ...
+  function ordinal(n) {
+    const teen = n % 100 >= 11 && n % 100 <= 13;
+    const suffix = teen ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] ?? "th");
+    return `${n}${suffix}`;
+  }
+
+  // "3rd in line, about 12 s" (two jobs go before it), "next in line"; "" when the service
+  // does not tell. Both are the API's estimates.
+  function placeInLine(job) {
+    const position = job.queue_position;
+    if (position === null || position === undefined) return "";
+    let text = position === 0 ? "next in line" : `${ordinal(position + 1)} in line`;
+    if (job.estimated_start_at) {
+      const seconds = Math.round((Date.parse(job.estimated_start_at) - Date.now()) / 1000);
+      if (Number.isFinite(seconds)) text += `, about ${Math.max(0, seconds)} s`;
+    }
+    return text;
+  }
+
   function statusText(job) {
     const percent = Math.round(job.progress * 100);
     switch (job.status) {
-      case "queued":
-        return "Queued";
+      case "queued": {
+        const place = placeInLine(job);
+        return place ? `Queued: ${place}` : "Queued";
+      }
       case "running":
         return `Running: ${percent}%`;
       case "succeeded": {
@@ -231,10 +254,11 @@
   }
 
   function announce(job) {
-    // The live region speaks on status changes and every quarter of the progress, not on
-    // every step.
+    // The live region speaks on status changes, every quarter of the progress (not on every
+    // step) and, while the job is queued, when its position in line moves.
     const quarter = job.status === "running" ? Math.floor(job.progress * 4) : 0;
-    const key = `${job.id}:${job.status}:${quarter}`;
+    const place = job.status === "queued" ? (job.queue_position ?? "") : "";
+    const key = `${job.id}:${job.status}:${quarter}:${place}`;
     if (key === state.announced) return;
     state.announced = key;
     $("job-status").textContent = statusText(job);
@@ -404,6 +428,7 @@
     let lastEventId = null;
     let retryMs = 2000;
     let failures = 0;
+    let live = null; // the job as the events tell it: progress and place in line
     for (;;) {
       const headers = authHeaders({ Accept: "text/event-stream" });
       if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
@@ -425,7 +450,19 @@
             return true;
           }
           if (event.event === "progress" && state.job?.id === id) {
-            updateProgress(JSON.parse(event.data));
+            const data = JSON.parse(event.data);
+            live = { ...(live ?? state.job), ...data };
+            if (data.status !== "queued") Object.assign(live, NOT_IN_LINE);
+            updateProgress(live);
+          } else if (event.event === "queue" && state.job?.id === id) {
+            const data = JSON.parse(event.data);
+            live = {
+              ...(live ?? state.job),
+              status: "queued",
+              queue_position: data.queue_position,
+              estimated_start_at: data.estimated_start_at,
+            };
+            updateProgress(live);
           }
         }
       } catch (err) {

@@ -50,6 +50,40 @@ JOBS_HANDED_OVER = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+DISPATCH_JOBS = Gauge(
+    "txt2img_dispatch_jobs",
+    "Jobs in line for the GPUs, by state: waiting (recorded, not yet handed to the queue) and "
+    "handed_over (published, not yet ended; at most DISPATCH_CAPACITY). Sampled by each "
+    "sweep pass.",
+    ["state"],
+    registry=REGISTRY,
+)
+DISPATCH_WAIT_SECONDS = Histogram(
+    "txt2img_dispatch_wait_seconds",
+    "From a job joining the line to its hand-over to the queue (0 while there is room).",
+    buckets=(0.001, *_JOB_BUCKETS),
+    registry=REGISTRY,
+)
+DISPATCHED = Counter(
+    "txt2img_dispatched_total",
+    "Jobs handed to the queue by the fair dispatcher, by owner.",
+    ["owner"],
+    registry=REGISTRY,
+)
+DISPATCH_OWNER_WAIT_SECONDS = Counter(
+    "txt2img_dispatch_owner_wait_seconds_total",
+    "Seconds the owner's jobs waited in line before their hand-over; divided by "
+    "txt2img_dispatched_total, each owner's mean wait: fairness at work.",
+    ["owner"],
+    registry=REGISTRY,
+)
+DISPATCH_OLDEST_WAITING_SECONDS = Gauge(
+    "txt2img_dispatch_oldest_waiting_seconds",
+    "Age of each waiting owner's oldest job in line (owners with nothing waiting are absent). "
+    "Sampled by each sweep pass.",
+    ["owner"],
+    registry=REGISTRY,
+)
 QUEUE_WAIT_SECONDS = Histogram(
     "txt2img_job_queue_wait_seconds",
     "From a job's creation to its first claim by a worker (started_at - created_at).",

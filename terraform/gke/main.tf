@@ -82,6 +82,7 @@ locals {
     PULL_MAX_IN_FLIGHT                       = tostring(var.pull_max_in_flight)
     MAX_DELIVERY_ATTEMPTS                    = tostring(local.env.max_delivery_attempts)
     MAX_BATCH_SIZE                           = tostring(var.batch_size)
+    DISPATCH_CAPACITY                        = tostring(local.env.dispatch_capacity)
     PUSH_AUTH                                = "oidc"
     PUSH_AUDIENCE                            = local.env.push_audience
     PUSH_SERVICE_ACCOUNT                     = local.env.push_service_account

@@ -27,6 +27,12 @@ locals {
 
   worker_on_cloud_run = var.worker_platform == "cloud_run"
 
+  # Jobs the fair dispatcher hands to the GPUs at once (dal/dispatcher.py): on every worker
+  # instance Cloud Run may start, a batch running (its request concurrency) and the next batch
+  # waiting in Pub/Sub. Cloud Run scales on concurrent push requests, so anything less leaves
+  # instances it could start idle. docs/architecture.md has the arithmetic.
+  dispatch_capacity = var.dispatch_capacity > 0 ? var.dispatch_capacity : var.worker_max_instances * 2 * var.batch_size
+
   # Settings both processes read (names from dal/settings.py).
   shared_env = {
     APP_ENV                         = var.environment
@@ -49,6 +55,7 @@ locals {
     LOG_LEVEL                       = var.log_level
     QUOTA_MAX_IN_FLIGHT             = tostring(var.quota_max_in_flight)
     QUOTA_IMAGES_PER_DAY            = tostring(var.quota_images_per_day)
+    DISPATCH_CAPACITY               = tostring(local.dispatch_capacity)
   }
 
   # Settings read from Secret Manager (value_source.secret_key_ref, version "latest").
@@ -253,7 +260,7 @@ module "pubsub" {
   ack_deadline_seconds       = var.ack_deadline_seconds
   max_delivery_attempts      = var.max_delivery_attempts
   minimum_backoff_seconds    = var.delivery_minimum_backoff_seconds
-  publisher_members          = { api = module.service_accounts.members.api }
+  publisher_members          = { api = module.service_accounts.members.api, worker = module.service_accounts.members.worker }
   pull_subscriber_members    = { worker = module.service_accounts.members.worker }
   labels                     = local.labels
 

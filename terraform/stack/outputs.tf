@@ -63,6 +63,11 @@ output "max_delivery_attempts" {
   value       = var.max_delivery_attempts
 }
 
+output "dispatch_capacity" {
+  description = "DISPATCH_CAPACITY every process of the environment shares."
+  value       = local.dispatch_capacity
+}
+
 output "log_level" {
   description = "LOG_LEVEL of the services."
   value       = var.log_level

@@ -88,6 +88,17 @@ variable "batch_size" {
   default     = 8
 }
 
+variable "dispatch_capacity" {
+  description = "DISPATCH_CAPACITY: jobs handed to the GPUs at once, the rest waiting in fair order. 0: worker_max_instances x 2 x batch_size (a batch running and the next one waiting, on every instance). Set it with worker_platform = \"gke\": max_gpu_nodes x 2 x batch_size of the GKE root."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.dispatch_capacity >= 0 && floor(var.dispatch_capacity) == var.dispatch_capacity
+    error_message = "dispatch_capacity must be a whole number, 0 for the default."
+  }
+}
+
 variable "worker_request_timeout_seconds" {
   description = "GPU worker request timeout; at least ack_deadline_seconds."
   type        = number

@@ -244,7 +244,7 @@ class TestInTheApiProcess:
         api.services.jobs.claim(job_id, lease_s=60)  # and then the process stopped
         finisher = api.services.core.finisher
         observed = api.side.watch(
-            lambda: recover_interrupted_jobs(api.services.jobs, finisher, lambda _: None), job_id
+            lambda: recover_interrupted_jobs(api.services.jobs, finisher), job_id
         )
         assert error_code(api.services.jobs.get(job_id)) == "worker_restarted"
         exactly_once(observed, "failed")

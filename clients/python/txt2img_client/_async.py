@@ -9,13 +9,13 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import overload
+from typing import Literal, overload
 
 import httpx
 
 from . import _calls as calls
 from ._errors import Conflict, ServiceUnreachable, WaitTimeout, error_from_response
-from ._models import Image, Job, JobEvent, JobPage, JobStatus, StatusEvent
+from ._models import Image, Job, JobEvent, JobPage, JobStatus, QueueEvent, StatusEvent
 from ._retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy, is_retry_safe
 from ._sse import SSEDecoder
 
@@ -159,13 +159,23 @@ class AsyncClient:
             if "Preference-Applied" not in response.headers and not current.is_terminal:
                 await asyncio.sleep(min(calls.MIN_POLL_S, held))
 
+    @overload
+    def events(
+        self, job_id: str, *, last_event_id: str = "", queue: Literal[False] = False
+    ) -> AsyncGenerator[JobEvent, None]: ...
+    @overload
+    def events(
+        self, job_id: str, *, last_event_id: str = "", queue: bool
+    ) -> AsyncGenerator[JobEvent | QueueEvent, None]: ...
     async def events(
-        self, job_id: str, *, last_event_id: str = ""
-    ) -> AsyncGenerator[JobEvent, None]:
+        self, job_id: str, *, last_event_id: str = "", queue: bool = False
+    ) -> AsyncGenerator[JobEvent | QueueEvent, None]:
         """The job's events (`GET /v1/jobs/{id}/events`): `ProgressEvent`s while it is queued
         or running, then one `StatusEvent` with the ended job, and the iterator ends. A stream
         that the service ends (it does every few minutes) or that drops is opened again with
-        `Last-Event-ID`, so no event is seen twice. To stop early and close the stream at
+        `Last-Event-ID`, so no event is seen twice. With `queue=True`, also a `QueueEvent`
+        with the job's place in line while it is queued, at once and whenever it changes (a
+        reopened stream tells the current place again). To stop early and close the stream at
         once: `async with contextlib.aclosing(client.events(job_id)) as events: ...`."""
         decoder = SSEDecoder()
         decoder.resume_from(last_event_id)
@@ -178,7 +188,7 @@ class AsyncClient:
                 calls.check_stream(response)
                 async for chunk in response.aiter_bytes():
                     for sse in decoder.feed(chunk):
-                        event = calls.read_event(sse)
+                        event = calls.read_event(sse, queue=queue)
                         if event is None:
                             continue
                         drops = 0

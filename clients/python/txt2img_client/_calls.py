@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from ._errors import UnexpectedResponse
-from ._models import Job, JobEvent, JobPage, ProgressEvent, StatusEvent
+from ._models import Job, JobEvent, JobPage, ProgressEvent, QueueEvent, StatusEvent
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
 from ._version import __version__
@@ -176,15 +176,17 @@ def read_page(response: httpx.Response) -> JobPage:
         raise UnexpectedResponse(f"not a page of jobs: {type(exc).__name__}: {exc}") from exc
 
 
-def read_event(sse: ServerSentEvent) -> JobEvent | None:
+def read_event(sse: ServerSentEvent, *, queue: bool = False) -> JobEvent | QueueEvent | None:
     """A job event from a server-sent one; None for an event of a type this client does not
-    know (a newer service may send more)."""
-    if sse.event not in ("progress", "status"):
+    know (a newer service may send more), and for `queue` events unless asked for."""
+    if sse.event not in (("progress", "status", "queue") if queue else ("progress", "status")):
         return None
     try:
         data = json.loads(sse.data)
         if sse.event == "progress":
             return ProgressEvent.from_dict(data, event_id=sse.id)
+        if sse.event == "queue":
+            return QueueEvent.from_dict(data, event_id=sse.id)
         return StatusEvent(event_id=sse.id, job=Job.from_dict(data))
     except (KeyError, TypeError, ValueError) as exc:
         raise UnexpectedResponse(f"bad {sse.event} event: {type(exc).__name__}: {exc}") from exc

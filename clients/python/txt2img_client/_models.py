@@ -34,6 +34,10 @@ def _optional_time(value: Any) -> datetime | None:
     return None if value is None else _time(value)
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _items(value: Any) -> Sequence[Mapping[str, Any]]:
     if not isinstance(value, list):
         raise TypeError(f"expected a JSON array, got {type(value).__name__}")
@@ -130,7 +134,10 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """A job as `GET /v1/jobs/{id}` shows it."""
+    """A job as `GET /v1/jobs/{id}` shows it. While it is queued, `queue_position` is how many
+    jobs will be handed to the GPUs before it (0: it is next, or handed over already) and
+    `estimated_start_at` when that should happen: estimates, None once it runs or ends (and
+    from a service that does not tell)."""
 
     id: str
     status: JobStatus
@@ -145,6 +152,8 @@ class Job:
     params: JobParams
     images: tuple[Image, ...]
     webhook: Webhook | None
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -171,6 +180,8 @@ class Job:
             params=JobParams.from_dict(data["params"]),
             images=tuple(Image.from_dict(i) for i in _items(data.get("images", []))),
             webhook=None if webhook is None else Webhook.from_dict(webhook),
+            queue_position=_optional_int(data.get("queue_position")),
+            estimated_start_at=_optional_time(data.get("estimated_start_at")),
             raw=data,
         )
 
@@ -211,6 +222,27 @@ class ProgressEvent:
             status=JobStatus(data["status"]),
             progress=float(data["progress"]),
             updated_at=_time(data["updated_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEvent:
+    """`event: queue`: the job waits its turn for the GPUs; sent when a stream starts on a
+    queued job and whenever its place changes. Both fields are as in the `Job` (estimates).
+    `Client.events` yields these only with `queue=True`."""
+
+    event_id: str
+    job_id: str
+    queue_position: int
+    estimated_start_at: datetime | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, event_id: str) -> QueueEvent:
+        return cls(
+            event_id=event_id,
+            job_id=str(data["id"]),
+            queue_position=int(data["queue_position"]),
+            estimated_start_at=_optional_time(data.get("estimated_start_at")),
         )
 
 

@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import overload
+from typing import Literal, overload
 
 import httpx
 
 from . import _calls as calls
 from ._errors import Conflict, ServiceUnreachable, WaitTimeout, error_from_response
-from ._models import Image, Job, JobEvent, JobPage, JobStatus, StatusEvent
+from ._models import Image, Job, JobEvent, JobPage, JobStatus, QueueEvent, StatusEvent
 from ._retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy, is_retry_safe
 from ._sse import SSEDecoder
 
@@ -154,11 +154,23 @@ class Client:
             if "Preference-Applied" not in response.headers and not current.is_terminal:
                 time.sleep(min(calls.MIN_POLL_S, held))
 
-    def events(self, job_id: str, *, last_event_id: str = "") -> Iterator[JobEvent]:
+    @overload
+    def events(
+        self, job_id: str, *, last_event_id: str = "", queue: Literal[False] = False
+    ) -> Iterator[JobEvent]: ...
+    @overload
+    def events(
+        self, job_id: str, *, last_event_id: str = "", queue: bool
+    ) -> Iterator[JobEvent | QueueEvent]: ...
+    def events(
+        self, job_id: str, *, last_event_id: str = "", queue: bool = False
+    ) -> Iterator[JobEvent | QueueEvent]:
         """The job's events (`GET /v1/jobs/{id}/events`): `ProgressEvent`s while it is queued
         or running, then one `StatusEvent` with the ended job, and the iterator ends. A stream
         that the service ends (it does every few minutes) or that drops is opened again with
-        `Last-Event-ID`, so no event is seen twice."""
+        `Last-Event-ID`, so no event is seen twice. With `queue=True`, also a `QueueEvent`
+        with the job's place in line while it is queued, at once and whenever it changes (a
+        reopened stream tells the current place again)."""
         decoder = SSEDecoder()
         decoder.resume_from(last_event_id)
         drops = 0
@@ -170,7 +182,7 @@ class Client:
                 calls.check_stream(response)
                 for chunk in response.iter_bytes():
                     for sse in decoder.feed(chunk):
-                        event = calls.read_event(sse)
+                        event = calls.read_event(sse, queue=queue)
                         if event is None:
                             continue
                         drops = 0

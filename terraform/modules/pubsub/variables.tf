@@ -142,7 +142,7 @@ variable "dead_letter_retention_seconds" {
 }
 
 variable "publisher_members" {
-  description = "Members that may publish jobs (the API), keyed by a static label."
+  description = "Members that may publish jobs (the API, and the workers, which hand the next jobs in line over when one ends), keyed by a static label."
   type        = map(string)
   default     = {}
 }

@@ -93,7 +93,11 @@ class TestJobEvents:
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
         progress = [e for e in events if e.event == "progress"]
-        assert events[-1].event == "status" and events[:-1] == progress
+        queue = [e for e in events if e.event == "queue"]
+        assert events[-1].event == "status"
+        assert [e for e in events[:-1] if e.event != "queue"] == progress
+        # Nothing waits in line (the default capacity): the job is next, handed over at once.
+        assert [(e.data["id"], e.data["queue_position"]) for e in queue] == [(job_id, 0)]
         values = [e.data["progress"] for e in progress]
         assert values == sorted(values)
         assert len(set(values)) >= 2, values
@@ -101,7 +105,9 @@ class TestJobEvents:
         assert {e.data["status"] for e in progress} <= {"queued", "running"}
         ids = [e.id for e in events if e.id is not None]
         assert len(ids) == len(events)
-        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # strictly increasing
+        assert ids == sorted(ids)  # never down: a queue event carries its state's id
+        states = [e.id for e in events if e.event != "queue"]
+        assert len(set(states)) == len(states)  # each new state a larger id
         final = events[-1].data
         assert final["status"] == "succeeded" and final["progress"] == 1.0
         assert final["images"] and final["images"][0]["url"].startswith("http")
@@ -113,9 +119,12 @@ class TestJobEvents:
         thread = run_in_background(api, job_id, delay=0.5)
         _, events = collect(api, job_id, **{"Last-Event-ID": str(event_id(queued))})
         thread.join()
-        # The queued state the client had already seen is not sent again.
-        assert all(e.id is not None and e.id > event_id(queued) for e in events)
-        assert "queued" not in {e.data["status"] for e in events}
+        # The queued state the client had already seen is not sent again; its place in line
+        # is (it may have changed), with the id the client has.
+        states = [e for e in events if e.event != "queue"]
+        assert all(e.id is not None and e.id > event_id(queued) for e in states)
+        assert "queued" not in {e.data["status"] for e in states}
+        assert all(e.id == event_id(queued) for e in events if e.event == "queue")
         assert events[-1].event == "status"
 
     def test_finished_job_always_resends_the_terminal_event(self, api: ApiHarness) -> None:
@@ -146,7 +155,10 @@ class TestJobEvents:
         started = time.monotonic()
         _, events = collect(api, job_id)
         assert time.monotonic() - started < 5
-        assert [(e.event, e.data["status"]) for e in events] == [("progress", "queued")]
+        assert [(e.event, e.data.get("status")) for e in events] == [
+            ("progress", "queued"),
+            ("queue", None),
+        ]
 
     def test_unknown_job_is_a_404_problem(self, api: ApiHarness) -> None:
         response = api.client.get("/v1/jobs/no-such-job/events", headers=api.headers())

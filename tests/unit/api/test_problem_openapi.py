@@ -33,13 +33,17 @@ def test_every_error_answer_is_documented_as_problem_json(api: ApiHarness) -> No
 
 
 def test_event_stream_documents_each_event_and_its_json_data(api: ApiHarness) -> None:
-    """Each SSE event is `progress` (ProgressEvent data) or `status` (the finished JobOut)."""
+    """Each SSE event is `progress` (ProgressEvent data), `queue` (QueueEvent data: the place in
+    line) or `status` (the finished JobOut)."""
     spec = api.client.get("/openapi.json").json()
     ok = spec["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]
     variants = ok["content"]["text/event-stream"]["schema"]["oneOf"]
     kinds = {v["properties"]["event"]["const"]: v["properties"]["data"] for v in variants}
-    assert set(kinds) == {"progress", "status"}
+    assert set(kinds) == {"progress", "queue", "status"}
     assert kinds["status"]["contentSchema"] == {"$ref": "#/components/schemas/JobOut"}
     progress = kinds["progress"]["contentSchema"]
     assert progress["properties"]["status"] == {"$ref": "#/components/schemas/JobStatus"}
     assert "JobStatus" in spec["components"]["schemas"]
+    queue = kinds["queue"]["contentSchema"]
+    assert set(queue["properties"]) == {"id", "queue_position", "estimated_start_at"}
+    assert "estimate" in queue["properties"]["queue_position"]["description"]

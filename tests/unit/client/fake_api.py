@@ -92,6 +92,11 @@ def progress_frame(event_id: int, progress: float, status: str = "running") -> s
     return f"id: {event_id}\nevent: progress\ndata: {json.dumps(data)}\n\n"
 
 
+def queue_frame(event_id: int, position: int, estimated_start_at: str | None = None) -> str:
+    data = {"id": JOB_ID, "queue_position": position, "estimated_start_at": estimated_start_at}
+    return f"id: {event_id}\nevent: queue\ndata: {json.dumps(data)}\n\n"
+
+
 def status_frame(event_id: int = 200000) -> str:
     data = json.dumps(job_json(status="succeeded", progress=1.0))
     return f"id: {event_id}\nevent: status\ndata: {data}\n\n"

@@ -20,6 +20,7 @@ from tests.unit.client.fake_api import (
     job_json,
     problem_response,
     progress_frame,
+    queue_frame,
     sse,
     status_frame,
 )
@@ -28,6 +29,7 @@ from txt2img_client import (
     InvalidRequest,
     Job,
     JobStatus,
+    QueueEvent,
     ServiceUnreachable,
     StatusEvent,
     Unauthenticated,
@@ -133,6 +135,21 @@ class TestAsyncClient:
 
         (event,) = run(api, scenario)
         assert isinstance(event, StatusEvent) and event.job.is_terminal
+
+    def test_events_tell_the_place_in_line_when_asked(self) -> None:
+        frames = (progress_frame(0, 0.0, status="queued"), queue_frame(0, 2), status_frame())
+
+        async def scenario(client: AsyncClient) -> tuple[list[str], list[str]]:
+            plain = [type(event).__name__ async for event in client.events(JOB_ID)]
+            places = [
+                f"{event.event_id}:{event.queue_position}"
+                async for event in client.events(JOB_ID, queue=True)
+                if isinstance(event, QueueEvent)
+            ]
+            return plain, places
+
+        api = ScriptedApi(sse(*frames), sse(*frames))
+        assert run(api, scenario) == (["ProgressEvent", "StatusEvent"], ["0:2"])
 
     def test_download_to_a_file_without_the_key(self, tmp_path: Path) -> None:
         api = ScriptedApi(

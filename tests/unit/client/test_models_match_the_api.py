@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from api.routes.events import ProgressEvent as ApiProgressEvent
+from api.routes.events import QueueEvent as ApiQueueEvent
 from api.schemas import JobListOut
 from api.schemas import Problem as ApiProblem
 from dal.job_view import (
@@ -32,6 +33,7 @@ from txt2img_client import (
     JobStatus,
     Problem,
     ProgressEvent,
+    QueueEvent,
     Webhook,
     WebhookDelivery,
 )
@@ -61,6 +63,10 @@ def test_the_progress_event_names_the_job_and_its_own_id() -> None:
     assert fields(ProgressEvent) - {"event_id", "job_id"} == set(ApiProgressEvent.model_fields) - {
         "id"
     }
+
+
+def test_the_queue_event_names_the_job_and_its_own_id() -> None:
+    assert fields(QueueEvent) - {"event_id", "job_id"} == set(ApiQueueEvent.model_fields) - {"id"}
 
 
 def test_the_problem_keeps_the_api_extensions_apart() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from tests.unit.client.fake_api import (
     job_json,
     problem_response,
     progress_frame,
+    queue_frame,
     sse,
     status_frame,
 )
@@ -30,6 +32,7 @@ from txt2img_client import (
     JobStatus,
     NotFound,
     ProgressEvent,
+    QueueEvent,
     RateLimited,
     RetryPolicy,
     ServiceUnavailable,
@@ -138,6 +141,26 @@ class TestReads:
         assert api.requests[0].url.path == f"/v1/jobs/{JOB_ID}"
         assert (job.status, job.progress, job.finished_at) == (JobStatus.RUNNING, 0.5, None)
         assert job.updated_at.isoformat() == "2026-11-27T12:00:03.250000+00:00"
+
+    def test_a_queued_job_reads_its_place_in_line(self) -> None:
+        waiting = job_json(queue_position=2, estimated_start_at="2026-11-27T12:00:15Z")
+        api = ScriptedApi(httpx.Response(200, json=waiting))
+        with client(api) as c:
+            job = c.get(JOB_ID)
+        assert job.queue_position == 2
+        assert job.estimated_start_at is not None
+        assert job.estimated_start_at.isoformat() == "2026-11-27T12:00:15+00:00"
+
+    @pytest.mark.parametrize(
+        "place",
+        [{}, {"queue_position": None, "estimated_start_at": None}],
+        ids=["an older service", "running"],
+    )
+    def test_a_job_without_a_place_in_line_reads_none(self, place: dict[str, Any]) -> None:
+        api = ScriptedApi(httpx.Response(200, json=job_json(status="running", **place)))
+        with client(api) as c:
+            job = c.get(JOB_ID)
+        assert (job.queue_position, job.estimated_start_at) == (None, None)
 
     def test_a_job_id_cannot_escape_its_path(self) -> None:
         api = ScriptedApi(problem_response(404, "not-found"))
@@ -289,6 +312,27 @@ class TestEvents:
         with client(api) as c, pytest.raises(ServiceUnreachable):
             list(c.events(JOB_ID))
         assert len(api.requests) == 4
+
+    def test_queue_events_come_only_when_asked_for(self) -> None:
+        frames = (
+            progress_frame(0, 0.0, status="queued"),
+            queue_frame(0, 1, "2026-11-27T12:00:15Z"),
+            queue_frame(0, 0),
+            status_frame(),
+        )
+        with client(ScriptedApi(sse(*frames))) as c:
+            assert [type(e) for e in c.events(JOB_ID)] == [ProgressEvent, StatusEvent]
+        with client(ScriptedApi(sse(*frames))) as c:
+            events = list(c.events(JOB_ID, queue=True))
+        assert [type(e) for e in events] == [ProgressEvent, QueueEvent, QueueEvent, StatusEvent]
+        places = [e for e in events if isinstance(e, QueueEvent)]
+        assert [(e.event_id, e.job_id, e.queue_position) for e in places] == [
+            ("0", JOB_ID, 1),
+            ("0", JOB_ID, 0),
+        ]
+        assert places[0].estimated_start_at is not None
+        assert places[0].estimated_start_at.isoformat() == "2026-11-27T12:00:15+00:00"
+        assert places[1].estimated_start_at is None
 
     def test_unknown_event_types_are_skipped(self) -> None:
         api = ScriptedApi(sse("event: gossip\ndata: {}\n\n", "data: plain\n\n", status_frame()))

@@ -112,9 +112,17 @@ def evaluate(value: Any, lookup: Lookup) -> Any:
 
 def expression(text: str, lookup: Lookup) -> Any:
     text = text.strip()
-    if conditional := re.fullmatch(r"(var\.\w+)\s*\?\s*(.+?)\s+:\s+(.+)", text, flags=re.S):
-        chosen = conditional[2] if lookup(conditional[1]) else conditional[3]
+    condition = r"var\.\w+(?:\s*>\s*\d+)?"
+    if conditional := re.fullmatch(rf"({condition})\s*\?\s*(.+?)\s+:\s+(.+)", text, flags=re.S):
+        chosen = conditional[2] if expression(conditional[1], lookup) else conditional[3]
         return expression(chosen, lookup)
+    if compared := re.fullmatch(r"(var\.\w+)\s*>\s*(\d+)", text):
+        return float(lookup(compared[1])) > int(compared[2])
+    if re.fullmatch(r"[\w.]+(?:\s*\*\s*[\w.]+)+", text):
+        product = 1
+        for factor in re.split(r"\s*\*\s*", text):
+            product *= int(factor) if factor.isdigit() else int(lookup(factor))
+        return product
     if converted := re.fullmatch(r"tostring\((.+)\)", text, flags=re.S):
         inner = expression(converted[1], lookup)
         return str(inner).lower() if isinstance(inner, bool) else str(inner)
@@ -449,6 +457,39 @@ def test_the_delivery_attempt_budget_outlasts_a_cold_start(environment: str) -> 
     assert patience >= cold_start, (
         f"{attempts} deliveries at least {backoff:g} s apart span {patience:g} s, less than a "
         f"cold start ({cold_start:g} s: instance start + startup probe window)"
+    )
+
+
+# --- the fair dispatcher lets the worker fleet scale out -----------------------------------
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_dispatch_capacity_fills_every_worker_instance_cloud_run_may_start(
+    environment: str,
+) -> None:
+    """Cloud Run adds worker instances as concurrent push requests pass what the running ones
+    take (https://cloud.google.com/run/docs/about-instance-autoscaling). The fair dispatcher
+    holds back every job past its capacity, so a capacity below the instances' concurrency
+    times their maximum keeps the fleet from scaling out; every process must also count
+    against the same capacity, or the line lets through more than one of them thinks."""
+    overrides = {"worker_platform": "cloud_run"}
+    capacities = {
+        service: settings_from(runtime_env(environment, service, overrides)) for service in SERVICES
+    }
+    resolved = {s: c.resolved_dispatch_capacity for s, c in capacities.items()}
+    assert len(set(resolved.values())) == 1, f"processes disagree on the capacity: {resolved}"
+    instances = int(module_input(environment, "worker", "max_instances"))
+    concurrency = int(module_input(environment, "worker", "batch_size"))
+    capacity = resolved["api"]
+    assert capacity >= instances * concurrency, (
+        f"DISPATCH_CAPACITY={capacity} holds jobs back from {instances} instances x "
+        f"{concurrency} concurrent requests"
+    )
+    batch = capacities["gpu worker"].max_batch_size
+    assert capacity >= instances * (concurrency + batch), (
+        f"DISPATCH_CAPACITY={capacity} leaves no batch waiting for each instance: the GPUs "
+        f"idle between batches"
     )
 
 

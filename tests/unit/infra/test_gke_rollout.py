@@ -256,6 +256,7 @@ ENVIRONMENT_OUTPUTS = {
     "pull_subscription": "jobs-worker-pull",
     "dead_letter_recorder_pull_subscription": "jobs-dead-letter-recorder-pull",
     "max_delivery_attempts": 5,
+    "dispatch_capacity": 80,
     "push_audience": "txt2img-worker",
     "push_service_account": "txt2img-push@p.iam.gserviceaccount.com",
     "worker_service_account": "txt2img-worker@p.iam.gserviceaccount.com",
