@@ -30,10 +30,10 @@ from typing import Literal
 from starlette.concurrency import run_in_threadpool
 
 from dal.dispatcher import Dispatcher
-from dal.errors import DalError, QueueUnavailable, StoreUnavailable, TransitionConflict
+from dal.errors import DalError, JobNotFound, QueueUnavailable, StoreUnavailable, TransitionConflict
 from dal.finisher import JobFinisher
 from dal.ports import JobQueue, JobStore
-from dal.records import Job, utcnow
+from dal.records import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,16 @@ class OutboxSweeper:
         if dry_run:
             return SweepResult(job.id, "would-enqueue", detail)
         if self._dispatcher is not None:
+            # The list is a snapshot: the line may have let the job through, and a worker run
+            # it, since. Publishing a job that is no longer stranded would only take a slot.
             try:
-                self._dispatcher.hand_over_now(job)
+                current = self._jobs.get(job.id)
+            except JobNotFound:
+                return SweepResult(job.id, "skipped", "deleted")
+            if current.status != JobStatus.QUEUED or current.enqueued_at is not None:
+                return SweepResult(job.id, "skipped", f"now {current.status.value}, published")
+            try:
+                self._dispatcher.hand_over_now(current)
             except QueueUnavailable as exc:
                 return SweepResult(job.id, "skipped", f"publish failed: {exc}")
             return SweepResult(job.id, "enqueued", detail)

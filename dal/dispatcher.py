@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +89,9 @@ class Dispatcher:
         self._batch = reconcile_batch
         self._clock = clock
         self._failpoints = failpoints or Failpoints()
+        # Endings in this process's threads refill one at a time, so jobs are published in
+        # the order the line let them through (a batch of endings would race otherwise).
+        self._refill_lock = threading.Lock()
 
     @property
     def capacity(self) -> int:
@@ -117,7 +121,10 @@ class Dispatcher:
             if own is not None:
                 self._queue.enqueue(job)
                 self._observe(own)
-                return self._mark(job)
+                marked = self._mark(job)
+                # The submit answers with the job as admitted: a fast worker may have ended it
+                # already, which its owner reads next (202 means "accepted", not "done").
+                return marked if marked.status == JobStatus.QUEUED else job
             return job
         finally:
             self._publish_all(others)
@@ -154,13 +161,14 @@ class Dispatcher:
 
     def refill(self) -> int:
         """Hand over as many waiting jobs as there is room for; returns how many."""
-        try:
-            handed = self._line.take(capacity=self._capacity)
-        except StoreUnavailable as exc:
-            log.warning("fair line unavailable, nothing handed over: %s", exc)
-            return 0
-        self._failpoints.hit("after_hand_over")
-        return self._publish_all(handed)
+        with self._refill_lock:
+            try:
+                handed = self._line.take(capacity=self._capacity)
+            except StoreUnavailable as exc:
+                log.warning("fair line unavailable, nothing handed over: %s", exc)
+                return 0
+            self._failpoints.hit("after_hand_over")
+            return self._publish_all(handed)
 
     # ---- a place in line ------------------------------------------------------------------
 

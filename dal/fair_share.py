@@ -75,12 +75,21 @@ RECENT_ENDS_WINDOW_S = 600.0
 
 
 def ends_per_second(ends: Sequence[float], now: float) -> float | None:
-    """The recent rate at which handed-over jobs end (each ending frees a slot for the next
+    """The rate at which handed-over jobs end lately (each ending frees a slot for the next
     waiting job), from their end times (epoch seconds, any order). None when fewer than two
-    ended in the window. Measured up to `now`, not to the latest ending, so a stall (every GPU
-    busy on a long job, or scaling from zero) lowers it instead of freezing it."""
-    recent = [t for t in ends if now - t <= RECENT_ENDS_WINDOW_S]
+    ended in the window.
+
+    Only the latest busy stretch counts: going back from the newest ending, it stops at a gap
+    ten times the window's mean gap (and over a second), an idle spell between two bursts that
+    would otherwise dilute the rate. Measured up to `now`, not to the newest ending, so a stall
+    (every GPU busy on a long job, or scaling from zero) lowers it instead of freezing it."""
+    recent = sorted((t for t in ends if now - t <= RECENT_ENDS_WINDOW_S), reverse=True)
     if len(recent) < 2:
         return None
-    span = max(now - min(recent), 1e-3)
-    return (len(recent) - 1) / span
+    idle = max(10 * (recent[0] - recent[-1]) / (len(recent) - 1), 1.0)
+    stretch = 1
+    while stretch < len(recent) and recent[stretch - 1] - recent[stretch] <= idle:
+        stretch += 1
+    if stretch < 2:
+        return None
+    return (stretch - 1) / max(now - recent[stretch - 1], 1e-3)

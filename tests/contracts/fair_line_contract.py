@@ -227,6 +227,21 @@ class FairLineContract:
         rate = line.depth().ends_per_s
         assert rate is not None and abs(rate - 1.0) < 0.01
 
+    def test_throughput_is_that_of_the_latest_busy_stretch(
+        self, line: FairLine, clock: ManualClock
+    ) -> None:
+        """An idle spell between two bursts does not dilute the rate of the latest one."""
+        handed = deque(admit_all(line, tickets("alice", 16), 16))
+        for _ in range(10):
+            clock.now += 0.1
+            line.release(handed.popleft())
+        clock.now += 30
+        for _ in range(6):
+            clock.now += 0.1
+            line.release(handed.popleft())
+        rate = line.depth().ends_per_s
+        assert rate is not None and abs(rate - 10.0) < 0.01
+
     def test_handed_over_before_lists_the_oldest_first(
         self, line: FairLine, clock: ManualClock
     ) -> None:

@@ -5,7 +5,8 @@ process dying halfway leaves behind is put right by another's sweep pass."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -17,7 +18,7 @@ from dal.failpoints import Failpoints
 from dal.finisher import JobFinisher
 from dal.memory import MemoryFairLine, MemoryJobQueue, MemoryJobStore, MemoryRequestCache
 from dal.ports import HandedOver, LineDepth, LinePlace, Ticket
-from dal.records import ImageRef, JobError, JobStatus
+from dal.records import ImageRef, Job, JobError, JobStatus
 from tests.contracts.job_store_contract import ManualClock
 
 GRACE_S = 60
@@ -278,4 +279,47 @@ def test_dying_after_hand_over_in_a_submit_leaves_the_job_to_the_sweeper(fleet: 
     fleet.clock.advance(GRACE_S + 1)
     assert [r.action for r in fleet.instance.sweeper.sweep()] == ["enqueued"]
     assert fleet.gpu_runs() == 1
+    assert fleet.line.depth().handed_over == 0
+
+
+class FastWorkerQueue(MemoryJobQueue):
+    """A worker that ends a job before its publisher has marked it."""
+
+    def __init__(self, jobs: MemoryJobStore, finisher: JobFinisher) -> None:
+        super().__init__()
+        self.jobs, self.finisher = jobs, finisher
+
+    def enqueue(self, job: Job) -> None:
+        super().enqueue(job)
+        self.jobs.claim(job.id, lease_s=30)
+        self.finisher.succeed(job.id, ())
+
+
+def test_a_submit_answers_with_the_job_as_admitted_even_if_it_already_ended(
+    fleet: Fleet,
+) -> None:
+    fleet.queue = FastWorkerQueue(fleet.jobs, fleet.instance.finisher)
+    submitted = fleet.new_instance().service.submit(owner="alice", request=JobRequest(prompt="p"))
+    assert submitted.created and submitted.job.status == JobStatus.QUEUED
+    assert fleet.jobs.get(submitted.job.id).status == JobStatus.SUCCEEDED
+
+
+class StaleListing(MemoryJobStore):
+    """Lists unpublished jobs as they were when a sweep pass began."""
+
+    stale: list[Job]
+
+    def list_unenqueued(self, *, created_before: datetime, limit: int) -> list[Job]:
+        return self.stale
+
+
+def test_the_sweeper_leaves_a_job_that_ran_since_its_listing(fleet: Fleet) -> None:
+    fleet.jobs = StaleListing(clock=fleet.clock)
+    instance = fleet.new_instance()
+    (job_id,) = instance.submit("alice")
+    fleet.jobs.stale = [replace(fleet.jobs.get(job_id), enqueued_at=None)]
+    fleet.gpu_runs(instance=instance)
+    fleet.clock.advance(GRACE_S + 1)
+    assert [r.action for r in instance.sweeper.sweep()] == ["skipped"]
+    assert fleet.queue.take_all() == []
     assert fleet.line.depth().handed_over == 0
