@@ -77,7 +77,9 @@ class Core:
             grace_s=settings.outbox_grace_s,
             failpoints=Failpoints.from_spec(settings.failpoints),
         )
-        self.finisher.add_handler("dispatch", dispatcher.ended)
+        # First: the slot is free before a waiter hears of the ending (its client may submit
+        # its next job at once, and would find the line full).
+        self.finisher.add_handler("dispatch", dispatcher.ended, first=True)
         return dispatcher
 
 

@@ -6,9 +6,10 @@ letter and a replay that could not publish. Each writes the transition condition
 one caller wins) and then, only for the winner, runs the ending's side effects once:
 
 * the `txt2img_jobs_finished_total` metric, by status;
-* the handlers the process registered, in order: remember a succeeded job for dedupe, publish
-  the job event (API processes wake their waiters), wake this process's own waiters, schedule
-  the webhook. A handler that fails is logged and skipped; the job's outcome never depends on
+* the handlers the process registered, in order: free the job's slot in the line for the GPUs
+  (dal.dispatcher, first: before anyone hears of the ending and submits again), remember a
+  succeeded job for dedupe, publish the job event (API processes wake their waiters), wake this
+  process's own waiters, schedule the webhook. A handler that fails is logged and skipped; the job's outcome never depends on
   it (each has a fallback: waiters re-read the store, the webhook redrive finds owed jobs).
 
 A transition that loses (the job ended meanwhile) runs nothing: whoever won ran the effects.
@@ -70,9 +71,13 @@ class JobFinisher:
         self._clock = clock
         self._dead_letter_after = dead_letter_after_attempts
 
-    def add_handler(self, name: str, handle: EndHandler) -> None:
-        """Register a side effect of every ending from now on (composition roots only)."""
-        self._handlers.append(NamedHandler(name, handle))
+    def add_handler(self, name: str, handle: EndHandler, *, first: bool = False) -> None:
+        """Register a side effect of every ending from now on (composition roots only);
+        `first`: before those registered so far."""
+        if first:
+            self._handlers.insert(0, NamedHandler(name, handle))
+        else:
+            self._handlers.append(NamedHandler(name, handle))
 
     # ---- the endings ----------------------------------------------------------------------
 

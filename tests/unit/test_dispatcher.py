@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from api.job_service import GenerationDefaults, JobRequest, JobService
 from api.outbox_sweeper import OutboxSweeper
+from dal.core import build_core
 from dal.dispatcher import Dispatcher
 from dal.errors import FailpointTriggered, StoreUnavailable
 from dal.failpoints import Failpoints
@@ -19,7 +21,8 @@ from dal.finisher import JobFinisher
 from dal.memory import MemoryFairLine, MemoryJobQueue, MemoryJobStore, MemoryRequestCache
 from dal.ports import HandedOver, LineDepth, LinePlace, Ticket
 from dal.records import ImageRef, Job, JobError, JobStatus
-from tests.contracts.job_store_contract import ManualClock
+from dal.settings import Settings
+from tests.contracts.job_store_contract import ManualClock, make_job
 
 GRACE_S = 60
 
@@ -323,3 +326,20 @@ def test_the_sweeper_leaves_a_job_that_ran_since_its_listing(fleet: Fleet) -> No
     assert [r.action for r in instance.sweeper.sweep()] == ["skipped"]
     assert fleet.queue.take_all() == []
     assert fleet.line.depth().handed_over == 0
+
+
+def test_the_slot_is_free_before_anyone_hears_of_the_ending(tmp_path: Path) -> None:
+    """A client woken by the ending may submit its next job at once: the line must already
+    count the slot free, or that job would wait behind its own predecessor."""
+    core = build_core(Settings(app_env="test", data_dir=tmp_path, dispatch_capacity=1))
+    seen: list[int] = []
+    core.finisher.add_handler("waiters", lambda job: seen.append(core.line.depth().handed_over))
+    dispatcher = core.build_dispatcher(MemoryJobQueue())
+    try:
+        job = core.jobs.create(make_job("j1"))
+        dispatcher.admit(job)
+        core.jobs.claim("j1", lease_s=30)
+        core.finisher.succeed("j1", ())
+        assert seen == [0]
+    finally:
+        core.close()
