@@ -104,7 +104,8 @@ def test_weights_two_to_one_start_jobs_two_to_one(one_at_a_time: RunningService)
     gold, basic = key(one_at_a_time, "fair-gold", 2), key(one_at_a_time, "fair-basic", 1)
     with ThreadPoolExecutor(2) as pool:
         gold_ids, basic_ids = pool.map(
-            lambda args: submit_many(one_at_a_time, *args), [(gold, 130), (basic, 70)]
+            lambda args: submit_many(one_at_a_time, *args, num_inference_steps=1),
+            [(gold, 130), (basic, 70)],
         )
     everyone_waits = datetime.now().astimezone()
     jobs = finished(one_at_a_time, gold, gold_ids) + finished(one_at_a_time, basic, basic_ids)
@@ -149,15 +150,15 @@ def test_a_waiting_jobs_place_falls_and_its_estimate_holds(one_at_a_time: Runnin
 
 
 def test_with_the_defaults_no_more_than_the_capacity_starts_before_a_newcomer(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    service: RunningService,
 ) -> None:
-    with running_service(tiny_model_dir, tmp_path_factory.mktemp("fair-defaults")) as service:
-        alice, bob = key(service, "fair-alice"), key(service, "fair-bob")
-        capacity = 16  # 2 x MAX_BATCH_SIZE (8)
-        backlog = submit_many(service, alice, 40, num_inference_steps=8)
-        (newcomer,) = submit_many(service, bob, 1, num_inference_steps=8)
-        alice_jobs = finished(service, alice, backlog)
-        (bob_job,) = finished(service, bob, [newcomer])
+    """The session's service runs with the defaults: MAX_BATCH_SIZE=8, a capacity of 16."""
+    alice, bob = key(service, "fair-default-alice"), key(service, "fair-default-bob")
+    capacity = 16  # 2 x MAX_BATCH_SIZE (8)
+    backlog = submit_many(service, alice, 40, num_inference_steps=8)
+    (newcomer,) = submit_many(service, bob, 1, num_inference_steps=8)
+    alice_jobs = finished(service, alice, backlog)
+    (bob_job,) = finished(service, bob, [newcomer])
     # Jobs handed over one after the other are claimed by different threads, whose
     # started_at writes may land a few milliseconds out of order; claims within the batcher's
     # wait (MAX_BATCH_WAIT_MS, 20 ms) share one pipeline call.

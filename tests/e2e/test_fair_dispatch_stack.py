@@ -168,7 +168,8 @@ def test_weights_two_to_one_start_jobs_two_to_one(fair_stack: Stack) -> None:
     basic = key(fair_stack, owner("fair-basic"), 1)
     with ThreadPoolExecutor(2) as pool:
         gold_ids, basic_ids = pool.map(
-            lambda args: submit_many(fair_stack, *args), [(gold, 130), (basic, 70)]
+            lambda args: submit_many(fair_stack, *args, num_inference_steps=1),
+            [(gold, 130), (basic, 70)],
         )
     everyone_waits = datetime.now().astimezone()
     jobs = finished(fair_stack, gold, gold_ids) + finished(fair_stack, basic, basic_ids)
