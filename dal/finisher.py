@@ -9,8 +9,9 @@ one caller wins) and then, only for the winner, runs the ending's side effects o
 * the handlers the process registered, in order: free the job's slot in the line for the GPUs
   (dal.dispatcher, first: before anyone hears of the ending and submits again), remember a
   succeeded job for dedupe, publish the job event (API processes wake their waiters), wake this
-  process's own waiters, schedule the webhook. A handler that fails is logged and skipped; the job's outcome never depends on
-  it (each has a fallback: waiters re-read the store, the webhook redrive finds owed jobs).
+  process's own waiters, schedule the webhook. A handler that fails is logged and skipped; the
+  job's outcome never depends on it (each has a fallback: waiters re-read the store, the
+  webhook redrive finds owed jobs, a sweep pass frees a slot left held).
 
 A transition that loses (the job ended meanwhile) runs nothing: whoever won ran the effects.
 """
