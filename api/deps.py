@@ -28,7 +28,9 @@ _basic = HTTPBasic(
 )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # Async: an attribute read, which FastAPI would otherwise run on a threadpool thread for
+    # every request.
     services: Services = request.app.state.services
     return services
 

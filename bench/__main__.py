@@ -408,6 +408,8 @@ def main() -> int:
     report["fair_dispatch_cost"] = dispatch_cost(runs[True], runs[False])
     log("the line's own cost per job (memory and Redis)")
     report["fair_dispatch_cost"]["line_per_job"] = run_json("bench.dispatch", "--jobs", "1000")
+    log("the serving process's CPU per request: floor, read, list (embedded profile)")
+    report["request_cost"] = run_json("bench.request_cost", "--model", str(model))
     report["api_submit"] = embedded_batched.pop("submit")
     report["embedded"] = {
         **embedded_batched,
