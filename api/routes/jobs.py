@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -136,13 +136,30 @@ async def get_job(
             "PREFER_WAIT_MAX_S) until the job has finished (RFC 7240).",
         ),
     ] = None,
-) -> JobOut:
-    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+) -> Any:
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
-    if wait_s is not None:
-        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await wait_until_finished(services, principal.owner, job, wait_s)
+    if wait_s is None:
+        # The common poll: one threadpool hop reads and renders the job, and its JSON goes out
+        # as rendered (JobOut is validated once, by the renderer, not again on the way out).
+        body = await run_in_threadpool(
+            _rendered, services, principal.owner, job_id, str(request.base_url)
+        )
+        return _json_response(body, response)
+    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+    response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+    job = await wait_until_finished(services, principal.owner, job, wait_s)
     return await run_in_threadpool(services.view, job, str(request.base_url))
+
+
+def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> bytes:
+    job = services.job_service.get(owner=owner, job_id=job_id)
+    return services.view(job, base_url).model_dump_json().encode()
+
+
+def _json_response(body: bytes, headers_from: Response) -> Response:
+    """`body` as the answer, with the headers the dependencies set (RateLimit-*)."""
+    headers = {k: v for k, v in headers_from.headers.items() if k != "content-length"}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

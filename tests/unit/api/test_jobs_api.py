@@ -296,3 +296,28 @@ class TestLongPoll:
         assert response.status_code == 200
         assert response.json()["status"] == "succeeded"
         assert response.headers["preference-applied"] == "wait=10"
+
+
+class TestReadingAJob:
+    def test_a_poll_answers_the_job_view_with_the_read_rate_limit_headers(
+        self, api: ApiHarness
+    ) -> None:
+        """The plain poll answers with the rendered view as is (no second validation): the
+        same document as the view, JSON, carrying the headers the dependencies set."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        api.run_pending_jobs()
+        response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers())
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["ratelimit-remaining"]) >= 0
+        assert response.headers["ratelimit-limit"]
+        assert int(response.headers["content-length"]) == len(response.content)
+        view = api.services.view(api.services.jobs.get(job_id), "http://testserver/")
+        expected = view.model_dump(mode="json")
+        body = response.json()
+        for image in (*expected["images"], *body["images"]):
+            image.pop("url"), image.pop("expires_at")  # signed at each read
+        assert body == expected
+        waited = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=1"))
+        assert waited.headers["ratelimit-limit"] == response.headers["ratelimit-limit"]
+        assert waited.json()["id"] == job_id
