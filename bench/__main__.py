@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -364,46 +365,27 @@ def main() -> int:
         "pipeline_cpus": list(split.pipeline) if split else None,
         "cold_start": cold_start(model, work),
     }
-    embedded_batched = embedded(
+    # Every embedded run measures the same shape against the same limit; only the service's
+    # batch size and fair dispatch change.
+    run_embedded = functools.partial(
+        embedded,
         model,
         work,
         body=body,
         seconds=args.seconds,
         limit=limit,
         max_batch=args.max_batch,
-        batch_size=args.max_batch,
         split=split,
         all_cores=all_cores,
     )
-    embedded_unbatched = embedded(
-        model,
-        work,
-        body=body,
-        seconds=args.seconds,
-        limit=limit,
-        max_batch=args.max_batch,
-        batch_size=1,
-        split=split,
-        all_cores=all_cores,
-    )
+    embedded_batched = run_embedded(batch_size=args.max_batch)
+    embedded_unbatched = run_embedded(batch_size=1)
     # The fair dispatcher's own cost: the same service with it off (DISPATCH_CAPACITY=0),
     # runs alternating on the same machine (one pair of runs differs by more than the cost).
     runs: dict[bool, list[dict[str, Any]]] = {True: [embedded_batched], False: []}
     for fair in (False, True, False):
         runs[fair].append(
-            embedded(
-                model,
-                work,
-                body=body,
-                seconds=args.seconds,
-                limit=limit,
-                max_batch=args.max_batch,
-                batch_size=args.max_batch,
-                split=split,
-                all_cores=all_cores,
-                fair_dispatch=fair,
-                measure_submits=False,
-            )
+            run_embedded(batch_size=args.max_batch, fair_dispatch=fair, measure_submits=False)
         )
     report["fair_dispatch_cost"] = dispatch_cost(runs[True], runs[False])
     log("the line's own cost per job (memory and Redis)")

@@ -88,6 +88,15 @@ def ahead_of(
     )
 
 
+def starts_in_window(
+    jobs: list[dict[str, Any]], gold_ids: set[str], *, since: datetime
+) -> dict[str, int]:
+    """Of the first WINDOW jobs to start after `since`, how many were gold's and basic's."""
+    window = sorted((j for j in jobs if started(j) > since), key=started)[:WINDOW]
+    gold = sum(j["id"] in gold_ids for j in window)
+    return {"gold": gold, "basic": len(window) - gold}
+
+
 def test_a_newcomer_starts_before_most_of_a_40_job_backlog(one_at_a_time: RunningService) -> None:
     """First come, first served would start the newcomer's job after all 40."""
     alice, bob = key(one_at_a_time, "fair-alice"), key(one_at_a_time, "fair-bob")
@@ -109,12 +118,9 @@ def test_weights_two_to_one_start_jobs_two_to_one(one_at_a_time: RunningService)
         )
     everyone_waits = datetime.now().astimezone()
     jobs = finished(one_at_a_time, gold, gold_ids) + finished(one_at_a_time, basic, basic_ids)
-    gold_set = set(gold_ids)
-    window = sorted((j for j in jobs if started(j) > everyone_waits), key=started)[:WINDOW]
-    counts = {"gold": sum(j["id"] in gold_set for j in window)}
-    counts["basic"] = len(window) - counts["gold"]
+    counts = starts_in_window(jobs, set(gold_ids), since=everyone_waits)
     report(f"weights 2:1, {WINDOW} starts while both wait: {counts}")
-    assert len(window) == WINDOW
+    assert counts["gold"] + counts["basic"] == WINDOW
     assert abs(counts["gold"] / counts["basic"] - 2) <= 0.2, counts
 
 

@@ -21,20 +21,25 @@ import httpx
 import pytest
 import redis
 
-from emulators.process import free_port, stop_service
-from emulators.stack import Stack, _start_app, start_stack
+from emulators.stack import Stack, start_stack
 from tests.e2e.test_emulator_stack import FAST, admin, client
-from tests.e2e.test_fair_dispatch import TERMINAL, ahead_of, report, started
-from tests.e2e.test_outbox_fault import _exit_status, _firestore_jobs, _image_blobs
+from tests.e2e.test_fair_dispatch import (
+    TERMINAL,
+    WINDOW,
+    ahead_of,
+    report,
+    started,
+    starts_in_window,
+)
+from tests.e2e.test_outbox_fault import (
+    _firestore_jobs,
+    _image_blobs,
+    submit_through_a_dying_api,
+)
 from tests.emulator_stack_fixture import config_beside
 
 GRACE_S = 5.0  # OUTBOX_GRACE_S of this module's stack
 SWEEP_S = 1.0  # OUTBOX_SWEEP_INTERVAL_S, jittered by ±20 %
-FAILPOINT_EXIT = "failpoint after_hand_over: exiting with status 137"
-
-# Starts counted while two keys wait: start-time fair queueing keeps each key within a job or
-# two of its share, so a 120-start window measures a 2:1 ratio to within 10 %.
-WINDOW = 120
 
 
 @pytest.fixture(scope="module")
@@ -173,16 +178,13 @@ def test_weights_two_to_one_start_jobs_two_to_one(fair_stack: Stack) -> None:
         )
     everyone_waits = datetime.now().astimezone()
     jobs = finished(fair_stack, gold, gold_ids) + finished(fair_stack, basic, basic_ids)
-    gold_set = set(gold_ids)
-    window = sorted((j for j in jobs if started(j) > everyone_waits), key=started)[:WINDOW]
-    counts = {"gold": sum(j["id"] in gold_set for j in window)}
-    counts["basic"] = len(window) - counts["gold"]
+    counts = starts_in_window(jobs, set(gold_ids), since=everyone_waits)
     early = sum(started(j) <= everyone_waits for j in jobs)
     report(
         f"emulator stack, weights 2:1, {WINDOW} starts while both wait: {counts} "
-        f"({early} of the 120 started while they were being submitted)"
+        f"({early} of the {len(jobs)} started while they were being submitted)"
     )
-    assert len(window) == WINDOW
+    assert counts["gold"] + counts["basic"] == WINDOW
     assert abs(counts["gold"] / counts["basic"] - 2) <= 0.2, counts
 
 
@@ -201,28 +203,7 @@ def test_an_api_killed_after_a_hand_over_leaves_the_job_to_the_sweeper(
     state_dir = stack.config.state_dir
 
     # 1. An API armed to die right after the hand-over; its own sweeper is off.
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    dying_env = {
-        **stack.env,
-        "PORT": str(port),
-        "FAILPOINTS": "after_hand_over=exit",
-        "OUTBOX_SWEEP_INTERVAL_S": "0",
-    }
-    dying = _start_app("api-failpoint", "api", url, dying_env, state_dir)
-    try:
-        with pytest.raises(httpx.TransportError):
-            httpx.post(
-                f"{url}/v1/jobs",
-                json={"prompt": "stranded", "num_images": 2, **FAST},
-                headers=auth,
-                timeout=30,
-            )
-        assert dying.pid is not None
-        assert _exit_status(dying.pid) in (137, None)
-        assert FAILPOINT_EXIT in (state_dir / f"api-failpoint-{port}.log").read_text()
-    finally:
-        stop_service(dying)
+    submit_through_a_dying_api(stack, "after_hand_over", auth, "stranded")
 
     # 2. The job is recorded and let through (it holds a slot), but nothing published it.
     [record] = _firestore_jobs(stack, name, monkeypatch)

@@ -18,8 +18,6 @@ from emulators.process import free_port, stop_service
 from emulators.stack import REPO_ROOT, Stack, _start_app
 from tests.e2e.test_emulator_stack import FAST, admin, wait_for
 
-FAILPOINT_EXIT = "failpoint after_job_recorded: exiting with status 137"
-
 
 def _firestore_jobs(stack: Stack, owner: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     from google.cloud import firestore
@@ -53,6 +51,37 @@ def _exit_status(pid: int, timeout: float = 20) -> int | None:
     raise AssertionError(f"process {pid} did not exit")
 
 
+def submit_through_a_dying_api(
+    stack: Stack, failpoint: str, auth: dict[str, str], prompt: str
+) -> None:
+    """Submit a 2-image job through an API of its own armed with FAILPOINTS=<failpoint>=exit
+    (its own sweeper off): the request breaks, and the process dies at that point."""
+    state_dir = stack.config.state_dir
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dying_env = {
+        **stack.env,
+        "PORT": str(port),
+        "FAILPOINTS": f"{failpoint}=exit",
+        "OUTBOX_SWEEP_INTERVAL_S": "0",
+    }
+    dying = _start_app("api-failpoint", "api", url, dying_env, state_dir)
+    try:
+        with pytest.raises(httpx.TransportError):
+            httpx.post(
+                f"{url}/v1/jobs",
+                json={"prompt": prompt, "num_images": 2, **FAST},
+                headers=auth,
+                timeout=30,
+            )
+        assert dying.pid is not None
+        assert _exit_status(dying.pid) in (137, None)
+        exited = f"failpoint {failpoint}: exiting with status 137"
+        assert exited in (state_dir / f"api-failpoint-{port}.log").read_text()
+    finally:
+        stop_service(dying)
+
+
 def test_api_killed_after_recording_a_job_is_swept_and_runs_exactly_once(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,28 +91,7 @@ def test_api_killed_after_recording_a_job_is_swept_and_runs_exactly_once(
     state_dir = stack.config.state_dir
 
     # 1. An API armed to die between recording and publishing; its own sweeper is off.
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    dying_env = {
-        **stack.env,
-        "PORT": str(port),
-        "FAILPOINTS": "after_job_recorded=exit",
-        "OUTBOX_SWEEP_INTERVAL_S": "0",
-    }
-    dying = _start_app("api-failpoint", "api", url, dying_env, state_dir)
-    try:
-        with pytest.raises(httpx.TransportError):
-            httpx.post(
-                f"{url}/v1/jobs",
-                json={"prompt": "an orphan", "num_images": 2, **FAST},
-                headers=auth,
-                timeout=30,
-            )
-        assert dying.pid is not None
-        assert _exit_status(dying.pid) in (137, None)
-        assert FAILPOINT_EXIT in (state_dir / f"api-failpoint-{port}.log").read_text()
-    finally:
-        stop_service(dying)
+    submit_through_a_dying_api(stack, "after_job_recorded", auth, "an orphan")
 
     # 2. The job is recorded, queued, with no outbox marker, and nothing runs it.
     [record] = _firestore_jobs(stack, owner, monkeypatch)
