@@ -7,7 +7,7 @@ which may pass their own generator so that many apps share one loaded model).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -28,7 +28,7 @@ from dal.inline import InlineJobQueue
 from dal.job_view import JobOut, render_job
 from dal.memory import MemoryJobQueue
 from dal.ports import ImageGenerator, JobQueue, RateLimiter
-from dal.records import Job
+from dal.records import Job, QueuePlace
 from dal.settings import Settings
 from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
@@ -82,12 +82,20 @@ class Services(OnCore):
     def view(self, job: Job, base_url: str) -> JobOut:
         """The job as its owner sees it, image URLs signed and absolute against `base_url`,
         with its place in line while it is queued."""
+        return self._render(job, base_url, self.dispatcher.place(job))
+
+    def views(self, jobs: Sequence[Job], base_url: str) -> list[JobOut]:
+        """`view` for a page of jobs, with one read of the line for all their places."""
+        places = self.dispatcher.places(jobs)
+        return [self._render(job, base_url, places.get(job.id)) for job in jobs]
+
+    def _render(self, job: Job, base_url: str, place: QueuePlace | None) -> JobOut:
         return render_job(
             job,
             blobs=self.core.blobs,
             url_ttl=timedelta(seconds=self.settings.signed_url_ttl_s),
             base_url=base_url,
-            place=self.dispatcher.place(job),
+            place=place,
         )
 
 

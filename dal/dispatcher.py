@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 
 from dal.errors import JobNotFound, QueueUnavailable, StoreUnavailable
 from dal.failpoints import Failpoints
-from dal.ports import FairLine, HandedOver, JobQueue, JobStore, Ticket
+from dal.ports import FairLine, HandedOver, JobQueue, JobStore, LinePlace, Ticket
 from dal.records import Job, JobStatus, QueuePlace, utcnow
 from dal.telemetry.metrics import (
     DISPATCH_JOBS,
@@ -181,6 +181,21 @@ class Dispatcher:
             found = self._line.place(job.id)
         except StoreUnavailable:
             return None
+        return self._queue_place(found)
+
+    def places(self, jobs: Sequence[Job]) -> dict[str, QueuePlace]:
+        """`place` for a page of jobs, with one read of the line: keyed by job id, for the
+        queued jobs only; empty when the line cannot be read."""
+        queued = [job.id for job in jobs if job.status == JobStatus.QUEUED]
+        if not queued:
+            return {}
+        try:
+            found = self._line.places(queued)
+        except StoreUnavailable:
+            return {}
+        return {job_id: self._queue_place(found.get(job_id)) for job_id in queued}
+
+    def _queue_place(self, found: LinePlace | None) -> QueuePlace:
         if found is None:
             return QueuePlace(position=0, estimated_start_at=None)
         estimate = None

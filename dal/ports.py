@@ -285,6 +285,12 @@ class FairLine(Protocol):
         """Where a waiting job stands; None when it is not waiting (handed over, or unknown)."""
         ...
 
+    def places(self, job_ids: Sequence[str]) -> dict[str, LinePlace]:
+        """`place` for many jobs at once (a page of them), read together: the places of those
+        of `job_ids` that are waiting, keyed by job id; the others are absent. One round trip
+        to the line's store, none for no ids."""
+        ...
+
     def handed_over_at(self, job_id: str) -> float | None:
         """When (epoch seconds) the job was handed over; None when it is not handed over."""
         ...

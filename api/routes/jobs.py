@@ -101,9 +101,7 @@ def list_jobs(
         )
     page = services.job_service.list(owner=principal.owner, limit=limit, cursor=cursor)
     base = str(request.base_url)
-    return JobListOut(
-        items=[services.view(j, base) for j in page.items], next_cursor=page.next_cursor
-    )
+    return JobListOut(items=services.views(page.items, base), next_cursor=page.next_cursor)
 
 
 def _check_webhook_url(services: Services, url: str) -> None:

@@ -89,6 +89,15 @@ class MemoryFairLine:
             position = bisect.bisect_left(self._order, waiting.key)
             return LinePlace(position, ends_per_second(self._ends, self._clock()))
 
+    def places(self, job_ids: Sequence[str]) -> dict[str, LinePlace]:
+        with self._lock:
+            found = {job_id: self._waiting[job_id] for job_id in job_ids if job_id in self._waiting}
+            rate = ends_per_second(self._ends, self._clock())
+            return {
+                job_id: LinePlace(bisect.bisect_left(self._order, waiting.key), rate)
+                for job_id, waiting in found.items()
+            }
+
     def handed_over_at(self, job_id: str) -> float | None:
         with self._lock:
             return self._handed.get(job_id)

@@ -135,6 +135,22 @@ return {redis.call('ZRANK', K_WAITING, member), redis.call('LRANGE', K_ENDS, 0, 
 """
 )
 
+_PLACES = (
+    _COMMON
+    + """
+local found = {}
+for _, id in ipairs(ARGV) do
+  local ticket = redis.call('HGET', K_TICKETS, id)
+  if ticket then
+    local member = parse(ticket)
+    found[#found + 1] = id
+    found[#found + 1] = redis.call('ZRANK', K_WAITING, member)
+  end
+end
+return {found, redis.call('LRANGE', K_ENDS, 0, -1)}
+"""
+)
+
 _RESTORE = (
     _COMMON
     + """
@@ -173,6 +189,7 @@ class RedisFairLine:
         self._hand_over_now = client.register_script(_HAND_OVER_NOW)
         self._release = client.register_script(_RELEASE)
         self._place = client.register_script(_PLACE)
+        self._places = client.register_script(_PLACES)
         self._restore = client.register_script(_RESTORE)
 
     def _key(self, name: str) -> str:
@@ -205,6 +222,15 @@ class RedisFairLine:
             return None
         rank, ends = found
         return LinePlace(int(rank), ends_per_second(_floats(ends), self._clock()))
+
+    def places(self, job_ids: Sequence[str]) -> dict[str, LinePlace]:
+        if not job_ids:
+            return {}
+        # One script, not a pipeline of `place`s: each rank needs its ticket read first.
+        with unavailable_on_outage("fair line (Redis)"):
+            found, ends = self._places(keys=self._keys, args=list(dict.fromkeys(job_ids)))
+        rate = ends_per_second(_floats(ends), self._clock())
+        return {str(found[i]): LinePlace(int(found[i + 1]), rate) for i in range(0, len(found), 2)}
 
     def handed_over_at(self, job_id: str) -> float | None:
         with unavailable_on_outage("fair line (Redis)"):

@@ -135,6 +135,24 @@ class FairLineContract:
         assert positions == sorted(positions, reverse=True) and positions[-1] >= 0
         assert len(positions) > 3
 
+    def test_places_are_each_waiting_jobs_place_read_together(
+        self, line: FairLine, clock: ManualClock
+    ) -> None:
+        everyone = tickets("alice", 4) + tickets("bob", 3, weight=2)
+        admit_all(line, everyone, 2)
+        for _ in range(2):  # two endings, so that the places carry a rate
+            clock.now += 2
+            line.release(line.handed_over_before(clock.now, limit=1)[0])
+            line.take(capacity=2)
+        ids = [t.job_id for t in everyone] + ["unknown"]
+        expected = {job_id: p for job_id in ids if (p := line.place(job_id)) is not None}
+        assert len(expected) == line.depth().waiting == 3
+        assert all(p.ends_per_s for p in expected.values())
+        assert line.places(ids) == expected
+        assert line.places([*reversed(ids), *ids]) == expected
+        assert line.places([everyone[0].job_id, "unknown"]) == {}  # ended, unknown
+        assert line.places([]) == {}
+
     def test_admitting_twice_hands_over_once(self, line: FairLine) -> None:
         (ticket,) = tickets("alice", 1)
         assert len(line.admit(ticket, capacity=5)) == 1

@@ -5,6 +5,7 @@ process dying halfway leaves behind is put right by another's sweep pass."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -257,11 +258,51 @@ def test_place_counts_the_jobs_ahead_and_estimates_from_throughput(fleet: Fleet)
     assert dispatcher.place(fleet.jobs.get(watched)) is None  # succeeded
 
 
+class CountingLine(MemoryFairLine):
+    """Counts the reads of places, as a Redis line would count round trips."""
+
+    reads = 0
+
+    def place(self, job_id: str) -> LinePlace | None:
+        self.reads += 1
+        return super().place(job_id)
+
+    def places(self, job_ids: Sequence[str]) -> dict[str, LinePlace]:
+        self.reads += 1
+        return super().places(job_ids)
+
+
+def test_the_places_of_a_page_are_its_jobs_places_read_at_once(fleet: Fleet) -> None:
+    fleet.line = line = CountingLine(clock=lambda: fleet.clock().timestamp())
+    instance = fleet.new_instance()
+    ids = instance.submit("alice", fleet.capacity + 5)
+    for _ in range(2):  # two endings: the waiting jobs' places carry an estimate
+        fleet.clock.advance(2)
+        fleet.gpu_runs(1, instance=instance)
+    instance.service.cancel(owner="alice", job_id=ids[-1])
+    page = fleet.jobs.list_by_owner("alice", limit=20).items
+    assert Counter(job.status for job in page) == {"queued": 6, "succeeded": 2, "canceled": 1}
+    dispatcher = instance.dispatcher
+    line.reads = 0
+    places = dispatcher.places(page)
+    assert line.reads == 1
+    assert places == {job.id: p for job in page if (p := dispatcher.place(job)) is not None}
+    assert sorted(p.position for p in places.values()) == [0, 0, 0, 0, 0, 1]
+    assert sum(p.estimated_start_at is not None for p in places.values()) == 2
+    line.reads = 0
+    assert dispatcher.places([job for job in page if job.status != JobStatus.QUEUED]) == {}
+    assert dispatcher.places([]) == {}
+    assert line.reads == 0
+
+
 class DownLine(MemoryFairLine):
     def admit(self, ticket: Ticket, *, capacity: int) -> list[HandedOver]:
         raise StoreUnavailable("line down")
 
     def place(self, job_id: str) -> LinePlace | None:
+        raise StoreUnavailable("line down")
+
+    def places(self, job_ids: Sequence[str]) -> dict[str, LinePlace]:
         raise StoreUnavailable("line down")
 
 
@@ -271,6 +312,7 @@ def test_with_the_line_down_jobs_go_straight_to_the_queue(fleet: Fleet) -> None:
     ids = instance.submit("alice", fleet.capacity + 2)
     assert fleet.queue.take_all() == ids
     assert instance.dispatcher.place(fleet.jobs.get(ids[-1])) is None
+    assert instance.dispatcher.places([fleet.jobs.get(job_id) for job_id in ids]) == {}
 
 
 def test_dying_after_hand_over_in_a_submit_leaves_the_job_to_the_sweeper(fleet: Fleet) -> None:
