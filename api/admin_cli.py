@@ -18,7 +18,7 @@ from api.dead_letter_replay import build_replay, select
 from api.job_recovery import build_recovery
 from api.outbox_sweeper import OutboxSweeper
 from dal.core import Core, build_core
-from dal.errors import ApiKeyNotFound
+from dal.errors import ApiKeyNotFound, StoreUnavailable
 from dal.factory import build_broker_queue
 from dal.settings import Settings
 from dal.webhooks.signing import owner_secret
@@ -138,7 +138,11 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     if args.group == "webhooks":
         return _webhook_secret(args.owner, settings)
     core = _open_core(settings)
-    service = ApiKeyService(core.api_keys, pepper=settings.api_key_pepper.get_secret_value())
+    service = ApiKeyService(
+        core.api_keys,
+        pepper=settings.api_key_pepper.get_secret_value(),
+        revocations=core.key_revocations,
+    )
     out = sys.stdout
     try:
         if args.command == "create":
@@ -173,6 +177,15 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 key = service.revoke(args.key_id)
             except ApiKeyNotFound:
                 print(f"error: no key {args.key_id!r}", file=sys.stderr)
+                return 1
+            except StoreUnavailable as exc:
+                print(
+                    f"error: key {args.key_id} is revoked in the store, but running API "
+                    f"processes could not be told ({exc}): they may accept it for up to "
+                    f"KEY_CACHE_TTL_S ({settings.key_cache_ttl_s:g} s). Run the command "
+                    "again once the channel is back.",
+                    file=sys.stderr,
+                )
                 return 1
             out.write(f"revoked key {key.id} (owner {key.owner})\n")
         return 0

@@ -113,7 +113,14 @@ def build_services(settings: Settings, *, generator: ImageGenerator | None = Non
 
 def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
     settings = core.settings
-    keys = ApiKeyService(core.api_keys, pepper=settings.api_key_pepper.get_secret_value())
+    keys = ApiKeyService(
+        core.api_keys,
+        pepper=settings.api_key_pepper.get_secret_value(),
+        revocations=core.key_revocations,
+        keep_verified_s=settings.key_cache_ttl_s,
+    )
+    if core.key_revocations is not None and settings.key_cache_ttl_s > 0:
+        core.closers.append(core.key_revocations.listen())
     if settings.bootstrap_api_key is not None:
         keys.ensure(
             owner=settings.bootstrap_api_key_owner,

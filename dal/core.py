@@ -20,6 +20,7 @@ from dal.factory import (
     build_blob_store,
     build_fair_line,
     build_job_events,
+    build_key_revocations,
     build_redis_client,
     build_request_cache,
     build_stores,
@@ -29,7 +30,15 @@ from dal.factory import (
 from dal.fail_open import FailOpenJobEvents, FailOpenRequestCache
 from dal.failpoints import Failpoints
 from dal.finisher import JobFinisher
-from dal.ports import ApiKeyStore, BlobStore, FairLine, JobQueue, JobStore, RequestCache
+from dal.ports import (
+    ApiKeyStore,
+    BlobStore,
+    FairLine,
+    JobQueue,
+    JobStore,
+    KeyRevocations,
+    RequestCache,
+)
 from dal.records import Job, JobStatus
 from dal.request_keys import finished_job_key
 from dal.settings import Settings
@@ -58,6 +67,9 @@ class Core:
     finisher: JobFinisher
     # The line for the GPUs every process of the deployment shares (dal.dispatcher).
     line: FairLine
+    # Tells every process that a key was revoked; None where no channel reaches them all
+    # (then no process keeps verified keys in memory).
+    key_revocations: KeyRevocations | None = None
     redis: Any | None = None
     closers: Closers = field(default_factory=list)
 
@@ -124,6 +136,7 @@ def build_core(
         bus = build_job_events(settings, redis_client=redis_client)
         job_events = FailOpenJobEvents(bus) if bus is not None else None
         line = build_fair_line(settings, redis_client=redis_client)
+        key_revocations = build_key_revocations(settings, redis_client=redis_client)
         webhooks = (
             build_webhook_dispatcher(
                 settings, jobs=jobs, blobs=blobs, closers=closers, sender=webhook_sender
@@ -154,6 +167,7 @@ def build_core(
         webhooks=webhooks,
         finisher=finisher,
         line=line,
+        key_revocations=key_revocations,
         redis=redis_client,
         closers=closers,
     )

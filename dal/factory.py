@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dal.errors import UnsupportedAdapter
@@ -16,6 +17,7 @@ from dal.ports import (
     JobEvents,
     JobQueue,
     JobStore,
+    KeyRevocations,
     RateLimiter,
     RequestCache,
 )
@@ -107,6 +109,39 @@ def build_redis_client(settings: Settings, closers: Closers) -> Any | None:
     client = make_redis_client(settings.redis_url)
     closers.append(client.close)
     return client
+
+
+def build_key_revocations(
+    settings: Settings, *, redis_client: Any | None = None
+) -> KeyRevocations | None:
+    """The channel that tells every process of the deployment that a key was revoked, or
+    None where there is none: then no process keeps verified keys (api.api_keys)."""
+    if redis_client is not None:
+        # Every API process and every admin command of the deployment share this Redis.
+        from dal.redis import RedisKeyRevocations
+
+        return RedisKeyRevocations(
+            redis_client, channel=f"{settings.redis_key_prefix}key-revocations"
+        )
+    if settings.job_store == "memory":
+        # The keys live in this process: so does every revocation.
+        from dal.memory import LocalKeyRevocations
+
+        return LocalKeyRevocations()
+    if settings.job_store == "sql":
+        from sqlalchemy.engine import make_url
+
+        url = make_url(settings.resolved_database_url)
+        if url.get_backend_name() == "sqlite":
+            if url.database in (None, "", ":memory:"):
+                from dal.memory import LocalKeyRevocations
+
+                return LocalKeyRevocations()
+            from dal.sql.key_revocations import MarkerFileKeyRevocations
+
+            return MarkerFileKeyRevocations.beside(Path(url.database))
+    # PostgreSQL or Firestore without Redis: processes on many hosts and no channel.
+    return None
 
 
 def build_job_events(settings: Settings, *, redis_client: Any | None = None) -> JobEvents | None:

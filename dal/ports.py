@@ -6,7 +6,7 @@ tests as the real adapters (tests/unit/contracts, tests/integration/contracts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -168,6 +168,31 @@ class ApiKeyStore(Protocol):
 
     def revoke(self, key_id: str, *, at: datetime) -> ApiKey:
         """Raises NotFound. Revoking twice keeps the first revocation time."""
+        ...
+
+
+class KeyRevocations(Protocol):
+    """How a key's revocation reaches every process that keeps verified keys in memory.
+
+    A process may keep a key it verified only while `epoch()` stays what it was before the
+    store read that verified it. A revocation anywhere changes every listening process's
+    epoch before the revoking command returns (or within the channel's delivery time: see
+    each adapter), so a revoked key is refused at once everywhere.
+    """
+
+    def announce(self) -> None:
+        """A key was revoked: every process must drop the keys it verified. Raises
+        StoreUnavailable when the channel is down."""
+        ...
+
+    def epoch(self) -> Hashable | None:
+        """A value that changes whenever a revocation may have happened; None while this
+        process cannot hear revocations (then nothing may be kept). Cheap: no network."""
+        ...
+
+    def listen(self) -> Callable[[], None]:
+        """Start hearing other processes' revocations (a process that keeps verified keys
+        calls it once); returns the function that stops listening."""
         ...
 
 

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     dedupe_seeded_requests: bool = True
 
     # --- serving ---
+    # How long an API process may keep a key it verified without reading the store again.
+    # A revocation through `txt2img-admin keys revoke` reaches every process at once through
+    # the deployment's revocation channel whatever this is; this bounds only revocations made
+    # in the database directly. 0: read the store on every request.
+    key_cache_ttl_s: float = Field(default=30.0, ge=0, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -8,12 +8,14 @@ Needs the `redis` package (the `cloud` extra). Build the client with
 from dal.redis.client import make_redis_client
 from dal.redis.fair_line import RedisFairLine
 from dal.redis.job_events import RedisJobEvents
+from dal.redis.key_revocations import RedisKeyRevocations
 from dal.redis.rate_limiter import RedisRateLimiter
 from dal.redis.request_cache import RedisRequestCache
 
 __all__ = [
     "RedisFairLine",
     "RedisJobEvents",
+    "RedisKeyRevocations",
     "RedisRateLimiter",
     "RedisRequestCache",
     "make_redis_client",

@@ -13,12 +13,14 @@ from dal.ports import RateLimiter
 from dal.redis import (
     RedisFairLine,
     RedisJobEvents,
+    RedisKeyRevocations,
     RedisRateLimiter,
     RedisRequestCache,
     make_redis_client,
 )
 from tests.contracts.fair_line_contract import FairLineContract, ManualClock
 from tests.contracts.job_events_contract import JobEventsContract
+from tests.contracts.key_revocations_contract import KeyRevocationsContract, Pair
 from tests.contracts.rate_limiter_contract import MakeLimiter, RateLimiterContract
 from tests.contracts.request_cache_contract import RequestCacheContract
 from tests.integration import redis_service
@@ -68,6 +70,42 @@ class TestRedisFairLine(FairLineContract):
     @pytest.fixture
     def line(self, client: redis.Redis, prefix: str, clock: ManualClock) -> RedisFairLine:
         return RedisFairLine(client, prefix=prefix, clock=clock)
+
+
+class TestRedisKeyRevocations(KeyRevocationsContract):
+    @pytest.fixture
+    def pair(self, redis_url: str, prefix: str) -> Iterator[Pair]:
+        # Two processes: two clients of their own on one channel.
+        revoker_client, listener_client = make_redis_client(redis_url), make_redis_client(redis_url)
+        channel = f"{prefix}key-revocations"
+        yield (
+            RedisKeyRevocations(revoker_client, channel=channel),
+            RedisKeyRevocations(listener_client, channel=channel),
+        )
+        revoker_client.close()
+        listener_client.close()
+
+    def test_a_listener_vouches_for_nothing_before_it_listens_or_after_it_stops(
+        self, client: redis.Redis, prefix: str
+    ) -> None:
+        revocations = RedisKeyRevocations(client, channel=f"{prefix}key-revocations")
+        assert revocations.epoch() is None
+        stop = revocations.listen()
+        assert revocations.epoch() is not None
+        stop()
+        assert revocations.epoch() is None
+
+    def test_a_listener_without_redis_vouches_for_nothing(self) -> None:
+        """Pub/sub reaches connected listeners only: one that cannot connect may have
+        missed a revocation, so it keeps no key."""
+        dead = make_redis_client("redis://127.0.0.1:1/0")
+        revocations = RedisKeyRevocations(dead, channel="txt2img-test:key-revocations")
+        stop = revocations.listen()
+        try:
+            assert revocations.epoch() is None
+        finally:
+            stop()
+            dead.close()
 
 
 class TestRedisRequestCache(RequestCacheContract):
