@@ -12,6 +12,7 @@ from fastapi.security import (
     HTTPBasicCredentials,
     HTTPBearer,
 )
+from starlette.concurrency import run_in_threadpool
 
 from api.api_keys import Principal
 from api.problems import ProblemError
@@ -38,7 +39,12 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(
+# Authentication and the rate limit are async dependencies: a key this process verified and an
+# in-process rate limit need no I/O, and a sync dependency would cost a threadpool hop on every
+# request. What may block (a store read, a Redis call) still runs on the threadpool.
+
+
+async def get_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -49,10 +55,10 @@ def get_principal(
             "Send an API key as `Authorization: Bearer <key>`.",
             headers=challenge,
         )
-    return _authenticated(services, credentials.credentials, challenge)
+    return await _authenticated(services, credentials.credentials, challenge)
 
 
-def get_basic_or_bearer_principal(
+async def get_basic_or_bearer_principal(
     services: ServicesDep,
     basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -71,11 +77,13 @@ def get_basic_or_bearer_principal(
             "or as `Authorization: Bearer <key>`.",
             headers=challenge,
         )
-    return _authenticated(services, presented, challenge)
+    return await _authenticated(services, presented, challenge)
 
 
-def _authenticated(services: Services, key: str, challenge: dict[str, str]) -> Principal:
-    principal = services.keys.authenticate(key)
+async def _authenticated(services: Services, key: str, challenge: dict[str, str]) -> Principal:
+    principal = services.keys.verified(key)
+    if principal is None:
+        principal = await run_in_threadpool(services.keys.authenticate, key)
     if principal is None:
         raise ProblemError(
             "unauthenticated", "The API key is not valid or has been revoked.", headers=challenge
@@ -96,8 +104,14 @@ def _rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
     }
 
 
-def _enforce(limiter: RateLimiter, principal: Principal, response: Response, scope: str) -> None:
-    decision = limiter.hit(f"{scope}:{principal.key_id}")
+async def _enforce(
+    services: Services, limiter: RateLimiter, principal: Principal, response: Response, scope: str
+) -> None:
+    key = f"{scope}:{principal.key_id}"
+    if services.rate_limits_block:
+        decision = await run_in_threadpool(limiter.hit, key)
+    else:
+        decision = limiter.hit(key)
     headers = _rate_limit_headers(decision)
     if not decision.allowed:
         headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
@@ -109,23 +123,27 @@ def _enforce(limiter: RateLimiter, principal: Principal, response: Response, sco
     response.headers.update(headers)
 
 
-def submit_rate_limit(services: ServicesDep, principal: PrincipalDep, response: Response) -> None:
-    _enforce(services.submit_limiter, principal, response, "submit")
+async def submit_rate_limit(
+    services: ServicesDep, principal: PrincipalDep, response: Response
+) -> None:
+    await _enforce(services, services.submit_limiter, principal, response, "submit")
 
 
-def read_rate_limit(services: ServicesDep, principal: PrincipalDep, response: Response) -> None:
-    _enforce(services.read_limiter, principal, response, "read")
+async def read_rate_limit(
+    services: ServicesDep, principal: PrincipalDep, response: Response
+) -> None:
+    await _enforce(services, services.read_limiter, principal, response, "read")
 
 
 # The same limits for routes that also take HTTP Basic (AUTOMATIC1111): one bucket per key,
 # whichever scheme carried it.
-def basic_or_bearer_submit_rate_limit(
+async def basic_or_bearer_submit_rate_limit(
     services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
 ) -> None:
-    _enforce(services.submit_limiter, principal, response, "submit")
+    await _enforce(services, services.submit_limiter, principal, response, "submit")
 
 
-def basic_or_bearer_read_rate_limit(
+async def basic_or_bearer_read_rate_limit(
     services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
 ) -> None:
-    _enforce(services.read_limiter, principal, response, "read")
+    await _enforce(services, services.read_limiter, principal, response, "read")

@@ -73,6 +73,12 @@ class Services(OnCore):
         return None
 
     @property
+    def rate_limits_block(self) -> bool:
+        """Whether a rate-limit check may wait on the network (Redis), as opposed to
+        counting in this process's memory."""
+        return self.settings.rate_limiter != "memory"
+
+    @property
     def default_quota(self) -> QuotaLimits:
         return QuotaLimits(
             max_in_flight=self.settings.quota_max_in_flight,
