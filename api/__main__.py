@@ -21,6 +21,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         # Cloud Run and local proxies set X-Forwarded-*; signed URLs must use the public origin.
         proxy_headers=True,
         forwarded_allow_ips="*" if settings.is_production else "127.0.0.1",

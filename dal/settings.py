@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         description="json: Cloud Logging lines; text: for a terminal. Default: text with "
         "APP_ENV=local or test, json otherwise.",
     )
+    # One log line per HTTP request from the server (uvicorn's access log). Off by default:
+    # Cloud Run writes a request log of its own for every request (method, URL, status,
+    # latency: https://cloud.google.com/run/docs/logging), txt2img_http_request_seconds counts
+    # every request by route and status, and a line per request costs the serving process
+    # about a third of a cheap request's CPU (docs/performance.md).
+    access_log: bool = False
     metrics_port: int | None = Field(
         default=None,
         ge=0,

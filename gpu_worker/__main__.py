@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.worker_host,
         port=port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         # One generation at a time runs on the GPU; concurrent deliveries queue in threads.
         timeout_keep_alive=75,
         # Our handler (configure_logging) formats and redacts uvicorn's records too.
