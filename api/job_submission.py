@@ -121,8 +121,11 @@ async def wait_until_finished(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        await services.job_waits.wait(job.id, min(remaining, poll))
-        job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
+        wake = await services.job_waits.wait(job.id, min(remaining, poll))
+        if wake is not None and wake.ended is not None and wake.ended.owner == owner:
+            job = wake.ended  # the record this process's finisher ended it with: no read needed
+        else:
+            job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
         if caller is not None and not job.status.is_terminal and await caller.is_disconnected():
             raise CallerGone(job)
     return job

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from starlette.concurrency import run_in_threadpool
+
 from api.api_keys import ApiKeyService
 from api.job_recovery import JobRecovery, build_recovery
 from api.job_service import GenerationDefaults, JobService
@@ -28,7 +30,7 @@ from dal.inline import InlineJobQueue
 from dal.job_view import JobOut, render_job
 from dal.memory import MemoryJobQueue
 from dal.ports import ImageGenerator, JobQueue, RateLimiter
-from dal.records import Job, QueuePlace
+from dal.records import Job, JobStatus, QueuePlace
 from dal.settings import Settings
 from dal.telemetry import JOBS_BY_STATUS
 from dal.url_signing import HmacUrlSigner
@@ -90,6 +92,14 @@ class Services(OnCore):
         with its place in line while it is queued."""
         return self._render(job, base_url, self.dispatcher.place(job))
 
+    async def view_soon(self, job: Job, base_url: str) -> JobOut:
+        """`view` from the event loop: on the loop itself when nothing it needs may block (a
+        job out of line, whose image URLs this process signs itself: HMAC, no I/O), else on
+        the threadpool (a place in a Redis line, GCS signing through IAM)."""
+        if job.status != JobStatus.QUEUED and self.url_signer is not None:
+            return self.view(job, base_url)
+        return await run_in_threadpool(self.view, job, base_url)
+
     def views(self, jobs: Sequence[Job], base_url: str) -> list[JobOut]:
         """`view` for a page of jobs, with one read of the line for all their places."""
         places = self.dispatcher.places(jobs)
@@ -140,7 +150,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         core.closers.append(core.job_events.subscribe(job_waits.notify))
     else:
         # No bus (JOB_EVENTS=none): jobs end in this process alone (the inline queue).
-        core.finisher.add_handler("local waiters", lambda job: job_waits.notify(job.id))
+        core.finisher.add_handler("local waiters", lambda job: job_waits.notify(job.id, job))
 
     queue: JobQueue
     if settings.job_queue == "inline":

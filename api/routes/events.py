@@ -174,7 +174,7 @@ async def _events(
     while True:
         eid = event_id(job)
         if job.status.is_terminal:
-            view = await run_in_threadpool(services.view, job, str(request.base_url))
+            view = await services.view_soon(job, str(request.base_url))
             yield _frame("status", eid, view.model_dump_json())
             return
         if eid > last_id:
@@ -204,7 +204,10 @@ async def _events(
         if now - last_write >= HEARTBEAT_S:
             yield ": keep-alive\n\n"
             last_write = now
-        await services.job_waits.wait(job.id, min(poll, max(deadline - now, 0.0)))
+        wake = await services.job_waits.wait(job.id, min(poll, max(deadline - now, 0.0)))
+        if wake is not None and wake.ended is not None and wake.ended.owner == owner:
+            job = wake.ended  # ended in this process: its finisher's record, no read needed
+            continue
         try:
             job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
         except NotFound:

@@ -78,7 +78,7 @@ async def submit_job(
         job = await wait_until_finished(services, principal.owner, job, wait_s)
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
-    return await run_in_threadpool(services.view, job, str(request.base_url))
+    return await services.view_soon(job, str(request.base_url))
 
 
 @router.get(
@@ -146,7 +146,7 @@ async def get_job(
     job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
     job = await wait_until_finished(services, principal.owner, job, wait_s)
-    return await run_in_threadpool(services.view, job, str(request.base_url))
+    return await services.view_soon(job, str(request.base_url))
 
 
 def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> bytes:

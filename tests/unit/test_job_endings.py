@@ -34,7 +34,7 @@ from prometheus_client import REGISTRY
 from api.app import create_app
 from api.dead_letter_replay import ActionResult, DeadLetterReplay, select
 from api.job_service import JobRequest
-from api.job_waits import JobWaits
+from api.job_waits import JobWaits, Wake
 from api.outbox_sweeper import OutboxSweeper
 from api.wiring import Services, build_services
 from dal.core import Core
@@ -76,7 +76,7 @@ class Waiter:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.woken: Future[bool] = asyncio.run_coroutine_threadsafe(
+        self.woken: Future[Wake | None] = asyncio.run_coroutine_threadsafe(
             waits.wait(job_id, 10), self._loop
         )
         # The wait registers before its first await; one round trip later it has run that far.
@@ -84,7 +84,7 @@ class Waiter:
 
     def was_woken(self) -> bool:
         try:
-            return self.woken.result(5)
+            return self.woken.result(5) is not None
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
