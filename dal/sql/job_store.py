@@ -1,12 +1,29 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -33,6 +50,194 @@ from dal.sql.engine import write_lock
 from dal.sql.schema import jobs
 from dal.webhooks.state import has_succeeded, is_owed
 
+# Every statement is built once, here, with bindparam() placeholders, and executed with a
+# parameters dict. A statement built per call cost several times what SQLite itself spends on
+# it: SQLAlchemy coerced each literal into a bind parameter and generated the statement's cache
+# key on every call. A reused statement keeps its cache key, and its compiled form comes from
+# the engine's compiled cache.
+#
+# Placeholders that feed a column (SET, or a function argument) are typed as that column, so
+# that its type's conversions (UtcDateTime, JSON) apply to the value; in a comparison with a
+# column, SQLAlchemy gives the placeholder the column's type itself. In an UPDATE, a parameter
+# named after a column sets that column: _RECORD_PROGRESS and _transition_statement take their
+# SET list that way, and no placeholder of an UPDATE is named after a column.
+
+
+def _status_in(statuses: Collection[JobStatus]) -> ColumnElement[bool]:
+    """status IN (...) over a fixed set of statuses, one bound value each. A list of plain
+    values would make an "expanding" IN, whose SQL SQLAlchemy rewrites on every execution:
+    about a third of a prebuilt UPDATE's CPU on SQLite."""
+    return jobs.c.status.in_([literal(s.value, jobs.c.status.type) for s in sorted(statuses)])
+
+
+_BY_ID = jobs.c.id == bindparam("job_id")
+_IN_FLIGHT = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+_INSERT = insert(jobs)  # executed with _to_row's dict: its keys name the columns
+_SELECT = select(jobs).where(_BY_ID)
+_SELECT_FOR_UPDATE = _SELECT.with_for_update()
+_SELECT_ID = select(jobs.c.id).where(_BY_ID)
+_SELECT_BY_IDEMPOTENCY_KEY = select(jobs).where(
+    jobs.c.owner == bindparam("owner"), jobs.c.idempotency_key == bindparam("idempotency_key")
+)
+
+_NEWEST_FIRST = (jobs.c.created_at.desc(), jobs.c.id.desc())
+_LIST_BY_OWNER = (
+    select(jobs)
+    .where(jobs.c.owner == bindparam("owner"))
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("limit", type_=Integer))
+)
+# The next page: the jobs after the cursor's (created_at, id) in the same order.
+_LIST_BY_OWNER_AFTER = (
+    select(jobs)
+    .where(
+        jobs.c.owner == bindparam("owner"),
+        or_(
+            jobs.c.created_at < bindparam("after_created_at"),
+            and_(
+                jobs.c.created_at == bindparam("after_created_at"),
+                jobs.c.id < bindparam("after_id"),
+            ),
+        ),
+    )
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("limit", type_=Integer))
+)
+_LIST_BY_STATUS = (
+    select(jobs)
+    .where(jobs.c.status == bindparam("wanted_status"))
+    .order_by(jobs.c.created_at, jobs.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_LIST_FINISHED_WITH_WEBHOOK = (
+    select(jobs)
+    .where(
+        _status_in(TERMINAL_STATUSES),
+        jobs.c.created_at >= bindparam("since"),
+        jobs.c.webhook_url.is_not(None),
+    )
+    .order_by(jobs.c.created_at, jobs.c.id)
+)
+_LIST_UNENQUEUED = (
+    select(jobs)
+    .where(
+        jobs.c.status == JobStatus.QUEUED.value,
+        jobs.c.enqueued_at.is_(None),
+        jobs.c.created_at < bindparam("created_before"),
+    )
+    .order_by(jobs.c.created_at, jobs.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+_COUNT_IN_FLIGHT = (
+    select(func.count())
+    .select_from(jobs)
+    .where(jobs.c.owner == bindparam("owner"), _status_in(_IN_FLIGHT))
+)
+# Served by ix_jobs_owner_created; the JSON paths work on SQLite and PostgreSQL alike.
+_FAILED_TO_ENQUEUE = and_(
+    jobs.c.status == JobStatus.FAILED.value,
+    func.coalesce(jobs.c.error["code"].as_string(), "") == ENQUEUE_FAILED,
+)
+_COUNT_IMAGES_SINCE = select(
+    func.coalesce(func.sum(func.coalesce(jobs.c.params["num_images"].as_integer(), 1)), 0)
+).where(
+    jobs.c.owner == bindparam("owner"),
+    jobs.c.created_at >= bindparam("since"),
+    not_(_FAILED_TO_ENQUEUE),
+)
+
+_CLAIM = (
+    update(jobs)
+    .where(
+        _BY_ID,
+        or_(
+            jobs.c.status == JobStatus.QUEUED.value,
+            and_(
+                jobs.c.status == JobStatus.RUNNING.value,
+                jobs.c.lease_expires_at <= bindparam("now"),
+            ),
+        ),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        attempts=jobs.c.attempts + 1,
+        started_at=func.coalesce(jobs.c.started_at, bindparam("now", type_=jobs.c.started_at.type)),
+        lease_expires_at=bindparam("lease_until", type_=jobs.c.lease_expires_at.type),
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+    )
+)
+# SET comes from the parameters' keys: progress, updated_at, and lease_expires_at with a lease.
+_RECORD_PROGRESS = update(jobs).where(_BY_ID, jobs.c.status == JobStatus.RUNNING.value)
+_MARK_ENQUEUED = (
+    update(jobs)
+    .where(_BY_ID, jobs.c.enqueued_at.is_(None))
+    .values(enqueued_at=bindparam("at", type_=jobs.c.enqueued_at.type))
+)
+_REQUEUE_LAPSED = (
+    update(jobs)
+    .where(
+        _BY_ID,
+        jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.lease_expires_at <= bindparam("now"),
+    )
+    .values(
+        status=JobStatus.QUEUED.value,
+        lease_expires_at=None,
+        error=bindparam("new_error", type_=jobs.c.error.type),
+        enqueued_at=bindparam("at", type_=jobs.c.enqueued_at.type),
+        handovers=jobs.c.handovers + 1,
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+    )
+)
+_REQUEUE_UNCLAIMED = (
+    update(jobs)
+    .where(
+        _BY_ID,
+        jobs.c.status == JobStatus.QUEUED.value,
+        jobs.c.enqueued_at <= bindparam("enqueued_before"),
+    )
+    .values(
+        enqueued_at=bindparam("at", type_=jobs.c.enqueued_at.type),
+        handovers=jobs.c.handovers + 1,
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+    )
+)
+# Nothing else moves a job out of `failed`, so the status condition alone makes concurrent
+# replays of the same job reopen it once.
+_REOPEN_FAILED = (
+    update(jobs)
+    .where(_BY_ID, jobs.c.status == JobStatus.FAILED.value)
+    .values(
+        status=JobStatus.QUEUED.value,
+        error=None,
+        progress=0.0,
+        finished_at=None,
+        lease_expires_at=None,
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+    )
+)
+_SET_WEBHOOK_DELIVERIES = (
+    update(jobs)
+    .where(_BY_ID)
+    .values(webhook_deliveries=bindparam("deliveries", type_=jobs.c.webhook_deliveries.type))
+)
+
+_PING = text("SELECT 1")
+_ADMISSION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+@functools.cache
+def _transition_statement(expected: frozenset[JobStatus], increment_attempts: bool) -> Update:
+    """UPDATE jobs ... WHERE id = :job_id AND status IN (expected), built once per shape: only
+    queued and running jobs move, so there are a handful. SET comes from the parameters' keys,
+    which name the columns that change; the engine compiles each set of keys once."""
+    statement = update(jobs).where(_BY_ID, _status_in(expected))
+    if increment_attempts:
+        statement = statement.values(attempts=jobs.c.attempts + 1)
+    return statement
+
 
 class SqlJobStore:
     """JobStore on SQLAlchemy Core. Conditional transitions are single UPDATE ... WHERE status
@@ -45,7 +250,7 @@ class SqlJobStore:
     def create(self, job: Job) -> Job:
         try:
             with self._begin() as conn:
-                conn.execute(insert(jobs).values(**_to_row(job)))
+                conn.execute(_INSERT, _to_row(job))
         except IntegrityError as exc:
             raise self._duplicate(job) from exc
         return job
@@ -69,20 +274,18 @@ class SqlJobStore:
                     count_in_flight=lambda: _count_in_flight(conn, job.owner),
                     count_images_since=lambda since: _count_images_since(conn, job.owner, since),
                 )
-                conn.execute(insert(jobs).values(**_to_row(job)))
+                conn.execute(_INSERT, _to_row(job))
         except IntegrityError as exc:
             # A create() of the same id or key, which takes no admission lock, got in first.
             raise self._duplicate(job) from exc
         return job
 
     def _refuse_duplicate(self, conn: Connection, job: Job) -> None:
-        if conn.execute(select(jobs.c.id).where(jobs.c.id == job.id)).first() is not None:
+        if conn.execute(_SELECT_ID, {"job_id": job.id}).first() is not None:
             raise ValueError(f"job {job.id!r} already exists")
         if job.idempotency_key is not None:
-            query = select(jobs).where(
-                jobs.c.owner == job.owner, jobs.c.idempotency_key == job.idempotency_key
-            )
-            row = conn.execute(query).mappings().first()
+            key = {"owner": job.owner, "idempotency_key": job.idempotency_key}
+            row = conn.execute(_SELECT_BY_IDEMPOTENCY_KEY, key).mappings().first()
             if row is not None:
                 raise IdempotencyKeyReused(_from_row(row))
 
@@ -98,7 +301,7 @@ class SqlJobStore:
 
     def get(self, job_id: str) -> Job:
         with self._connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
@@ -106,18 +309,14 @@ class SqlJobStore:
     def list_by_owner(self, owner: str, *, limit: int, cursor: str | None = None) -> Page:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        query = select(jobs).where(jobs.c.owner == owner)
+        query = _LIST_BY_OWNER
+        params: dict[str, Any] = {"owner": owner, "limit": limit + 1}
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    jobs.c.created_at < created_at,
-                    and_(jobs.c.created_at == created_at, jobs.c.id < last_id),
-                )
-            )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+            query = _LIST_BY_OWNER_AFTER
+            params.update(after_created_at=created_at, after_id=last_id)
         with self._connect() as conn:
-            rows = conn.execute(query).mappings().all()
+            rows = conn.execute(query, params).mappings().all()
         found = [_from_row(r) for r in rows]
         items = tuple(found[:limit])
         return Page(
@@ -125,14 +324,9 @@ class SqlJobStore:
         )
 
     def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
-        query = (
-            select(jobs)
-            .where(jobs.c.status == status.value)
-            .order_by(jobs.c.created_at, jobs.c.id)
-            .limit(limit)
-        )
+        params = {"wanted_status": status.value, "limit": limit}
         with self._connect() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+            return [_from_row(r) for r in conn.execute(_LIST_BY_STATUS, params).mappings().all()]
 
     def transition(
         self,
@@ -144,7 +338,12 @@ class SqlJobStore:
     ) -> Job:
         expected_set = legal_sources(expected, target)
         changes = changes or JobChanges()
-        values: dict[str, Any] = {"status": target.value, "updated_at": self._clock()}
+        # job_id, and the columns to set, by name (see _transition_statement).
+        values: dict[str, Any] = {
+            "job_id": job_id,
+            "status": target.value,
+            "updated_at": self._clock(),
+        }
         if changes.progress is not None:
             values["progress"] = changes.progress
         if changes.started_at is not None:
@@ -159,38 +358,13 @@ class SqlJobStore:
             values["lease_expires_at"] = None
         if changes.images is not None:
             values["images"] = [i.to_dict() for i in changes.images]
-        if changes.increment_attempts:
-            values["attempts"] = jobs.c.attempts + 1
-        statement = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected_set]))
-            .values(**values)
-        )
-        return self._conditional(job_id, statement, expected_set)
+        statement = _transition_statement(expected_set, changes.increment_attempts)
+        return self._conditional(job_id, statement, values, expected_set)
 
     def claim(self, job_id: str, *, lease_s: float) -> Job:
         now = self._clock()
-        statement = (
-            update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                or_(
-                    jobs.c.status == JobStatus.QUEUED.value,
-                    and_(
-                        jobs.c.status == JobStatus.RUNNING.value,
-                        jobs.c.lease_expires_at <= now,
-                    ),
-                ),
-            )
-            .values(
-                status=JobStatus.RUNNING.value,
-                attempts=jobs.c.attempts + 1,
-                started_at=func.coalesce(jobs.c.started_at, now),
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                updated_at=now,
-            )
-        )
-        return self._conditional(job_id, statement, frozenset({JobStatus.QUEUED}))
+        params = {"job_id": job_id, "now": now, "lease_until": now + timedelta(seconds=lease_s)}
+        return self._conditional(job_id, _CLAIM, params, frozenset({JobStatus.QUEUED}))
 
     def release(self, job_id: str, *, error: JobError) -> Job:
         return self.transition(
@@ -201,61 +375,35 @@ class SqlJobStore:
         )
 
     def requeue_lapsed(self, job_id: str, *, error: JobError, at: datetime) -> Job:
-        now = self._clock()
-        statement = (
-            update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.status == JobStatus.RUNNING.value,
-                jobs.c.lease_expires_at <= now,
-            )
-            .values(
-                status=JobStatus.QUEUED.value,
-                lease_expires_at=None,
-                error=error.to_dict(),
-                enqueued_at=at,
-                handovers=jobs.c.handovers + 1,
-                updated_at=now,
-            )
-        )
-        return self._conditional(job_id, statement, frozenset({JobStatus.RUNNING}))
+        params = {"job_id": job_id, "now": self._clock(), "new_error": error.to_dict(), "at": at}
+        return self._conditional(job_id, _REQUEUE_LAPSED, params, frozenset({JobStatus.RUNNING}))
 
     def requeue_unclaimed(self, job_id: str, *, enqueued_before: datetime, at: datetime) -> Job:
-        statement = (
-            update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.status == JobStatus.QUEUED.value,
-                jobs.c.enqueued_at <= enqueued_before,
-            )
-            .values(enqueued_at=at, handovers=jobs.c.handovers + 1, updated_at=self._clock())
-        )
-        return self._conditional(job_id, statement, frozenset({JobStatus.QUEUED}))
+        params = {
+            "job_id": job_id,
+            "enqueued_before": enqueued_before,
+            "at": at,
+            "now": self._clock(),
+        }
+        return self._conditional(job_id, _REQUEUE_UNCLAIMED, params, frozenset({JobStatus.QUEUED}))
 
     def reopen_dead_lettered(self, job_id: str) -> Job:
         current = self.get(job_id)
         if not is_dead_lettered(current):
             raise TransitionConflict(current, frozenset({JobStatus.FAILED}))
-        # Nothing else moves a job out of `failed`, so the status condition alone makes
-        # concurrent replays of the same job reopen it once.
-        statement = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.FAILED.value)
-            .values(
-                status=JobStatus.QUEUED.value,
-                error=None,
-                progress=0.0,
-                finished_at=None,
-                lease_expires_at=None,
-                updated_at=self._clock(),
-            )
-        )
-        return self._conditional(job_id, statement, frozenset({JobStatus.FAILED}))
+        params = {"job_id": job_id, "now": self._clock()}
+        return self._conditional(job_id, _REOPEN_FAILED, params, frozenset({JobStatus.FAILED}))
 
-    def _conditional(self, job_id: str, statement: Any, expected: frozenset[JobStatus]) -> Job:
+    def _conditional(
+        self,
+        job_id: str,
+        statement: Update,
+        params: dict[str, Any],
+        expected: frozenset[JobStatus],
+    ) -> Job:
         with self._begin() as conn:
-            result = conn.execute(statement)
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            result = conn.execute(statement, params)
+            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         job = _from_row(row)
@@ -265,17 +413,13 @@ class SqlJobStore:
 
     def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
         now = self._clock()
-        values: dict[str, Any] = {"progress": progress, "updated_at": now}
+        # job_id, and the columns to set, by name (see _RECORD_PROGRESS).
+        values: dict[str, Any] = {"job_id": job_id, "progress": progress, "updated_at": now}
         if lease_s is not None:
             values["lease_expires_at"] = now + timedelta(seconds=lease_s)
-        statement = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-            .values(**values)
-        )
         with self._begin() as conn:
-            conn.execute(statement)
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            conn.execute(_RECORD_PROGRESS, values)
+            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
@@ -284,19 +428,15 @@ class SqlJobStore:
         # Read and append under a row lock (PostgreSQL; SQLite writes are serialised anyway),
         # so concurrent appends neither lose an attempt nor record a second success.
         with self._begin() as conn:
-            query = select(jobs).where(jobs.c.id == job_id).with_for_update()
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(_SELECT_FOR_UPDATE, {"job_id": job_id}).mappings().first()
             if row is None:
                 raise JobNotFound(job_id)
             job = _from_row(row)
             if has_succeeded(job, delivery.event):
                 return job
             job = job.with_changes(webhook_deliveries=(*job.webhook_deliveries, delivery))
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(webhook_deliveries=[d.to_dict() for d in job.webhook_deliveries])
-            )
+            deliveries = [d.to_dict() for d in job.webhook_deliveries]
+            conn.execute(_SET_WEBHOOK_DELIVERIES, {"job_id": job_id, "deliveries": deliveries})
         return job
 
     def list_owed_webhooks(
@@ -306,18 +446,9 @@ class SqlJobStore:
             return []
         # The (status, created_at) index bounds the scan to the window; whether a delivery is
         # still owed lives in the JSON list, so it is decided here.
-        query = (
-            select(jobs)
-            .where(
-                jobs.c.status.in_([s.value for s in TERMINAL_STATUSES]),
-                jobs.c.created_at >= since,
-                jobs.c.webhook_url.is_not(None),
-            )
-            .order_by(jobs.c.created_at, jobs.c.id)
-        )
         owed: list[Job] = []
         with self._connect() as conn:
-            for row in conn.execute(query).mappings():
+            for row in conn.execute(_LIST_FINISHED_WITH_WEBHOOK, {"since": since}).mappings():
                 job = _from_row(row)
                 if is_owed(job, max_attempts=max_attempts):
                     owed.append(job)
@@ -327,7 +458,7 @@ class SqlJobStore:
 
     def ping(self) -> None:
         with self._connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(_PING)
 
     def count_in_flight(self, owner: str) -> int:
         with self._connect() as conn:
@@ -339,12 +470,8 @@ class SqlJobStore:
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
         with self._begin() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.enqueued_at.is_(None))
-                .values(enqueued_at=at)
-            )
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            conn.execute(_MARK_ENQUEUED, {"job_id": job_id, "at": at})
+            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
@@ -352,27 +479,18 @@ class SqlJobStore:
     def list_unenqueued(self, *, created_before: datetime, limit: int) -> Sequence[Job]:
         if limit < 1:
             return []
-        query = (
-            select(jobs)
-            .where(
-                jobs.c.status == JobStatus.QUEUED.value,
-                jobs.c.enqueued_at.is_(None),
-                jobs.c.created_at < created_before,
-            )
-            .order_by(jobs.c.created_at, jobs.c.id)
-            .limit(limit)
-        )
+        params = {"created_before": created_before, "limit": limit}
         with self._connect() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+            return [_from_row(r) for r in conn.execute(_LIST_UNENQUEUED, params).mappings().all()]
 
     def _exists(self, job_id: str) -> bool:
         with self._connect() as conn:
-            return conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is not None
+            return conn.execute(_SELECT_ID, {"job_id": job_id}).first() is not None
 
     def _find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        query = select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
+        params = {"owner": owner, "idempotency_key": key}
         with self._connect() as conn:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(_SELECT_BY_IDEMPOTENCY_KEY, params).mappings().first()
         return None if row is None else _from_row(row)
 
     @contextmanager
@@ -402,9 +520,7 @@ class SqlJobStore:
         with self._begin() as conn:
             dialect = conn.dialect.name
             if dialect == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _admission_key(owner)}
-                )
+                conn.execute(_ADMISSION_LOCK, {"key": _admission_key(owner)})
             elif dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
@@ -421,27 +537,11 @@ class SqlJobStore:
 
 
 def _count_in_flight(conn: Connection, owner: str) -> int:
-    query = (
-        select(func.count())
-        .select_from(jobs)
-        .where(
-            jobs.c.owner == owner,
-            jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-        )
-    )
-    return int(conn.execute(query).scalar_one())
+    return int(conn.execute(_COUNT_IN_FLIGHT, {"owner": owner}).scalar_one())
 
 
 def _count_images_since(conn: Connection, owner: str, since: datetime) -> int:
-    # Served by ix_jobs_owner_created; the JSON paths work on SQLite and PostgreSQL alike.
-    enqueue_failed = and_(
-        jobs.c.status == JobStatus.FAILED.value,
-        func.coalesce(jobs.c.error["code"].as_string(), "") == ENQUEUE_FAILED,
-    )
-    query = select(
-        func.coalesce(func.sum(func.coalesce(jobs.c.params["num_images"].as_integer(), 1)), 0)
-    ).where(jobs.c.owner == owner, jobs.c.created_at >= since, not_(enqueue_failed))
-    return int(conn.execute(query).scalar_one())
+    return int(conn.execute(_COUNT_IMAGES_SINCE, {"owner": owner, "since": since}).scalar_one())
 
 
 def _admission_key(owner: str) -> int:

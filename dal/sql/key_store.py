@@ -5,7 +5,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -13,6 +13,23 @@ from dal.errors import ApiKeyNotFound, StoreUnavailable
 from dal.records import ApiKey
 from dal.sql.engine import write_lock
 from dal.sql.schema import api_keys
+
+# Built once and executed with a parameters dict, as in job_store (which says why):
+# find_by_hash runs on each authentication that the API's cache of verified keys cannot answer.
+_INSERT = insert(api_keys)  # executed with the row's dict: its keys name the columns
+_BY_ID = api_keys.c.id == bindparam("key_id")
+_SELECT = select(api_keys).where(_BY_ID)
+_SELECT_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
+_OLDEST_FIRST = (api_keys.c.created_at, api_keys.c.id)
+_LIST = select(api_keys).order_by(*_OLDEST_FIRST)
+_LIST_BY_OWNER = (
+    select(api_keys).where(api_keys.c.owner == bindparam("owner")).order_by(*_OLDEST_FIRST)
+)
+_REVOKE = (
+    update(api_keys)
+    .where(_BY_ID, api_keys.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("at", type_=api_keys.c.revoked_at.type))
+)
 
 
 class SqlApiKeyStore:
@@ -33,35 +50,28 @@ class SqlApiKeyStore:
         }
         try:
             with self._begin(write=True) as conn:
-                conn.execute(insert(api_keys).values(**row))
+                conn.execute(_INSERT, row)
         except IntegrityError as exc:
             raise ValueError("an API key with this id or hash already exists") from exc
         return key
 
     def find_by_hash(self, key_hash: str) -> ApiKey | None:
         with self._begin() as conn:
-            row = (
-                conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_SELECT_BY_HASH, {"key_hash": key_hash}).mappings().first()
         return None if row is None else _from_row(row)
 
     def list_keys(self, owner: str | None = None) -> Sequence[ApiKey]:
-        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
-        if owner is not None:
-            query = query.where(api_keys.c.owner == owner)
+        if owner is None:
+            query, params = _LIST, {}
+        else:
+            query, params = _LIST_BY_OWNER, {"owner": owner}
         with self._begin() as conn:
-            return [_from_row(r) for r in conn.execute(query).mappings().all()]
+            return [_from_row(r) for r in conn.execute(query, params).mappings().all()]
 
     def revoke(self, key_id: str, *, at: datetime) -> ApiKey:
         with self._begin(write=True) as conn:
-            conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=at)
-            )
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            conn.execute(_REVOKE, {"key_id": key_id, "at": at})
+            row = conn.execute(_SELECT, {"key_id": key_id}).mappings().first()
         if row is None:
             raise ApiKeyNotFound(key_id)
         return _from_row(row)
