@@ -28,7 +28,7 @@ from dal.fail_open import FailOpenRateLimiter
 from dal.failpoints import Failpoints
 from dal.inline import InlineJobQueue
 from dal.job_view import JobOut, render_job
-from dal.memory import MemoryJobQueue
+from dal.memory import MemoryFairLine, MemoryJobQueue
 from dal.ports import ImageGenerator, JobQueue, RateLimiter
 from dal.records import Job, JobStatus, QueuePlace
 from dal.settings import Settings
@@ -93,10 +93,12 @@ class Services(OnCore):
         return self._render(job, base_url, self.dispatcher.place(job))
 
     async def view_soon(self, job: Job, base_url: str) -> JobOut:
-        """`view` from the event loop: on the loop itself when nothing it needs may block (a
-        job out of line, whose image URLs this process signs itself: HMAC, no I/O), else on
-        the threadpool (a place in a Redis line, GCS signing through IAM)."""
-        if job.status != JobStatus.QUEUED and self.url_signer is not None:
+        """`view` from the event loop: on the loop itself when nothing it needs may block
+        (image URLs this process signs itself: HMAC, no I/O; a place in a line held in this
+        process's memory), else on the threadpool (a place in the Redis line, GCS signing
+        through IAM)."""
+        in_memory_line = isinstance(self.core.line, MemoryFairLine)
+        if self.url_signer is not None and (job.status != JobStatus.QUEUED or in_memory_line):
             return self.view(job, base_url)
         return await run_in_threadpool(self.view, job, base_url)
 
