@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
@@ -19,7 +19,7 @@ from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.ports import ImageGenerator
 from dal.settings import Settings
-from dal.telemetry.http_middleware import RequestTelemetryMiddleware, bind_path_job_id
+from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 
 DESCRIPTION = """
 Generate images from text. Submit a job, poll it until it has `succeeded`, then download its
@@ -86,7 +86,6 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={},
-        dependencies=[Depends(bind_path_job_id)],
     )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     # Inside the trace context (its span continues the request's trace), outside the rest.

@@ -21,6 +21,7 @@ from api.schemas import JobCreate, JobListOut
 from api.wiring import Services
 from dal.errors import InvalidWebhookUrl
 from dal.job_view import JobOut
+from dal.telemetry.job_context import set_job_ids
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -111,7 +112,15 @@ def _check_webhook_url(services: Services, url: str) -> None:
         raise ProblemError.invalid_field("body.webhook_url", str(exc)) from None
 
 
-JobId = Annotated[str, Path(min_length=1, max_length=64)]
+async def job_id_of_path(job_id: Annotated[str, Path(min_length=1, max_length=64)]) -> str:
+    """The `{job_id}` of a route about one job, named on every log line of its request. Async,
+    so it runs in the request's own context, which the route (and its threadpool calls) then
+    inherit; only these routes pay for it."""
+    set_job_ids([job_id])
+    return job_id
+
+
+JobId = Annotated[str, Depends(job_id_of_path)]
 
 
 @router.get(

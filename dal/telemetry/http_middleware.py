@@ -1,15 +1,12 @@
 """ASGI middleware for the API and the worker's HTTP app: a latency histogram by route
-template and status, and a server span (when tracing is on) per request; and a dependency
-that names the job a request is about on its log lines."""
+template and status, and a server span (when tracing is on) per request."""
 
 from __future__ import annotations
 
 import time
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dal.telemetry.job_context import set_job_ids
 from dal.telemetry.metrics import HTTP_REQUEST_SECONDS
 from dal.telemetry.tracing import span
 
@@ -54,12 +51,3 @@ class RequestTelemetryMiddleware:
                 HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(
                     time.perf_counter() - started
                 )
-
-
-async def bind_path_job_id(request: Request) -> None:
-    """An app-wide dependency: a request about one job (`{job_id}` in its path) names it on
-    every log line. Async, so it runs in the request's own context, which the route (and
-    its threadpool calls) then inherit."""
-    job_id = request.path_params.get("job_id")
-    if isinstance(job_id, str) and job_id:
-        set_job_ids([job_id])

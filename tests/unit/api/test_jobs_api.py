@@ -7,6 +7,7 @@ import io
 from PIL import Image
 
 from dal.records import JobStatus
+from dal.telemetry.job_context import current_job_ids
 from tests.unit.api.conftest import ApiHarness
 
 PROMPT = {"prompt": "a red fox in the snow", "seed": 7, "num_inference_steps": 3}
@@ -321,3 +322,14 @@ class TestReadingAJob:
         waited = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=1"))
         assert waited.headers["ratelimit-limit"] == response.headers["ratelimit-limit"]
         assert waited.json()["id"] == job_id
+
+    def test_a_request_about_a_job_names_it_on_its_log_lines(self, api: ApiHarness) -> None:
+        """The `{job_id}` of the path is in the request's log context, down to the threadpool
+        calls its route makes (here the finisher, ending the job on a cancel)."""
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        seen: list[tuple[str, ...]] = []
+        api.services.core.finisher.add_handler(
+            "context", lambda job: seen.append(current_job_ids())
+        )
+        assert api.client.delete(f"/v1/jobs/{job_id}", headers=api.headers()).status_code == 200
+        assert seen == [(job_id,)]
