@@ -393,6 +393,8 @@ def main() -> int:
     report["fair_dispatch_cost"]["line_per_job"] = run_json("bench.dispatch", "--jobs", "1000")
     log("the serving process's CPU per request: floor, read, list (embedded profile)")
     report["request_cost"] = run_json("bench.request_cost", "--model", str(model))
+    log("one client, both flows (one round trip, three calls): added latency, CPU per job")
+    report["flows"] = run_json("bench.flows", "--model", str(model))
     log("serving: submits with 32 in flight, and request cost against a store of 100,000 jobs")
     report["serving"] = run_json("bench.serving", "--model", str(model))
     report["api_submit"] = embedded_batched.pop("submit")
