@@ -167,13 +167,17 @@ _CLAIM = (
         lease_expires_at=bindparam("lease_until", type_=jobs.c.lease_expires_at.type),
         updated_at=bindparam("now", type_=jobs.c.updated_at.type),
     )
+    .returning(jobs)
 )
 # SET comes from the parameters' keys: progress, updated_at, and lease_expires_at with a lease.
-_RECORD_PROGRESS = update(jobs).where(_BY_ID, jobs.c.status == JobStatus.RUNNING.value)
+_RECORD_PROGRESS = (
+    update(jobs).where(_BY_ID, jobs.c.status == JobStatus.RUNNING.value).returning(jobs)
+)
 _MARK_ENQUEUED = (
     update(jobs)
     .where(_BY_ID, jobs.c.enqueued_at.is_(None))
     .values(enqueued_at=bindparam("at", type_=jobs.c.enqueued_at.type))
+    .returning(jobs)
 )
 _REQUEUE_LAPSED = (
     update(jobs)
@@ -190,6 +194,7 @@ _REQUEUE_LAPSED = (
         handovers=jobs.c.handovers + 1,
         updated_at=bindparam("now", type_=jobs.c.updated_at.type),
     )
+    .returning(jobs)
 )
 _REQUEUE_UNCLAIMED = (
     update(jobs)
@@ -203,6 +208,7 @@ _REQUEUE_UNCLAIMED = (
         handovers=jobs.c.handovers + 1,
         updated_at=bindparam("now", type_=jobs.c.updated_at.type),
     )
+    .returning(jobs)
 )
 # Nothing else moves a job out of `failed`, so the status condition alone makes concurrent
 # replays of the same job reopen it once.
@@ -217,6 +223,7 @@ _REOPEN_FAILED = (
         lease_expires_at=None,
         updated_at=bindparam("now", type_=jobs.c.updated_at.type),
     )
+    .returning(jobs)
 )
 _SET_WEBHOOK_DELIVERIES = (
     update(jobs)
@@ -236,7 +243,7 @@ def _transition_statement(expected: frozenset[JobStatus], increment_attempts: bo
     statement = update(jobs).where(_BY_ID, _status_in(expected))
     if increment_attempts:
         statement = statement.values(attempts=jobs.c.attempts + 1)
-    return statement
+    return statement.returning(jobs)
 
 
 class SqlJobStore:
@@ -402,14 +409,18 @@ class SqlJobStore:
         expected: frozenset[JobStatus],
     ) -> Job:
         with self._begin() as conn:
-            result = conn.execute(statement, params)
-            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
-        if row is None:
+            changed = conn.execute(statement, params).mappings().first()
+            # Only a refused write reads the row again, to say why.
+            current = (
+                conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
+                if changed is None
+                else None
+            )
+        if changed is not None:
+            return _from_row(changed)
+        if current is None:
             raise JobNotFound(job_id)
-        job = _from_row(row)
-        if result.rowcount != 1:
-            raise TransitionConflict(job, expected)
-        return job
+        raise TransitionConflict(_from_row(current), expected)
 
     def record_progress(self, job_id: str, progress: float, *, lease_s: float | None = None) -> Job:
         now = self._clock()
@@ -417,12 +428,7 @@ class SqlJobStore:
         values: dict[str, Any] = {"job_id": job_id, "progress": progress, "updated_at": now}
         if lease_s is not None:
             values["lease_expires_at"] = now + timedelta(seconds=lease_s)
-        with self._begin() as conn:
-            conn.execute(_RECORD_PROGRESS, values)
-            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _from_row(row)
+        return self._write_or_read(job_id, _RECORD_PROGRESS, values)
 
     def record_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> Job:
         # Read and append under a row lock (PostgreSQL; SQLite writes are serialised anyway),
@@ -469,9 +475,15 @@ class SqlJobStore:
             return _count_images_since(conn, owner, since)
 
     def mark_enqueued(self, job_id: str, *, at: datetime) -> Job:
+        return self._write_or_read(job_id, _MARK_ENQUEUED, {"job_id": job_id, "at": at})
+
+    def _write_or_read(self, job_id: str, statement: Update, params: dict[str, Any]) -> Job:
+        """The record after `statement` (UPDATE ... RETURNING), or as it stands when the
+        statement's condition left it alone."""
         with self._begin() as conn:
-            conn.execute(_MARK_ENQUEUED, {"job_id": job_id, "at": at})
-            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
+            row = conn.execute(statement, params).mappings().first()
+            if row is None:
+                row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
