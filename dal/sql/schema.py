@@ -6,6 +6,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    ColumnElement,
+    Computed,
     DateTime,
     Dialect,
     Float,
@@ -18,6 +20,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import DDLCompiler, SQLCompiler
+
+from dal.records import ENQUEUE_FAILED, JobStatus
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -39,6 +46,60 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# jobs.charged_images (revision 0006): the images a job counts against its owner's daily quota,
+# as a generated column, so that the count sums ix_jobs_owner_created_charged alone instead of
+# reading every one of the owner's rows of the day and parsing its JSON. The rule is
+# JobStore.count_images_since's (dal/ports.py), as the JSON query it replaces applied it: the
+# job's num_images (1 when absent), or 0 for a job failed with enqueue_failed (never queued).
+#
+# A generated column's expression is fixed DDL text, and the JSON operators differ: SQLite has
+# json_extract, PostgreSQL ->>. So the expression is an element compiled per dialect
+# (ChargedImages), and written the way each database reads it back, so that Alembic's
+# comparison of the column with the database's (autogenerate, `alembic check`) finds them
+# equal. The kind of generated column differs too (_GeneratedColumn): VIRTUAL on SQLite, whose
+# ALTER TABLE can add no other kind (an index on it stores the values, which is all the count
+# reads), STORED on PostgreSQL, the only kind it can index. Revision 0006 spells out the same
+# DDL; tests/integration/test_migrations.py checks the two agree.
+CHARGED_IMAGES_SQL = {
+    "sqlite": (
+        f"CASE WHEN status = '{JobStatus.FAILED.value}' "
+        f"AND coalesce(json_extract(error, '$.code'), '') = '{ENQUEUE_FAILED}' THEN 0 "
+        "ELSE coalesce(CAST(json_extract(params, '$.num_images') AS INTEGER), 1) END"
+    ),
+    "postgresql": (
+        f"CASE WHEN status = '{JobStatus.FAILED.value}' "
+        f"AND coalesce(error ->> 'code', '') = '{ENQUEUE_FAILED}' THEN 0 "
+        "ELSE coalesce((params ->> 'num_images')::integer, 1) END"
+    ),
+}
+
+
+class ChargedImages(ColumnElement[int]):
+    """The expression of jobs.charged_images, in the SQL of the dialect compiling it."""
+
+    __visit_name__ = "charged_images"
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(ChargedImages)
+def _charged_images_sql(element: ChargedImages, compiler: SQLCompiler, **kw: Any) -> str:
+    dialect = compiler.dialect.name
+    if dialect not in CHARGED_IMAGES_SQL:
+        raise CompileError(f"jobs.charged_images has no expression for {dialect}")
+    return CHARGED_IMAGES_SQL[dialect]
+
+
+class _GeneratedColumn(Computed):
+    """GENERATED ALWAYS AS (...): VIRTUAL on SQLite, STORED elsewhere (persisted=True)."""
+
+
+@compiles(_GeneratedColumn, "sqlite")
+def _virtual_on_sqlite(element: _GeneratedColumn, compiler: DDLCompiler, **kw: Any) -> str:
+    sql = compiler.sql_compiler.process(element.sqltext, include_table=False, literal_binds=True)
+    return f"GENERATED ALWAYS AS ({sql}) VIRTUAL"
 
 
 metadata = MetaData()
@@ -69,12 +130,16 @@ jobs = Table(
     Column("webhook_url", Text, nullable=True),
     # One entry per webhook delivery attempt, oldest first (revision 0002).
     Column("webhook_deliveries", JSON, nullable=False, default=list),
+    # Generated, never written: the images the daily quota charges for the job (revision 0006).
+    Column("charged_images", Integer, _GeneratedColumn(ChargedImages(), persisted=True)),
     # NULL keys never collide, on SQLite and PostgreSQL alike.
     UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at"),
     # Per-owner quotas count jobs in flight (revision 0002).
     Index("ix_jobs_owner_status", "owner", "status"),
+    # The daily images quota's count reads this index alone (revision 0006).
+    Index("ix_jobs_owner_created_charged", "owner", "created_at", "charged_images"),
 )
 
 api_keys = Table(

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,21 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, insert, inspect, text
 
 from dal.errors import SchemaNotManaged
-from dal.records import JobStatus
+from dal.records import ENQUEUE_FAILED, JobError, JobStatus
 from dal.sql import SqlApiKeyStore, SqlJobStore, create_sql_engine, metadata, upgrade
+from dal.sql.job_store import _to_row
 from dal.sql.migrate import alembic_config, current, head_revision
-from tests.contracts.job_store_contract import make_job
+from dal.sql.schema import jobs
+from tests.contracts.job_store_contract import T0, make_job, make_params
 
 pytest_plugins = ["tests.integration.postgres_service"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("CREATE", "ALTER", "DROP", "INSERT", "UPDATE", "DELETE")
+FAILED = JobStatus.FAILED
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -155,6 +159,53 @@ class TestUpgrade:
         found = SqlApiKeyStore(fresh_engine).find_by_hash("hash-1")
         assert found is not None
         assert found.weight == 1
+        assert schema_diffs(fresh_engine) == []
+
+    def test_the_generated_column_agrees_with_the_schema(self, fresh_engine: Engine) -> None:
+        """Revision 0006's jobs.charged_images is the column dal/sql/schema.py declares: Alembic
+        compares a generated column's expression only to warn when it differs, so a warning
+        here is a difference. The index the count reads is there too."""
+        upgrade(fresh_engine)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert schema_diffs(fresh_engine) == []
+        columns = {c["name"]: c for c in inspect(fresh_engine).get_columns("jobs")}
+        computed = columns["charged_images"].get("computed")
+        assert computed is not None
+        # SQLite: VIRTUAL (ALTER TABLE adds no other kind); PostgreSQL: STORED, to be indexed.
+        assert bool(computed.get("persisted")) is (fresh_engine.dialect.name == "postgresql")
+        indexes = {i["name"]: i["column_names"] for i in inspect(fresh_engine).get_indexes("jobs")}
+        assert indexes["ix_jobs_owner_created_charged"] == ["owner", "created_at", "charged_images"]
+
+    def test_jobs_from_before_charged_images_are_charged(self, fresh_engine: Engine) -> None:
+        """Revision 0006 computes charged_images for the jobs already there; its downgrade
+        drops the column and the index and keeps the jobs, and upgrading again restores them."""
+        with fresh_engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0005")
+        day = T0.replace(hour=0, minute=0, second=0, microsecond=0)
+        lost = JobError(ENQUEUE_FAILED, "could not publish")
+        broken = JobError("generation_failed", "out of memory")
+        rows = [
+            _to_row(make_job("a", params=make_params(num_images=2))),
+            _to_row(make_job("b", params=make_params(num_images=4), status=FAILED, error=lost)),
+            _to_row(make_job("c", params=make_params(num_images=3), status=FAILED, error=broken)),
+        ]
+        with fresh_engine.begin() as conn:
+            # The INSERT names the rows' columns only, all of which 0005 has.
+            conn.execute(insert(jobs), rows)
+        store = SqlJobStore(fresh_engine)
+        assert upgrade(fresh_engine) == head_revision()
+        assert store.count_images_since("alice", day) == 2 + 3
+        with fresh_engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        names = {c["name"] for c in inspect(fresh_engine).get_columns("jobs")}
+        assert "charged_images" not in names
+        indexes = {i["name"] for i in inspect(fresh_engine).get_indexes("jobs")}
+        assert "ix_jobs_owner_created_charged" not in indexes
+        assert "ix_jobs_owner_created" in indexes
+        assert upgrade(fresh_engine) == head_revision()
+        assert store.count_images_since("alice", day) == 2 + 3
+        assert {store.get(i).status for i in "abc"} == {JobStatus.QUEUED, JobStatus.FAILED}
         assert schema_diffs(fresh_engine) == []
 
     def test_refuses_unversioned_tables_of_another_shape(self, fresh_engine: Engine) -> None:
