@@ -67,6 +67,8 @@ def running_service(
         "PROGRESS_WRITE_INTERVAL_S": "0.05",
         "CANCEL_CHECK_INTERVAL_S": "0.05",
         "LOG_LEVEL": "info",
+        # Off by default; on here so that the redaction check reads uvicorn's access lines.
+        "ACCESS_LOG": "true",
         # Many tests share the bootstrap key; the limiter has tests of its own.
         "RATE_LIMIT_SUBMIT_BURST": "500",
         "RATE_LIMIT_SUBMIT_PER_MINUTE": "600",
