@@ -122,6 +122,13 @@ class ApiKeyService:
             else None
         )
 
+    def listen_for_revocations(self) -> Callable[[], None]:
+        """Start hearing other processes' revocations, where this service keeps verified
+        keys; returns the function that stops it."""
+        if self._revocations is None or self._verified is None:
+            return _nothing_to_stop
+        return self._revocations.listen()
+
     def verified(self, presented: str) -> Principal | None:
         """The principal of a key this process verified and may still vouch for; None when
         it must be read from the store (`authenticate`). No I/O beyond a stat()."""
@@ -215,3 +222,7 @@ class ApiKeyService:
         if self._revocations is not None:
             self._revocations.announce()
         return record
+
+
+def _nothing_to_stop() -> None:
+    """Nothing was started: this service keeps no verified keys."""

@@ -137,8 +137,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         revocations=core.key_revocations,
         keep_verified_s=settings.key_cache_ttl_s,
     )
-    if core.key_revocations is not None and settings.key_cache_ttl_s > 0:
-        core.closers.append(core.key_revocations.listen())
+    core.closers.append(keys.listen_for_revocations())
     if settings.bootstrap_api_key is not None:
         keys.ensure(
             owner=settings.bootstrap_api_key_owner,
