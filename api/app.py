@@ -86,6 +86,10 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={},
+        # Our own middleware makes the request spans and metrics (dal/telemetry): FastAPI's native
+        # OpenTelemetry would add a second span per request under a global provider, and asks
+        # whether one is configured on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     # Inside the trace context (its span continues the request's trace), outside the rest.
@@ -93,11 +97,12 @@ def create_app(
     app.add_middleware(TraceContextMiddleware)
     install_problem_handlers(app)
     document_problems(app)
+    # Starlette tries routes in order: the probes first, as they are asked most and cheapest.
+    app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(blobs.router)
-    app.include_router(health.router)
     openai_images.install(app)  # POST /v1/images/generations, GET /v1/models
     a1111.install(app)  # AUTOMATIC1111's /sdapi/v1: txt2img, models, progress, interrupt
     app.include_router(web.router)  # the web page at `/`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
@@ -42,31 +43,47 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 # Authentication and the rate limit are async dependencies: a key this process verified and an
 # in-process rate limit need no I/O, and a sync dependency would cost a threadpool hop on every
 # request. What may block (a store read, a Redis call) still runs on the threadpool.
+#
+# A route takes one `Caller` dependency, which authenticates and rate-limits in one step: FastAPI
+# resolves every node of a route's dependency graph per request (tens of microseconds each), and
+# separate services, principal and rate-limit nodes made the dependencies a third of a read's
+# CPU (issue 19).
 
 
-async def get_principal(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    challenge = {"WWW-Authenticate": f'Bearer realm="{_REALM}"'}
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, once authenticated and admitted by the rate limit of the route's kind,
+    with the services to answer them."""
+
+    principal: Principal
+    services: Services
+
+    @property
+    def owner(self) -> str:
+        return self.principal.owner
+
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{_REALM}"'}
+_BASIC_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{_REALM}"'}
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+BasicCredentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+
+
+def _bearer_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(
             "unauthenticated",
             "Send an API key as `Authorization: Bearer <key>`.",
-            headers=challenge,
+            headers=_BEARER_CHALLENGE,
         )
-    return await _authenticated(services, credentials.credentials, challenge)
+    return credentials.credentials
 
 
-async def get_basic_or_bearer_principal(
-    services: ServicesDep,
-    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller of the AUTOMATIC1111 routes: an API key as the password of HTTP Basic (the
-    user name is not looked at), or as a Bearer token. A 401 challenges with Basic, the scheme
-    A1111 clients answer."""
-    challenge = {"WWW-Authenticate": f'Basic realm="{_REALM}"'}
+def _basic_or_bearer_key(
+    basic: HTTPBasicCredentials | None, bearer: HTTPAuthorizationCredentials | None
+) -> str:
+    """An API key as the password of HTTP Basic (the user name is not looked at), or as a
+    Bearer token: how AUTOMATIC1111 clients authenticate (`--api-auth user:pass`)."""
     presented = basic.password if basic is not None else None
     if presented is None and bearer is not None:
         presented = bearer.credentials
@@ -75,12 +92,15 @@ async def get_basic_or_bearer_principal(
             "unauthenticated",
             "Send an API key as the password of HTTP Basic authentication (any user name), "
             "or as `Authorization: Bearer <key>`.",
-            headers=challenge,
+            headers=_BASIC_CHALLENGE,
         )
-    return await _authenticated(services, presented, challenge)
+    return presented
 
 
-async def _authenticated(services: Services, key: str, challenge: dict[str, str]) -> Principal:
+async def _admitted(
+    request: Request, response: Response, key: str, challenge: dict[str, str], kind: str
+) -> Caller:
+    services: Services = request.app.state.services
     principal = services.keys.verified(key)
     if principal is None:
         principal = await run_in_threadpool(services.keys.authenticate, key)
@@ -88,11 +108,41 @@ async def _authenticated(services: Services, key: str, challenge: dict[str, str]
         raise ProblemError(
             "unauthenticated", "The API key is not valid or has been revoked.", headers=challenge
         )
-    return principal
+    limiter = services.submit_limiter if kind == "submit" else services.read_limiter
+    await _enforce(services, limiter, principal, response, kind)
+    return Caller(principal, services)
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-BasicOrBearerPrincipalDep = Annotated[Principal, Depends(get_basic_or_bearer_principal)]
+async def _reader(request: Request, response: Response, bearer: BearerCredentials) -> Caller:
+    return await _admitted(request, response, _bearer_key(bearer), _BEARER_CHALLENGE, "read")
+
+
+async def _submitter(request: Request, response: Response, bearer: BearerCredentials) -> Caller:
+    return await _admitted(request, response, _bearer_key(bearer), _BEARER_CHALLENGE, "submit")
+
+
+# The same limits for routes that also take HTTP Basic (AUTOMATIC1111): one bucket per key,
+# whichever scheme carried it. A 401 challenges with Basic, the scheme A1111 clients answer.
+async def _basic_or_bearer_reader(
+    request: Request, response: Response, basic: BasicCredentials, bearer: BearerCredentials
+) -> Caller:
+    key = _basic_or_bearer_key(basic, bearer)
+    return await _admitted(request, response, key, _BASIC_CHALLENGE, "read")
+
+
+async def _basic_or_bearer_submitter(
+    request: Request, response: Response, basic: BasicCredentials, bearer: BearerCredentials
+) -> Caller:
+    key = _basic_or_bearer_key(basic, bearer)
+    return await _admitted(request, response, key, _BASIC_CHALLENGE, "submit")
+
+
+Reader = Annotated[Caller, Depends(_reader)]
+"""A caller of a read route (GET), counted against the read rate limit."""
+Submitter = Annotated[Caller, Depends(_submitter)]
+"""A caller of a route that creates or changes jobs, counted against the submit rate limit."""
+BasicOrBearerReader = Annotated[Caller, Depends(_basic_or_bearer_reader)]
+BasicOrBearerSubmitter = Annotated[Caller, Depends(_basic_or_bearer_submitter)]
 
 
 def _rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
@@ -121,29 +171,3 @@ async def _enforce(
             headers=headers,
         )
     response.headers.update(headers)
-
-
-async def submit_rate_limit(
-    services: ServicesDep, principal: PrincipalDep, response: Response
-) -> None:
-    await _enforce(services, services.submit_limiter, principal, response, "submit")
-
-
-async def read_rate_limit(
-    services: ServicesDep, principal: PrincipalDep, response: Response
-) -> None:
-    await _enforce(services, services.read_limiter, principal, response, "read")
-
-
-# The same limits for routes that also take HTTP Basic (AUTOMATIC1111): one bucket per key,
-# whichever scheme carried it.
-async def basic_or_bearer_submit_rate_limit(
-    services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
-) -> None:
-    await _enforce(services, services.submit_limiter, principal, response, "submit")
-
-
-async def basic_or_bearer_read_rate_limit(
-    services: ServicesDep, principal: BasicOrBearerPrincipalDep, response: Response
-) -> None:
-    await _enforce(services, services.read_limiter, principal, response, "read")

@@ -24,7 +24,7 @@ import logging
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -50,12 +50,7 @@ from api.a1111_schemas import (
     Txt2ImgOut,
 )
 from api.a1111_sync_jobs import current_job, interrupt, remember
-from api.deps import (
-    BasicOrBearerPrincipalDep,
-    ServicesDep,
-    basic_or_bearer_read_rate_limit,
-    basic_or_bearer_submit_rate_limit,
-)
+from api.deps import BasicOrBearerReader, BasicOrBearerSubmitter
 from api.job_submission import (
     CLIENT_CLOSED_REQUEST,
     CallerGone,
@@ -71,8 +66,6 @@ from dal.records import Job, JobStatus, utcnow
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
 log = logging.getLogger(__name__)
 
-READS = [Depends(basic_or_bearer_read_rate_limit)]
-
 
 def install(app: FastAPI) -> None:
     """Serve the dialect on `app`: its routes, and its errors in A1111's shape."""
@@ -83,7 +76,6 @@ def install(app: FastAPI) -> None:
 @router.post(
     "/txt2img",
     response_model=Txt2ImgOut,
-    dependencies=[Depends(basic_or_bearer_submit_rate_limit)],
     responses=a1111_error_responses(400, 401, 413, 415, 429, 500, 503, 504),
     summary="AUTOMATIC1111 txt2img: generate and answer with the images",
 )
@@ -91,15 +83,15 @@ async def txt2img(
     body: Annotated[Txt2ImgIn, Body()],
     request: Request,
     response: Response,
-    principal: BasicOrBearerPrincipalDep,
-    services: ServicesDep,
+    caller: BasicOrBearerSubmitter,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Txt2ImgOut | Response:
+    services = caller.services
     job_request = to_job_request(body, served_model=services.job_service.model_id)
     try:
         job = await run_to_completion(
             services,
-            principal,
+            caller.principal,
             job_request,
             caller=request,
             idempotency_key=check_idempotency_key(idempotency_key),
@@ -156,30 +148,27 @@ def _still_running(still: StillRunning, request: Request, response: Response) ->
 @router.get(
     "/sd-models",
     response_model=list[SDModelOut],
-    dependencies=READS,
     responses=a1111_error_responses(401, 429, 503),
     summary="The served model, as A1111 lists checkpoints",
 )
-def sd_models(services: ServicesDep) -> list[SDModelOut]:
-    model = services.job_service.model_id
+def sd_models(caller: BasicOrBearerReader) -> list[SDModelOut]:
+    model = caller.services.job_service.model_id
     return [SDModelOut(title=model, model_name=model, filename=model)]
 
 
 @router.get(
     "/options",
     response_model=A1111OptionsOut,
-    dependencies=READS,
     responses=a1111_error_responses(401, 429, 503),
     summary="A1111 options: the served checkpoint",
 )
-def get_options(services: ServicesDep) -> A1111OptionsOut:
-    return A1111OptionsOut(sd_model_checkpoint=services.job_service.model_id)
+def get_options(caller: BasicOrBearerReader) -> A1111OptionsOut:
+    return A1111OptionsOut(sd_model_checkpoint=caller.services.job_service.model_id)
 
 
 @router.post(
     "/options",
     response_model=None,
-    dependencies=READS,
     responses={
         200: {
             "description": "Nothing to change: the options asked for are those in force.",
@@ -189,8 +178,8 @@ def get_options(services: ServicesDep) -> A1111OptionsOut:
     },
     summary="Set A1111 options: only the served checkpoint, as a no-op",
 )
-def set_options(body: Annotated[dict[str, Any], Body()], services: ServicesDep) -> None:
-    model = services.job_service.model_id
+def set_options(body: Annotated[dict[str, Any], Body()], caller: BasicOrBearerReader) -> None:
+    model = caller.services.job_service.model_id
     errors = [
         {
             "field": f"body.{key}",
@@ -209,29 +198,26 @@ def set_options(body: Annotated[dict[str, Any], Body()], services: ServicesDep) 
 @router.get(
     "/samplers",
     response_model=list[A1111SamplerOut],
-    dependencies=READS,
     responses=a1111_error_responses(401, 429, 503),
     summary="The one sampler: the served model's scheduler",
 )
-def samplers(services: ServicesDep) -> list[A1111SamplerOut]:
-    return [served_sampler(services.settings.resolved_model_path)]
+def samplers(caller: BasicOrBearerReader) -> list[A1111SamplerOut]:
+    return [served_sampler(caller.services.settings.resolved_model_path)]
 
 
 @router.get(
     "/progress",
     response_model=A1111ProgressOut,
-    dependencies=READS,
     responses=a1111_error_responses(401, 429, 503),
     summary="Progress of your own txt2img call in flight",
 )
 def progress(
-    principal: BasicOrBearerPrincipalDep,
-    services: ServicesDep,
+    caller: BasicOrBearerReader,
     skip_current_image: Annotated[
         bool, Query(description="Accepted; there are no previews (`current_image` is null).")
     ] = False,
 ) -> A1111ProgressOut:
-    job = current_job(services, principal.owner)
+    job = current_job(caller.services, caller.owner)
     if job is None:
         return A1111ProgressOut(progress=0, eta_relative=0, state=A1111ProgressState())
     steps = job.params.num_inference_steps
@@ -253,13 +239,10 @@ def progress(
 @router.post(
     "/interrupt",
     response_model=dict[str, Any],
-    dependencies=[Depends(basic_or_bearer_submit_rate_limit)],
     responses=a1111_error_responses(401, 429, 503),
     summary="Cancel your own txt2img calls in flight",
 )
-def interrupt_own_calls(
-    principal: BasicOrBearerPrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
-    canceled = interrupt(services, principal.owner)
-    log.info("interrupt: %d job(s) of %s canceled", len(canceled), principal.owner)
+def interrupt_own_calls(caller: BasicOrBearerSubmitter) -> dict[str, Any]:
+    canceled = interrupt(caller.services, caller.owner)
+    log.info("interrupt: %d job(s) of %s canceled", len(canceled), caller.owner)
     return {}

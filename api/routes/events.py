@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, ServicesDep, read_rate_limit
+from api.deps import Reader
 from api.problem_openapi import problem_responses
 from api.routes.jobs import JobId
 from api.wiring import Services
@@ -122,7 +122,6 @@ _EVENT_SCHEMA: dict[str, Any] = {
 
 @router.get(
     "/{job_id}/events",
-    dependencies=[Depends(read_rate_limit)],
     response_class=StreamingResponse,
     responses={
         200: {
@@ -142,8 +141,7 @@ async def job_events(
     job_id: JobId,
     request: Request,
     response: Response,
-    principal: PrincipalDep,
-    services: ServicesDep,
+    caller: Reader,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -154,11 +152,12 @@ async def job_events(
     ] = None,
 ) -> StreamingResponse:
     # Unknown job or another owner's: a 404 problem, before any byte of the stream.
-    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+    services = caller.services
+    job = await run_in_threadpool(services.job_service.get, owner=caller.owner, job_id=job_id)
     headers = dict(response.headers)  # the rate-limit headers set by the dependency
     headers.pop("content-length", None)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    stream = _events(request, services, principal.owner, job, _last_event_id(last_event_id))
+    stream = _events(request, services, caller.owner, job, _last_event_id(last_event_id))
     return StreamingResponse(stream, media_type=EVENT_STREAM, headers=headers)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
+from api.deps import Reader, Submitter
 from api.job_service import JobRequest
 from api.job_submission import (
     IdempotencyKeyHeader,
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    dependencies=[Depends(submit_rate_limit)],
     responses={
         200: {
             "model": JobOut,
@@ -46,8 +45,7 @@ async def submit_job(
     body: Annotated[JobCreate, Body()],
     request: Request,
     response: Response,
-    principal: PrincipalDep,
-    services: ServicesDep,
+    caller: Submitter,
     idempotency_key: IdempotencyKeyHeader = None,
     prefer: Annotated[
         str | None,
@@ -57,12 +55,13 @@ async def submit_job(
         ),
     ] = None,
 ) -> JobOut:
+    services = caller.services
     if body.webhook_url is not None:
         # Resolves the host in production profiles (SSRF guard): off the event loop.
         await run_in_threadpool(_check_webhook_url, services, body.webhook_url)
     submitted = await submit(
         services,
-        principal,
+        caller.principal,
         JobRequest(**body.model_dump()),
         idempotency_key=check_idempotency_key(idempotency_key),
     )
@@ -76,7 +75,7 @@ async def submit_job(
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await wait_until_finished(services, principal.owner, job, wait_s)
+        job = await wait_until_finished(services, caller.owner, job, wait_s)
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
     return await services.view_soon(job, str(request.base_url))
@@ -85,24 +84,27 @@ async def submit_job(
 @router.get(
     "",
     response_model=JobListOut,
-    dependencies=[Depends(read_rate_limit)],
     responses=problem_responses(401, 422, 429, 503),
     summary="List your jobs, newest first",
 )
 def list_jobs(
     request: Request,
-    principal: PrincipalDep,
-    services: ServicesDep,
+    response: Response,
+    caller: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> JobListOut:
+) -> Any:
+    services = caller.services
     if limit > services.settings.list_max_limit:
         raise ProblemError.invalid_field(
             "query.limit", f"must be at most {services.settings.list_max_limit}"
         )
-    page = services.job_service.list(owner=principal.owner, limit=limit, cursor=cursor)
-    base = str(request.base_url)
-    return JobListOut(items=services.views(page.items, base), next_cursor=page.next_cursor)
+    page = services.job_service.list(owner=caller.owner, limit=limit, cursor=cursor)
+    listing = JobListOut(
+        items=services.views(page.items, str(request.base_url)), next_cursor=page.next_cursor
+    )
+    # Serialized once, as rendered: FastAPI would validate the page again on the way out.
+    return _json_response(listing.model_dump_json().encode(), response)
 
 
 def _check_webhook_url(services: Services, url: str) -> None:
@@ -126,7 +128,6 @@ JobId = Annotated[str, Depends(job_id_of_path)]
 @router.get(
     "/{job_id}",
     response_model=JobOut,
-    dependencies=[Depends(read_rate_limit)],
     responses=problem_responses(401, 404, 429, 503),
     summary="Get a job: status, progress and signed image URLs",
 )
@@ -134,8 +135,7 @@ async def get_job(
     job_id: JobId,
     request: Request,
     response: Response,
-    principal: PrincipalDep,
-    services: ServicesDep,
+    caller: Reader,
     prefer: Annotated[
         str | None,
         Header(
@@ -144,17 +144,18 @@ async def get_job(
         ),
     ] = None,
 ) -> Any:
+    services = caller.services
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is None:
         # The common poll: one threadpool hop reads and renders the job, and its JSON goes out
         # as rendered (JobOut is validated once, by the renderer, not again on the way out).
         body = await run_in_threadpool(
-            _rendered, services, principal.owner, job_id, str(request.base_url)
+            _rendered, services, caller.owner, job_id, str(request.base_url)
         )
         return _json_response(body, response)
-    job = await run_in_threadpool(services.job_service.get, owner=principal.owner, job_id=job_id)
+    job = await run_in_threadpool(services.job_service.get, owner=caller.owner, job_id=job_id)
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-    job = await wait_until_finished(services, principal.owner, job, wait_s)
+    job = await wait_until_finished(services, caller.owner, job, wait_s)
     return await services.view_soon(job, str(request.base_url))
 
 
@@ -182,13 +183,10 @@ def _preferred_wait(prefer: str | None, cap: float) -> float | None:
 @router.delete(
     "/{job_id}",
     response_model=JobOut,
-    dependencies=[Depends(submit_rate_limit)],
     responses=problem_responses(401, 404, 409, 429, 503),
     summary="Cancel a queued or running job",
 )
-def cancel_job(
-    job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep
-) -> JobOut:
+def cancel_job(job_id: JobId, request: Request, caller: Submitter) -> JobOut:
     # The finisher wakes the waiters, publishes the job event and schedules the webhook.
-    job = services.job_service.cancel(owner=principal.owner, job_id=job_id)
-    return services.view(job, str(request.base_url))
+    job = caller.services.job_service.cancel(owner=caller.owner, job_id=job_id)
+    return caller.services.view(job, str(request.base_url))

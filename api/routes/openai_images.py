@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, ServicesDep, read_rate_limit, submit_rate_limit
+from api.deps import Reader, Submitter
 from api.job_submission import (
     CLIENT_CLOSED_REQUEST,
     CallerGone,
@@ -58,7 +58,6 @@ def install(app: FastAPI) -> None:
     "/images/generations",
     response_model=ImagesOut,
     response_model_exclude_none=True,
-    dependencies=[Depends(submit_rate_limit)],
     responses=openai_error_responses(400, 401, 404, 409, 413, 415, 429, 500, 503, 504, "4XX"),
     summary="Create images (OpenAI Images API): a job of your key, answered when it ends",
 )
@@ -66,15 +65,15 @@ async def create_images(
     body: Annotated[ImageGenerationIn, Body()],
     request: Request,
     response: Response,
-    principal: PrincipalDep,
-    services: ServicesDep,
+    caller: Submitter,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Any:
+    services = caller.services
     job_request = job_request_for(body, served_model=services.job_service.model_id)
     try:
         job = await run_to_completion(
             services,
-            principal,
+            caller.principal,
             job_request,
             caller=request,
             idempotency_key=check_idempotency_key(idempotency_key),
@@ -106,23 +105,21 @@ def _job_url(request: Request, job: Job) -> str:
 @router.get(
     "/models",
     response_model=ModelListOut,
-    dependencies=[Depends(read_rate_limit)],
     responses=openai_error_responses(401, 429, 503),
     summary="The served model (OpenAI Models API)",
 )
-def list_models(request: Request, services: ServicesDep) -> ModelListOut:
-    return ModelListOut(data=[_served_model(request, services)])
+def list_models(request: Request, caller: Reader) -> ModelListOut:
+    return ModelListOut(data=[_served_model(request, caller.services)])
 
 
 @router.get(
     "/models/{model:path}",
     response_model=ModelOut,
-    dependencies=[Depends(read_rate_limit)],
     responses=openai_error_responses(401, 404, 429, 503, "4XX"),
     summary="One served model (OpenAI Models API)",
 )
-def retrieve_model(model: str, request: Request, services: ServicesDep) -> ModelOut:
-    served = _served_model(request, services)
+def retrieve_model(model: str, request: Request, caller: Reader) -> ModelOut:
+    served = _served_model(request, caller.services)
     if model != served.id:
         raise OpenAIError(
             404, f"The model {model!r} does not exist here.", code="model_not_found", param="model"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from api.deps import PrincipalDep, ServicesDep, read_rate_limit
+from api.deps import Reader
 from api.problems import PROBLEM_MEDIA_TYPE
 from api.schemas import Problem, WebhookSecretOut
 from dal.webhooks.signing import owner_secret
@@ -23,13 +23,10 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/secret",
     response_model=WebhookSecretOut,
-    dependencies=[Depends(read_rate_limit)],
     responses=_PROBLEMS,
     summary="Your webhook signing secret (verify deliveries with it)",
 )
-def get_webhook_secret(
-    principal: PrincipalDep, services: ServicesDep, response: Response
-) -> WebhookSecretOut:
+def get_webhook_secret(caller: Reader, response: Response) -> WebhookSecretOut:
     response.headers["Cache-Control"] = "no-store"
-    secret = owner_secret(services.settings.resolved_webhook_signing_secret, principal.owner)
+    secret = owner_secret(caller.services.settings.resolved_webhook_signing_secret, caller.owner)
     return WebhookSecretOut(secret=secret)
