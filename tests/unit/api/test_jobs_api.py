@@ -118,6 +118,30 @@ class TestReadAndList:
                 break
         assert seen == list(reversed(ids))
 
+    def test_a_list_page_is_the_views_of_its_jobs_with_the_read_rate_limit_headers(
+        self, api: ApiHarness
+    ) -> None:
+        """The page goes out serialized once, as rendered: the same items as each job's own
+        view, JSON, with the headers the dependencies set."""
+        ids = [
+            api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+            for _ in range(2)
+        ]
+        api.run_pending_jobs()
+        response = api.client.get("/v1/jobs?limit=1", headers=api.headers())
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["ratelimit-limit"]
+        assert int(response.headers["ratelimit-remaining"]) >= 0
+        page = response.json()
+        assert page["next_cursor"]
+        expected = api.services.view(api.services.jobs.get(ids[-1]), "http://testserver/")
+        assert [item["id"] for item in page["items"]] == [ids[-1]]
+        item, wanted = page["items"][0], expected.model_dump(mode="json")
+        for image in (*item["images"], *wanted["images"]):
+            image.pop("url"), image.pop("expires_at")  # signed at each read
+        assert item == wanted
+
     def test_bad_cursor_and_limit_are_422(self, api: ApiHarness) -> None:
         """Paging parameters are validated and name the field at fault."""
         bad_cursor = api.client.get("/v1/jobs?cursor=nope", headers=api.headers())
