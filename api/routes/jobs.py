@@ -54,7 +54,7 @@ async def submit_job(
             "most (RFC 7240); 200 if it finished, 202 if not yet.",
         ),
     ] = None,
-) -> JobOut:
+) -> Any:
     services = caller.services
     if body.webhook_url is not None:
         # Resolves the host in production profiles (SSRF guard): off the event loop.
@@ -66,7 +66,9 @@ async def submit_job(
         idempotency_key=check_idempotency_key(idempotency_key),
     )
     job = submitted.job
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    base_url = str(request.base_url)
+    # What url_for("get_job") gives, without walking every route of the app on each submit.
+    response.headers["Location"] = f"{base_url}{router.prefix.lstrip('/')}/{job.id}"
     if submitted.deduplicated:
         # An identical seeded request already succeeded: its images are the answer, now.
         response.headers["Deduplicated"] = "true"
@@ -76,9 +78,9 @@ async def submit_job(
     if wait_s is not None:
         response.headers["Preference-Applied"] = f"wait={wait_s:g}"
         job = await wait_until_finished(services, caller.owner, job, wait_s)
-    if job.status.is_terminal:
-        response.status_code = status.HTTP_200_OK
-    return await services.view_soon(job, str(request.base_url))
+    view = await services.view_soon(job, base_url)
+    code = status.HTTP_200_OK if job.status.is_terminal else status.HTTP_202_ACCEPTED
+    return _json_response(view.model_dump_json().encode(), response, status_code=code)
 
 
 @router.get(
@@ -103,7 +105,6 @@ def list_jobs(
     listing = JobListOut(
         items=services.views(page.items, str(request.base_url)), next_cursor=page.next_cursor
     )
-    # Serialized once, as rendered: FastAPI would validate the page again on the way out.
     return _json_response(listing.model_dump_json().encode(), response)
 
 
@@ -164,10 +165,11 @@ def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> byt
     return services.view(job, base_url).model_dump_json().encode()
 
 
-def _json_response(body: bytes, headers_from: Response) -> Response:
-    """`body` as the answer, with the headers the dependencies set (RateLimit-*)."""
+def _json_response(body: bytes, headers_from: Response, *, status_code: int = 200) -> Response:
+    """`body` (a view serialized once, as rendered: FastAPI would validate it again on the way
+    out) as the answer, with the headers the route and its dependencies set (RateLimit-*)."""
     headers = {k: v for k, v in headers_from.headers.items() if k != "content-length"}
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

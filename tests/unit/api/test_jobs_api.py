@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from dal.records import JobStatus
@@ -14,6 +15,15 @@ PROMPT = {"prompt": "a red fox in the snow", "seed": 7, "num_inference_steps": 3
 
 
 class TestSubmit:
+    def test_the_location_follows_a_root_path(self, api: ApiHarness) -> None:
+        """Served under a path prefix (uvicorn --root-path), the Location names the job under
+        it, as url_for does."""
+        with TestClient(api.client.app, root_path="/txt2img") as prefixed:
+            response = prefixed.post("/v1/jobs", json=PROMPT, headers=api.headers())
+        assert response.status_code == 202
+        job_id = response.json()["id"]
+        assert response.headers["location"] == f"http://testserver/txt2img/v1/jobs/{job_id}"
+
     def test_submit_returns_202_location_and_the_queued_job(self, api: ApiHarness) -> None:
         """A valid request creates a queued job with defaults filled in and a Location header."""
         response = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers())
@@ -21,7 +31,8 @@ class TestSubmit:
         job = response.json()
         assert job["status"] == "queued"
         assert job["progress"] == 0
-        assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
+        assert response.headers["location"] == f"http://testserver/v1/jobs/{job['id']}"
+        assert response.headers["ratelimit-limit"]
         assert job["params"] == {
             "prompt": "a red fox in the snow",
             "negative_prompt": None,
