@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# Fixture modules that test modules load as plugins: their asserts are rewritten wherever a
+# worker of `pytest -n` happens to import them first.
+pytest.register_assert_rewrite("tests.integration.postgres_service")
+
 # The session emulator stack (`stack`), shared by the e2e, fault and load tests.
 pytest_plugins = ["tests.emulator_stack_fixture"]
 
