@@ -102,13 +102,14 @@ soak: $(STAMP) ## Load test on the emulator stack (SOAK_USERS, SOAK_KEYS, SOAK_D
 model: $(STAMP) ## Build the tiny offline development model into .data/models/tiny-sd
 	$(BIN)/python -m gpu_worker.tiny_model --output .data/models/tiny-sd
 
-# The suite on TEST_WORKERS processes (pytest-xdist), a test file at a time each, so a file's
-# module-scoped stack starts once. Half of an e2e test's time is waiting on the processes it
-# drives, so two workers fill the two cores that one leaves half idle.
+# The suite on TEST_WORKERS processes (pytest-xdist). Half of an e2e test's time is waiting on
+# the processes it drives, so two workers fill the two cores that one leaves half idle. Tests
+# that share a session service (the emulator stack, the embedded service) run on one worker in
+# their serial order; the others go a test file at a time (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: $(STAMP) lint services browser ## make lint, then every test suite (unit, integration, e2e), on TEST_WORKERS processes
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup tests
 
 test-unit: $(STAMP) ## Unit tests only (no network, no model)
 	$(BIN)/python -m pytest tests/unit
