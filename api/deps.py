@@ -100,7 +100,7 @@ def _basic_or_bearer_key(
 async def _admitted(
     request: Request, response: Response, key: str, challenge: dict[str, str], kind: str
 ) -> Caller:
-    services: Services = request.app.state.services
+    services = await get_services(request)
     principal = services.keys.verified(key)
     if principal is None:
         principal = await run_in_threadpool(services.keys.authenticate, key)

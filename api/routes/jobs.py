@@ -157,7 +157,8 @@ async def get_job(
     job = await run_in_threadpool(services.job_service.get, owner=caller.owner, job_id=job_id)
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
     job = await wait_until_finished(services, caller.owner, job, wait_s)
-    return await services.view_soon(job, str(request.base_url))
+    view = await services.view_soon(job, str(request.base_url))
+    return _json_response(view.model_dump_json().encode(), response)
 
 
 def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> bytes:
