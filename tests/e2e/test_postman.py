@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,16 +24,21 @@ POSTMAN = Path(__file__).parent / "postman"
 def newman() -> Path:
     """The newman binary, installed from the committed package-lock on first use."""
     binary = POSTMAN / "node_modules" / ".bin" / "newman"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            missing("npm", "install Node.js 18+ with npm to run the Postman collection")
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=POSTMAN,
-            check=True,
-            timeout=600,
-        )
+    # Every pytest-xdist worker has this session fixture: one installs, the others wait for it
+    # (two `npm ci` in one folder remove each other's files).
+    lock_path = Path(tempfile.gettempdir()) / f"txt2img-newman-{os.getuid()}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                missing("npm", "install Node.js 18+ with npm to run the Postman collection")
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=POSTMAN,
+                check=True,
+                timeout=600,
+            )
     return binary
 
 
