@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from dal.errors import JobCanceled, StoreUnavailable
 from dal.ports import JobStore
@@ -73,29 +72,19 @@ class ProgressReporter:
             # Each write also renews the claim's lease, proving this worker is alive.
             return self._store.record_progress(self._job_id, self._progress, lease_s=self._lease_s)
 
-    @contextmanager
-    def heartbeat(self, interval_s: float) -> Iterator[None]:
-        """Renew the lease every `interval_s` on a thread of its own while the block runs,
-        whatever the pipeline is doing (a long step, decoding, storing the images): a worker
-        that lives keeps its job, one that dies loses it to the sweeper within JOB_LEASE_S."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    job = self._write(self._progress)
-                except StoreUnavailable as exc:
-                    # The next beat tries again; a lease outlives one missed renewal.
-                    log.warning("job %s: could not renew its lease: %s", self._job_id, exc)
-                    continue
-                if job.status != JobStatus.RUNNING:
-                    self._left_running = True
-                    return
-
-        thread = threading.Thread(target=beat, name=f"lease-{self._job_id}", daemon=True)
-        thread.start()
+    def renew_lease(self) -> bool:
+        """A heartbeat: renew the job's lease (the `LeaseKeeper` calls it on its own thread,
+        whatever the pipeline is doing: a long step, decoding, storing the images), so a worker
+        that lives keeps its job and one that dies loses it to the sweeper within JOB_LEASE_S.
+        False once the job has left `running` (canceled, or taken back): the next step callback
+        then stops the pipeline."""
         try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+            job = self._write(self._progress)
+        except StoreUnavailable as exc:
+            # The next beat tries again; a lease outlives one missed renewal.
+            log.warning("job %s: could not renew its lease: %s", self._job_id, exc)
+            return True
+        if job.status != JobStatus.RUNNING:
+            self._left_running = True
+            return False
+        return True

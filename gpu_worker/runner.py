@@ -39,6 +39,7 @@ from dal.telemetry.metrics import (
     JOB_RUNS,
     QUEUE_WAIT_SECONDS,
 )
+from gpu_worker.lease_keeper import LeaseKeeper
 from gpu_worker.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class JobRunner:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
+        self._leases = LeaseKeeper(self._config.heartbeat_s)
 
     def run(self, job_id: str) -> RunOutcome:
         # Every queue (push, pull, Celery, inline) comes through here: name the job on every
@@ -198,7 +200,7 @@ class JobRunner:
             lease_s=self._config.lease_s,
             clock=self._monotonic,
         )
-        with reporter.heartbeat(self._config.heartbeat_s):
+        with self._leases.keep(reporter.renew_lease):
             return self._generate_store_finish(job, request, reporter)
 
     def _generate_store_finish(
