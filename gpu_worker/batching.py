@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -112,7 +112,11 @@ class BatchingGenerator:
         self._slots = threading.BoundedSemaphore(self._in_flight)
         self._may_form = threading.Event()
         self._may_form.set()
-        self._lanes: set[threading.Thread] = set()
+        # The lanes a handed-over batch runs on: kept between batches, as starting a thread per
+        # batch cost more CPU than the batcher's own work for a small job (issue 19).
+        self._lanes = ThreadPoolExecutor(
+            max_workers=self._in_flight, thread_name_prefix="batcher-lane"
+        )
         self._formed = 0  # batches formed so far: the newest one alone may release the next
         self._last_end = 0.0
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
@@ -181,8 +185,7 @@ class BatchingGenerator:
                 GenerationError("shutting_down", "the worker is stopping", retryable=True)
             )
         self._thread.join(timeout=60)
-        for lane in list(self._lanes):
-            lane.join(timeout=60)
+        self._lanes.shutdown(wait=True)
         # The batcher owns its engine: this stops the pipeline process (EngineProcess).
         self._engine.close()
 
@@ -201,23 +204,13 @@ class BatchingGenerator:
             if self._in_flight == 1:
                 self._run_in_lane(batch, self._formed)
                 continue
-            lane = threading.Thread(
-                target=self._run_in_lane,
-                args=(batch, self._formed),
-                name="batcher-lane",
-                daemon=True,
-            )
-            with self._cond:
-                self._lanes.add(lane)
-            lane.start()
+            self._lanes.submit(self._run_in_lane, batch, self._formed)
 
     def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
         try:
             self._run(batch, number)
         finally:
             self._release_next(number)
-            with self._cond:
-                self._lanes.discard(threading.current_thread())
             self._slots.release()
 
     def _release_next(self, number: int) -> None:
