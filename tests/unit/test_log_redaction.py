@@ -25,6 +25,17 @@ class TestRedaction:
             redact("Authorization: Bearer t2i_secret.Key-1") == "Authorization: Bearer [redacted]"
         )
 
+    @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+    def test_a_bearer_token_in_any_case_is_redacted_in_a_line_without_a_query(
+        self, scheme: str
+    ) -> None:
+        """The shortcut for lines without a secret must not skip a token alone on its line."""
+        assert redact(f"header: {scheme} t2i_secret") == "header: Bearer [redacted]"
+
+    def test_a_line_without_secrets_is_left_as_it_is(self) -> None:
+        line = "job 0123456789abcdef submitted: created"
+        assert redact(line) is line
+
     def test_filter_rewrites_uvicorn_style_access_records(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
