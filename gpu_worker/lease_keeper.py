@@ -36,11 +36,11 @@ class _Held:
 
 
 class LeaseKeeper:
-    def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval_s: float) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._interval_s = interval_s
-        self._clock = clock
+        self._held = 0
         self._due: list[tuple[float, int, _Held]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
@@ -52,7 +52,10 @@ class LeaseKeeper:
         after it starts), until the block ends or `renew` says there is nothing to keep."""
         held = _Held(renew)
         with self._cond:
-            heapq.heappush(self._due, (self._clock() + self._interval_s, next(self._order), held))
+            heapq.heappush(
+                self._due, (time.monotonic() + self._interval_s, next(self._order), held)
+            )
+            self._held += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
                 self._thread.start()
@@ -63,12 +66,13 @@ class LeaseKeeper:
             # A renewal already under way may still finish; none starts after this.
             with self._cond:
                 held.released = True
+                self._held -= 1
 
     @property
     def held(self) -> int:
         """Leases kept now."""
         with self._cond:
-            return sum(1 for _, _, held in self._due if not held.released)
+            return self._held
 
     def _loop(self) -> None:
         while True:
@@ -80,7 +84,7 @@ class LeaseKeeper:
             if self._renew(held):
                 with self._cond:
                     if not held.released:
-                        due = self._clock() + self._interval_s
+                        due = time.monotonic() + self._interval_s
                         heapq.heappush(self._due, (due, next(self._order), held))
 
     @staticmethod
@@ -100,7 +104,7 @@ class LeaseKeeper:
         while True:
             while self._due and self._due[0][2].released:
                 heapq.heappop(self._due)
-            now = self._clock()
+            now = time.monotonic()
             if self._due:
                 idle_since = None
                 due, _, held = self._due[0]
