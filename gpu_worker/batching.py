@@ -22,11 +22,12 @@ Per job, as if unbatched:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -85,6 +86,37 @@ class _Pending:
     traceparent: str | None = field(default_factory=current_traceparent)
 
 
+class _Lanes:
+    """Threads that run handed-over batches, started once and kept. Daemon threads, like the
+    batcher's own: a process that exits without closing its batcher is not held up by a lane
+    waiting on its engine."""
+
+    def __init__(self, count: int, run: Callable[[list[_Pending], int], None]) -> None:
+        self._run = run
+        self._work: queue.SimpleQueue[tuple[list[_Pending], int] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"batcher-lane-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, batch: list[_Pending], number: int) -> None:
+        self._work.put((batch, number))
+
+    def close(self, timeout: float) -> None:
+        """Stop the lanes once the batches handed to them have run, waiting up to `timeout`
+        seconds for each."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _serve(self) -> None:
+        while (work := self._work.get()) is not None:
+            self._run(*work)
+
+
 class BatchingGenerator:
     def __init__(
         self,
@@ -113,10 +145,10 @@ class BatchingGenerator:
         self._may_form = threading.Event()
         self._may_form.set()
         # The lanes a handed-over batch runs on: kept between batches, as starting a thread per
-        # batch cost more CPU than the batcher's own work for a small job (issue 19).
-        self._lanes = ThreadPoolExecutor(
-            max_workers=self._in_flight, thread_name_prefix="batcher-lane"
-        )
+        # batch cost more CPU than the batcher's own work for a small job (issue 19). An engine
+        # that takes one call at a time needs none: the batcher's thread runs each batch itself.
+        lanes = self._in_flight if self._in_flight > 1 else 0
+        self._lanes = _Lanes(lanes, self._run_in_lane)
         self._formed = 0  # batches formed so far: the newest one alone may release the next
         self._last_end = 0.0
         self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
@@ -185,7 +217,7 @@ class BatchingGenerator:
                 GenerationError("shutting_down", "the worker is stopping", retryable=True)
             )
         self._thread.join(timeout=60)
-        self._lanes.shutdown(wait=True)
+        self._lanes.close(timeout=60)
         # The batcher owns its engine: this stops the pipeline process (EngineProcess).
         self._engine.close()
 
@@ -204,7 +236,7 @@ class BatchingGenerator:
             if self._in_flight == 1:
                 self._run_in_lane(batch, self._formed)
                 continue
-            self._lanes.submit(self._run_in_lane, batch, self._formed)
+            self._lanes.run(batch, self._formed)
 
     def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
         try:

@@ -300,6 +300,27 @@ class TestHandOver:
             handed_over = engine.events.index(("handed over", n))
             assert engine.events.index(("last step", n - 1)) < handed_over, engine.events
 
+    def test_batches_run_on_lanes_kept_between_batches(self) -> None:
+        """No thread is started per batch: however many batches run, they run on as many
+        lanes as the engine takes calls at once, which stop when the batcher closes."""
+        engine = QueuedEngine()
+        threads_of_batches: set[threading.Thread] = set()
+        original = engine.generate_batch
+
+        def recording(requests, on_step=None):
+            threads_of_batches.add(threading.current_thread())
+            return original(requests, on_step)
+
+        engine.generate_batch = recording
+        batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
+        for i in range(6):
+            batcher.generate(request(f"p{i}"))
+        assert len(engine.batches) == 6
+        assert 1 <= len(threads_of_batches) <= QueuedEngine.max_in_flight
+        assert all(thread.name.startswith("batcher-lane") for thread in threads_of_batches)
+        batcher.close()
+        assert not any(thread.is_alive() for thread in threads_of_batches)
+
     def test_an_engine_without_a_queue_gets_one_call_at_a_time(self, engine) -> None:
         batcher = BatchingGenerator(engine, max_batch_images=2, max_wait_s=0.5)
         active = {"now": 0, "most": 0}
