@@ -278,6 +278,18 @@ class QueuedEngine(PatternGenerator):
                 self.outstanding -= 1
 
 
+class ThreadRecordingEngine(QueuedEngine):
+    """A QueuedEngine that notes the thread each batch runs on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[threading.Thread] = set()
+
+    def generate_batch(self, requests, on_step=None):
+        self.threads.add(threading.current_thread())
+        return super().generate_batch(requests, on_step)
+
+
 class TestHandOver:
     def test_the_next_batch_is_handed_over_while_the_current_one_finishes(self) -> None:
         """With an engine that queues calls, the batcher hands over the next batch once the
@@ -303,23 +315,15 @@ class TestHandOver:
     def test_batches_run_on_lanes_kept_between_batches(self) -> None:
         """No thread is started per batch: however many batches run, they run on as many
         lanes as the engine takes calls at once, which stop when the batcher closes."""
-        engine = QueuedEngine()
-        threads_of_batches: set[threading.Thread] = set()
-        original = engine.generate_batch
-
-        def recording(requests, on_step=None):
-            threads_of_batches.add(threading.current_thread())
-            return original(requests, on_step)
-
-        engine.generate_batch = recording
+        engine = ThreadRecordingEngine()
         batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
         for i in range(6):
             batcher.generate(request(f"p{i}"))
         assert len(engine.batches) == 6
-        assert 1 <= len(threads_of_batches) <= QueuedEngine.max_in_flight
-        assert all(thread.name.startswith("batcher-lane") for thread in threads_of_batches)
+        assert 1 <= len(engine.threads) <= QueuedEngine.max_in_flight
+        assert all(thread.name.startswith("batcher-lane") for thread in engine.threads)
         batcher.close()
-        assert not any(thread.is_alive() for thread in threads_of_batches)
+        assert not any(thread.is_alive() for thread in engine.threads)
 
     def test_an_engine_without_a_queue_gets_one_call_at_a_time(self, engine) -> None:
         batcher = BatchingGenerator(engine, max_batch_images=2, max_wait_s=0.5)
