@@ -481,6 +481,7 @@ def serve(conn: Connection, config: EngineConfig) -> None:
     # process stops (a "close", or the pipe closing when the parent exits).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _configure_child_logging(config)
+    _keep_progress_bars_in_process()
     if config.cpus:
         # Before torch starts its thread pool, which inherits this.
         os.sched_setaffinity(0, config.cpus)
@@ -599,6 +600,18 @@ def load_engine(config: EngineConfig) -> DiffusionEngine:
     if config.warm_up:
         engine.warm_up()
     return engine
+
+
+def _keep_progress_bars_in_process() -> None:
+    """diffusers makes a tqdm bar on every call, a disabled one included, and tqdm's first bar
+    creates a multiprocessing lock: in this spawned process, a named semaphore registered with
+    the parent's resource tracker, which reports it as leaked whenever this process is killed
+    (and starts a monitor thread besides). No bar here is shared with another process: a
+    thread lock, and no monitor."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    tqdm.monitor_interval = 0
 
 
 def _configure_child_logging(config: EngineConfig) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -118,6 +121,31 @@ def test_a_killed_child_fails_the_call_in_flight_retryably_and_is_restarted(
         assert process.restarts == 1
     finally:
         process.close()
+
+
+def test_a_killed_child_leaves_no_semaphore_behind(tiny_model_dir: Path) -> None:
+    """Killed mid-life (the OOM killer, a `kill`), the pipeline process leaves nothing for the
+    resource tracker to report as leaked when the worker exits: diffusers' progress bars would
+    otherwise have made tqdm create a named semaphore in it. A fresh interpreter, so that the
+    tracker is its own and speaks when it exits."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from dal.records import GenerationRequest
+        from gpu_worker.engine_process import EngineConfig, EngineProcess
+
+        process = EngineProcess(EngineConfig(model_path={str(tiny_model_dir)!r}, warm_up=False))
+        pid = process.start().pid
+        process.generate(GenerationRequest("a", None, 64, 64, 2, 7.5, (1,)))
+        os.kill(pid, signal.SIGKILL)
+        process.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "leaked semaphore" not in done.stderr, done.stderr[-3000:]
 
 
 def test_a_model_that_cannot_load_is_reported_not_retried(tmp_path: Path) -> None:
