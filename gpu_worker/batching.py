@@ -241,6 +241,13 @@ class BatchingGenerator:
     def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
         try:
             self._run(batch, number)
+        except Exception as exc:
+            # Outside the engine call (its own errors are handled in _run_batch): whoever still
+            # waits on this batch hears of it, and the lane goes on with the next one.
+            log.exception("batch %d: unexpected error", number)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
         finally:
             self._release_next(number)
             self._slots.release()

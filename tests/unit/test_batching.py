@@ -12,6 +12,7 @@ import pytest
 
 from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest
+from dal.telemetry import span
 from gpu_worker.batching import BatchingGenerator
 from tests.concurrent_callers import concurrently
 from tests.fakes import PatternGenerator
@@ -288,6 +289,32 @@ class ThreadRecordingEngine(QueuedEngine):
     def generate_batch(self, requests, on_step=None):
         self.threads.add(threading.current_thread())
         return super().generate_batch(requests, on_step)
+
+
+class TestAnUnexpectedError:
+    @pytest.mark.parametrize("engine_kind", [PatternGenerator, QueuedEngine])
+    def test_outside_the_engine_call_fails_its_batch_and_the_next_batch_runs(
+        self, engine_kind: type[PatternGenerator], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A surprise around the engine call (here the batch's span) answers the batch's
+        caller with it, not with a wait for ever, and the batcher (with or without lanes)
+        runs the next batch."""
+        surprises = iter([RuntimeError("tracing broke")])
+
+        def flaky_span(*args, **kwargs):
+            surprise = next(surprises, None)
+            if surprise is not None:
+                raise surprise
+            return span(*args, **kwargs)
+
+        monkeypatch.setattr("gpu_worker.batching.span", flaky_span)
+        batcher = BatchingGenerator(engine_kind(), max_batch_images=1, max_wait_s=0.0)
+        try:
+            with pytest.raises(RuntimeError, match="tracing broke"):
+                batcher.generate(request("first"))
+            assert len(batcher.generate(request("second"))) == 1
+        finally:
+            batcher.close()
 
 
 class TestHandOver:
