@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ Renew = Callable[[], bool]
 @dataclass
 class _Held:
     renew: Renew
-    released: bool = field(default=False)
+    released: bool = False
 
 
 class LeaseKeeper:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,10 +18,10 @@ def lease_keeper_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "lease-keeper"]
 
 
-def wait_until(condition: object, timeout_s: float = 5.0) -> bool:
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return True
         time.sleep(0.01)
     return False
