@@ -81,7 +81,7 @@ async def submit(
 ) -> Submitted:
     """Record and queue a job of `principal` (or find the one an idempotent retry or an
     identical seeded request already made)."""
-    submitted = await run_in_threadpool(
+    submitted = await services.submit_lane.run(
         services.job_service.submit,
         owner=principal.owner,
         request=request,

@@ -20,6 +20,7 @@ from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
+from api.submit_lane import SubmitLane
 from dal.core import Core, OnCore, build_core
 from dal.dispatcher import Dispatcher
 from dal.errors import UnsupportedAdapter
@@ -65,6 +66,8 @@ class Services(OnCore):
     # The model, where this process runs jobs (the inline queue); None where workers do.
     generator: ImageGenerator | None = None
     job_waits: JobWaits = field(default_factory=JobWaits)
+    # Where submits record and queue their jobs, off the event loop.
+    submit_lane: SubmitLane = field(default_factory=lambda: SubmitLane(own_thread=False))
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     @property
@@ -187,6 +190,8 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         failpoints=Failpoints.from_spec(settings.failpoints),
         enqueued_on_create=settings.job_queue == "inline",
     )
+    submit_lane = SubmitLane(own_thread=settings.submits_stay_in_process)
+    core.closers.append(submit_lane.close)
     checks: dict[str, Callable[[], None]] = {
         "job_store": core.jobs.ping,
         "blob_store": core.blobs.ping,
@@ -216,6 +221,7 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         webhook_urls=url_policy(settings),
         generator=generator,
         job_waits=job_waits,
+        submit_lane=submit_lane,
         readiness_checks=checks,
     )
 

@@ -518,6 +518,18 @@ class Settings(BaseSettings):
         return self.job_heartbeat_s or self.job_lease_s / 3
 
     @property
+    def submits_stay_in_process(self) -> bool:
+        """Whether a submit touches nothing but this process and a local file: a SQLite or
+        in-memory job store, an in-process queue and request cache (the embedded profile).
+        Its work is then CPU alone, behind one writer (api/submit_lane.py)."""
+        one_writer = self.job_store == "memory" or (
+            self.job_store == "sql" and self.resolved_database_url.startswith("sqlite")
+        )
+        return (
+            one_writer and self.job_queue in ("inline", "memory") and self.request_cache == "memory"
+        )
+
+    @property
     def resolved_dispatch_capacity(self) -> int:
         if self.dispatch_capacity is not None:
             return self.dispatch_capacity

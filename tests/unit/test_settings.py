@@ -53,6 +53,26 @@ class TestProfiles:
         s = Settings(app_env="test")
         assert {s.job_store, s.blob_store, s.job_queue, s.rate_limiter} == {"memory"}
 
+    @pytest.mark.parametrize(
+        ("overrides", "in_process"),
+        [
+            ({}, True),  # the embedded profile: SQLite, the inline queue, a memory cache
+            ({"app_env": "test"}, True),
+            ({"job_queue": "memory"}, True),  # the serving bench's Cloud Run stand-in
+            ({"database_url": "postgresql+psycopg://db/txt2img"}, False),
+            ({"job_queue": "celery"}, False),
+            ({"request_cache": "redis"}, False),
+            ({"app_env": "selfhosted"}, False),
+            ({"job_store": "firestore"}, False),
+        ],
+    )
+    def test_submits_stay_in_process_only_where_nothing_they_touch_is_remote(
+        self, overrides: dict[str, Any], in_process: bool
+    ) -> None:
+        """Where a submit waits on a network (a database, a broker, Redis), many run at once
+        on the threadpool; only the all-local profiles take them on one thread."""
+        assert Settings(**overrides).submits_stay_in_process is in_process
+
     def test_each_choice_has_its_own_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A variable overrides just its own choice in the profile."""
         monkeypatch.setenv("APP_ENV", "test")
