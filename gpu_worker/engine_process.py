@@ -18,9 +18,10 @@ The protocol over one duplex pipe (pickled tuples):
 
 Calls run one after the other in the child; up to two may be outstanding (`max_in_flight`), so
 the next batch waits in the child while the current one finishes, and the parent encodes one
-batch's PNGs while the child runs the next. Step events stream back while the child goes on:
-the parent's step callback (progress, cancel) runs in the parent, and if it raises, the parent
-sends "stop", which the child sees at its next step. A child that dies (killed for memory, a
+batch's PNGs while the child runs the next. Step events stream back while the child goes on,
+at most one every `STEP_REPORT_INTERVAL_S` and the last step always: the parent's step
+callback (progress, cancel) runs in the parent, and if it raises, the parent sends "stop",
+which the child sees at its next step, reported or not. A child that dies (killed for memory, a
 crashed driver) fails the calls in flight with a retryable error and is started again for the
 next one.
 
@@ -64,6 +65,12 @@ _START_TIMEOUT_S = 900.0  # loading a large model from a mounted bucket can take
 # (a poisoned job, the OOM killer) is survived by starting another child.
 _CRASH_LIMIT = 3
 _CRASH_WINDOW_S = 300.0
+# Each step event wakes two threads of the serving process (the pipe's reader, then the call's
+# lane), about 0.1 ms of its CPU, while what it drives acts at most every 0.25 s (the cancel
+# check) and 0.5 s (the progress write, gpu_worker/progress.py). A step at least this long after
+# the last one reported is reported; the last step always is (the batcher forms the next batch
+# on it). A fast GPU's 20 ms steps then cost one event in five.
+STEP_REPORT_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -527,7 +534,10 @@ def _run_call(
     requests: list[GenerationRequest],
     backlog: deque[tuple[Any, ...]],
 ) -> None:
+    last_report = time.monotonic()
+
     def on_step(done: int, total: int) -> None:
+        nonlocal last_report
         # Between steps: take in what the parent sent meanwhile.
         while conn.poll():
             message = conn.recv()
@@ -538,6 +548,10 @@ def _run_call(
                 raise _Stopped
             elif message[0] == "stop" and message[1] == call:
                 raise _Stopped
+        now = time.monotonic()
+        if done < total and now - last_report < STEP_REPORT_INTERVAL_S:
+            return
+        last_report = now
         conn.send(("step", call, done, total))
 
     try:
