@@ -5,8 +5,8 @@ store, an in-process queue and request cache: the embedded profile), its work is
 under the GIL and behind SQLite's one writer (`dal.sql.engine.write_lock`). On the shared
 threadpool, 32 submits at once take 32 threads that only queue on that lock and hand the GIL
 around, a context switch at every hand-over. One thread of their own takes them in turn
-instead, without sleeping between them while more wait: about 15 % more submits per second
-with 32 in flight on two cores (docs/performance.md, issue 19).
+instead, without sleeping between them while more wait: 7-14 % more submits per second with
+32 in flight on two cores, in three interleaved rounds (docs/performance.md, issue 19).
 
 Elsewhere a submit waits on the network (PostgreSQL, Firestore, Redis, a broker's publish),
 and many at once is what keeps the rate up: those run on the shared threadpool, as every
