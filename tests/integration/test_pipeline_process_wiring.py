@@ -27,6 +27,20 @@ images = generator.generate(GenerationRequest("a fox", None, 64, 64, 2, 1.0, (1,
 child = getattr(generator.engine, "pid", None)  # None: the engine is in this process
 late = threading.Thread(target=lambda: None)  # a thread started after pinning
 late.start(); late.join()
+
+
+def cpus_of_live_threads():
+    # join() returns before the OS thread is quite gone: a task listed here may vanish
+    # before its affinity is read, and a gone thread runs nowhere.
+    cpus = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            cpus.update(os.sched_getaffinity(int(task)))
+        except ProcessLookupError:
+            continue
+    return sorted(cpus)
+
+
 print(json.dumps({
     "images": len(images),
     "torch_imported": "torch" in sys.modules,
@@ -34,11 +48,7 @@ print(json.dumps({
     "engine": type(generator.engine).__name__,
     "child_cpus": sorted(os.sched_getaffinity(child)) if child else None,
     "serving_cpus": sorted(os.sched_getaffinity(0)),
-    "other_threads_cpus": sorted({
-        cpu
-        for task in os.listdir("/proc/self/task")
-        for cpu in os.sched_getaffinity(int(task))
-    }),
+    "other_threads_cpus": cpus_of_live_threads(),
 }))
 generator.close()
 """
