@@ -89,7 +89,7 @@ class _Pending:
 class _Lanes:
     """Threads that run handed-over batches, started once and kept. Daemon threads, like the
     batcher's own: a process that exits without closing its batcher is not held up by a lane
-    waiting on its engine."""
+    waiting on its engine. With none, a batch runs on the thread that hands it over."""
 
     def __init__(self, count: int, run: Callable[[list[_Pending], int], None]) -> None:
         self._run = run
@@ -102,6 +102,9 @@ class _Lanes:
             thread.start()
 
     def run(self, batch: list[_Pending], number: int) -> None:
+        if not self._threads:
+            self._run(batch, number)
+            return
         self._work.put((batch, number))
 
     def close(self, timeout: float) -> None:
@@ -233,9 +236,6 @@ class BatchingGenerator:
             with self._cond:
                 self._formed += 1
                 self._may_form.clear()
-            if self._in_flight == 1:
-                self._run_in_lane(batch, self._formed)
-                continue
             self._lanes.run(batch, self._formed)
 
     def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
