@@ -59,7 +59,12 @@ class LeaseKeeper:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif self._due[0][2] is held:
+                # The keeper sleeps until the lease due first; only a lease due before that one
+                # changes when it must wake. Every lease has the same interval, so a new one
+                # is due last unless none other is held: a busy worker claims without waking
+                # the keeper at every job (issue 19).
+                self._cond.notify()
         try:
             yield
         finally:

@@ -93,6 +93,24 @@ def test_the_thread_stops_once_idle_for_an_interval_and_comes_back_when_needed()
         assert again.renewed.wait(2)
 
 
+def test_a_lease_taken_while_the_keeper_sleeps_is_renewed_one_interval_later() -> None:
+    """The keeper is not woken for a lease due after the one it sleeps until (issue 19):
+    that lease is still renewed on time, whether the keeper sleeps on a lease already let
+    go or on nothing at all."""
+    interval_s = 0.2
+    keeper = LeaseKeeper(interval_s)
+    with keeper.keep(Counter()):
+        pass  # the keeper now sleeps until this released lease falls due
+    for _ in range(2):  # then again, once that one has gone and it sleeps idle
+        time.sleep(interval_s / 4)
+        late = Counter()
+        taken = time.monotonic()
+        with keeper.keep(late):
+            assert late.renewed.wait(2)
+            waited = time.monotonic() - taken
+        assert interval_s * 0.9 <= waited < interval_s * 3
+
+
 def test_a_renewal_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         LeaseKeeper(0)
