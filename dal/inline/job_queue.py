@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import cast
 
 from dal.errors import QueueUnavailable
 from dal.records import Job
@@ -12,7 +11,15 @@ from dal.trace_context import current_traceparent, set_traceparent
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+_Item = tuple[str, str | None]  # a job id, and the trace of the request that submitted it
+
+
+class _Worker:
+    """A worker thread's slot: where a job is handed to it while it waits idle."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.handed: _Item | None = None
+        self.wake = threading.Condition(lock)
 
 
 class InlineJobQueue:
@@ -20,6 +27,12 @@ class InlineJobQueue:
 
     `run_job` gets a job id and must never raise for a job's own failure: it records the outcome
     on the job. An exception escaping it is logged and the thread goes on with the next job.
+
+    Jobs are taken in the order they were enqueued. Idle workers take them in the opposite
+    order: the worker that went idle last runs the next job. A queue.Queue would wake the
+    worker idle longest, so a lone client's jobs would visit every thread in turn, each with
+    its stack and its objects gone cold since its last job; this way one warm thread serves
+    them all, and the others only wake when jobs overlap (issue 19).
     """
 
     def __init__(
@@ -28,16 +41,19 @@ class InlineJobQueue:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._run_job = run_job
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._lock = threading.Lock()
+        self._waiting: deque[_Item] = deque()
+        self._idle_workers: list[_Worker] = []  # a stack: the last to go idle is handed first
         self._threads = [
-            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            threading.Thread(
+                target=self._loop, args=(_Worker(self._lock),), name=f"{name}-{i}", daemon=True
+            )
             for i in range(workers)
         ]
         self._started = False
         self._closed = False
         self._busy = 0
-        self._busy_lock = threading.Lock()
-        self._idle = threading.Condition(self._busy_lock)
+        self._idle = threading.Condition(self._lock)
 
     def start(self) -> None:
         if not self._started:
@@ -49,18 +65,23 @@ class InlineJobQueue:
         self.enqueue_id(job.id)
 
     def enqueue_id(self, job_id: str) -> None:
-        # Under the lock, so close() cannot slip its stop markers in ahead of this job.
-        with self._busy_lock:
+        # With the trace of the request that submitted it, as a message attribute would.
+        item = (job_id, current_traceparent())
+        with self._lock:
             if self._closed:
                 raise QueueUnavailable("the inline queue is shut down")
             self._busy += 1
-            # With the trace of the request that submitted it, as a message attribute would.
-            self._queue.put((job_id, current_traceparent()))
+            if self._idle_workers:
+                worker = self._idle_workers.pop()
+                worker.handed = item
+                worker.wake.notify()
+            else:
+                self._waiting.append(item)
 
     @property
     def depth(self) -> int:
         """Jobs enqueued and not finished yet (waiting or running)."""
-        with self._busy_lock:
+        with self._lock:
             return self._busy
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -71,25 +92,26 @@ class InlineJobQueue:
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking jobs; let running ones finish for up to `timeout` seconds. Jobs still
         waiting stay `queued` in the job store and are picked up again at the next start."""
-        with self._busy_lock:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for _ in self._threads:
-                self._queue.put(_STOP)
+            self._busy -= len(self._waiting)
+            self._waiting.clear()
+            for worker in self._idle_workers:
+                worker.wake.notify()
+            self._idle_workers.clear()
+            self._idle.notify_all()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, worker: _Worker) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            item = self._next(worker)
+            if item is None:
                 return
-            job_id, traceparent = cast(tuple[str, str | None], item)
-            if self._closed:
-                self._done()
-                continue
+            job_id, traceparent = item
             set_traceparent(traceparent)
             try:
                 self._run_job(job_id)
@@ -98,7 +120,20 @@ class InlineJobQueue:
             finally:
                 self._done()
 
+    def _next(self, worker: _Worker) -> _Item | None:
+        """The next job for `worker`, waiting idle until there is one; None once the queue is
+        closed. A job handed over before the close counts as started, and runs."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._waiting:
+                return self._waiting.popleft()
+            self._idle_workers.append(worker)
+            worker.wake.wait_for(lambda: worker.handed is not None or self._closed)
+            item, worker.handed = worker.handed, None
+            return item
+
     def _done(self) -> None:
-        with self._idle:
+        with self._lock:
             self._busy -= 1
             self._idle.notify_all()

@@ -160,3 +160,16 @@ def test_workers_must_be_at_least_one(recorder: Recorder) -> None:
     """A queue without workers could never run anything, so it is refused."""
     with pytest.raises(ValueError):
         InlineJobQueue(recorder, workers=0)
+
+
+def test_one_job_at_a_time_keeps_to_the_worker_that_went_idle_last(
+    make_queue: QueueFactory, recorder: Recorder
+) -> None:
+    """Jobs that never overlap stay on the warm worker instead of visiting every thread in
+    turn. At most two: the next job may arrive before the last one's worker is idle again."""
+    queue = make_queue(recorder, workers=8)
+    for i in range(20):
+        queue.enqueue_id(f"job-{i}")
+        assert queue.wait_idle(timeout=WAIT_S)
+    assert recorder.ran == [f"job-{i}" for i in range(20)]
+    assert len(recorder.threads) <= 2
