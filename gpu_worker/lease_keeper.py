@@ -45,6 +45,8 @@ class LeaseKeeper:
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        # When the keeper wakes next by itself (monotonic; None: it is not asleep).
+        self._wakes_at: float | None = None
 
     @contextmanager
     def keep(self, renew: Renew) -> Iterator[None]:
@@ -52,18 +54,16 @@ class LeaseKeeper:
         after it starts), until the block ends or `renew` says there is nothing to keep."""
         held = _Held(renew)
         with self._cond:
-            heapq.heappush(
-                self._due, (time.monotonic() + self._interval_s, next(self._order), held)
-            )
+            due = time.monotonic() + self._interval_s
+            heapq.heappush(self._due, (due, next(self._order), held))
             self._held += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
                 self._thread.start()
-            elif self._due[0][2] is held:
-                # The keeper sleeps until the lease due first; only a lease due before that one
-                # changes when it must wake. Every lease has the same interval, so a new one
-                # is due last unless none other is held: a busy worker claims without waking
-                # the keeper at every job (issue 19).
+            elif self._wakes_at is not None and due < self._wakes_at:
+                # Only a lease due before the keeper wakes by itself needs it woken. Every
+                # lease has the same interval, so that never happens: a worker claims its jobs
+                # without waking the keeper at every one (issue 19).
                 self._cond.notify()
         try:
             yield
@@ -72,6 +72,10 @@ class LeaseKeeper:
             with self._cond:
                 held.released = True
                 self._held -= 1
+                # Let go of the job's reporter now, not when its lease would have fallen due:
+                # with one job at a time its lease is the first due, so the heap stays as
+                # small as the leases held.
+                self._drop_released()
 
     @property
     def held(self) -> int:
@@ -107,8 +111,7 @@ class LeaseKeeper:
         Called with the lock held."""
         idle_since: float | None = None
         while True:
-            while self._due and self._due[0][2].released:
-                heapq.heappop(self._due)
+            self._drop_released()
             now = time.monotonic()
             if self._due:
                 idle_since = None
@@ -116,10 +119,23 @@ class LeaseKeeper:
                 if due <= now:
                     heapq.heappop(self._due)
                     return held
-                self._cond.wait(due - now)
+                self._sleep_until(due)
                 continue
             if idle_since is None:
                 idle_since = now
             elif now - idle_since >= self._interval_s:
                 return None
-            self._cond.wait(self._interval_s - (now - idle_since))
+            self._sleep_until(idle_since + self._interval_s)
+
+    def _sleep_until(self, wake_at: float) -> None:
+        """Wait for `wake_at` or a notify. Called with the lock held."""
+        self._wakes_at = wake_at
+        try:
+            self._cond.wait(max(0.0, wake_at - time.monotonic()))
+        finally:
+            self._wakes_at = None
+
+    def _drop_released(self) -> None:
+        """Pop the released leases at the front of the heap. Called with the lock held."""
+        while self._due and self._due[0][2].released:
+            heapq.heappop(self._due)
