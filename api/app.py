@@ -19,6 +19,7 @@ from api.trace_middleware import TraceContextMiddleware
 from api.wiring import Services, build_services
 from dal.ports import ImageGenerator
 from dal.settings import Settings
+from dal.startup_heap import startup_objects_frozen
 from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 
 DESCRIPTION = """
@@ -75,8 +76,9 @@ def create_app(
         built = await run_in_threadpool(build_services, settings, generator=generator)
         app.state.services = built
         try:
-            async with outbox_sweeping(built):
-                yield
+            with startup_objects_frozen():
+                async with outbox_sweeping(built):
+                    yield
         finally:
             await run_in_threadpool(built.close)
 

@@ -16,6 +16,7 @@ from dal.health import run_checks
 from dal.ports import ImageGenerator
 from dal.pubsub.message import JobMessage
 from dal.settings import Settings
+from dal.startup_heap import startup_objects_frozen
 from dal.telemetry import METRICS_CONTENT_TYPE, job_context, metrics_text, scrape_allowed
 from dal.telemetry.http_middleware import RequestTelemetryMiddleware
 from dal.trace_context import set_traceparent
@@ -50,7 +51,8 @@ def create_worker_app(
         app.state.services = built
         puller = _start_pull_worker(built) if pull else None
         try:
-            yield
+            with startup_objects_frozen():
+                yield
         finally:
             if puller is not None:
                 await run_in_threadpool(puller.stop)
