@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dal.records import Job
 
@@ -28,8 +28,13 @@ class Wake:
 @dataclass(eq=False)
 class _Waiter:
     loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: Job | None = None
+    # Resolved on the waiter's loop: its Wake, or None once its wait is over.
+    woken: asyncio.Future[Wake | None]
+
+
+def _resolve(woken: asyncio.Future[Wake | None], wake: Wake | None) -> None:
+    if not woken.done():  # the other of wake and timeout came first, or the request left
+        woken.set_result(wake)
 
 
 class JobWaits:
@@ -42,22 +47,24 @@ class JobWaits:
         caller has it; safe to call from any thread."""
         with self._lock:
             waiters = self._waiters.pop(job_id, [])
+        wake = Wake(ended)
         for waiter in waiters:
-            waiter.ended = ended
             if not waiter.loop.is_closed():
-                waiter.loop.call_soon_threadsafe(waiter.event.set)
+                waiter.loop.call_soon_threadsafe(_resolve, waiter.woken, wake)
 
     async def wait(self, job_id: str, seconds: float) -> Wake | None:
         """Until `notify(job_id)` (its Wake) or the timeout (None)."""
-        entry = _Waiter(asyncio.get_running_loop())
+        # A future and a timer, not asyncio.wait_for on an Event: that wraps the wait in a
+        # task of its own, a cost every long poll paid (issue 19).
+        loop = asyncio.get_running_loop()
+        entry = _Waiter(loop, loop.create_future())
         with self._lock:
             self._waiters[job_id].append(entry)
+        timer = loop.call_later(seconds, _resolve, entry.woken, None)
         try:
-            await asyncio.wait_for(entry.event.wait(), seconds)
-            return Wake(entry.ended)
-        except TimeoutError:
-            return None
+            return await entry.woken
         finally:
+            timer.cancel()
             with self._lock:
                 remaining = self._waiters.get(job_id)
                 if remaining and entry in remaining:

@@ -68,3 +68,28 @@ def test_a_notice_for_another_job_does_not_wake() -> None:
         return await waiting
 
     assert asyncio.run(other()) is None
+
+
+def test_a_request_that_leaves_mid_wait_is_forgotten_and_a_later_notice_is_harmless() -> None:
+    async def leave() -> Wake | None:
+        waits = JobWaits()
+        waiting = asyncio.create_task(waits.wait("job-1", 5))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        waits.notify("job-1", ended_job("job-1"))  # nobody left to wake
+        await asyncio.sleep(0)
+        return await waits.wait("job-1", 0.01)  # a new wait starts clean
+
+    assert asyncio.run(leave()) is None
+
+
+def test_a_notice_and_the_timeout_together_answer_once_without_error() -> None:
+    async def both() -> Wake | None:
+        waits = JobWaits()
+        waiting = asyncio.create_task(waits.wait("job-1", 0))
+        await asyncio.sleep(0)
+        waits.notify("job-1", ended_job("job-1"))
+        return await waiting
+
+    assert asyncio.run(both()) in (None, Wake(ended_job("job-1")))
