@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -20,10 +21,11 @@ class FilesystemBlobStore:
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         path = self._path(key)
+        folder, name = os.path.split(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             # Write then rename: a reader never sees half an image, even if we crash mid-write.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(name)[1])
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -40,7 +42,8 @@ class FilesystemBlobStore:
     def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
-            return path.read_bytes()
+            with open(path, "rb") as fh:
+                return fh.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise BlobNotFound(key) from None
         except OSError as exc:
@@ -48,10 +51,10 @@ class FilesystemBlobStore:
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+            os.unlink(self._path(key))
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def signed_url(self, key: str, *, expires_in: timedelta) -> SignedUrl:
         return self._signer.sign(key, expires_in=expires_in)
@@ -64,10 +67,20 @@ class FilesystemBlobStore:
         if not os.access(self._root, os.W_OK):
             raise StoreUnavailable(f"blob root {self._root} is not writable")
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
+        """Where `key` lives. validate_blob_key already forbids '..' and absolute keys, so
+        only a symlink below the root could lead elsewhere: none is followed. The root was
+        resolved once; each of the key's own components is checked with one lstat (resolving
+        the whole path stats every component from / on every call, three times the CPU of a
+        small read, issue 19). Components that do not exist yet are for a put to create."""
         validate_blob_key(key)
-        path = (self._root / key).resolve()
-        # validate_blob_key already forbids '..'; this also defeats symlinks pointing outside.
-        if not path.is_relative_to(self._root):
-            raise ValueError(f"invalid blob key {key!r}")
-        return path
+        path = str(self._root)
+        for part in key.split("/"):
+            path = f"{path}/{part}"
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:  # missing (a put creates it), or unreadable: the I/O then says why
+                break
+            if stat.S_ISLNK(mode):
+                raise ValueError(f"invalid blob key {key!r}: it goes through a symlink")
+        return f"{self._root}/{key}"

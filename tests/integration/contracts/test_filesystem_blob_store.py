@@ -51,6 +51,24 @@ class TestFilesystemBlobStore(BlobStoreContract, HmacSignedUrlContract):
         assert (outside / "secret.png").read_bytes() == b"secret"
         assert sorted(p.name for p in outside.iterdir()) == ["secret.png"]
 
+    def test_a_symlink_at_any_depth_below_the_root_is_not_followed(
+        self, store: FilesystemBlobStore, root: Path, tmp_path: Path
+    ) -> None:
+        """Each of a key's folders is checked, not only the first and the file: a job's folder
+        made a link to elsewhere is refused, for reads and writes alike."""
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (outside / "0.png").write_bytes(b"not a blob")
+        store.put("images/owner/job-1/0.png", b"pixels", content_type="image/png")
+        (root / "images" / "owner" / "job-2").symlink_to(outside, target_is_directory=True)
+
+        with pytest.raises(ValueError):
+            store.get("images/owner/job-2/0.png")
+        with pytest.raises(ValueError):
+            store.put("images/owner/job-2/1.png", b"pixels", content_type="image/png")
+        assert sorted(p.name for p in outside.iterdir()) == ["0.png"]
+        assert store.get("images/owner/job-1/0.png") == b"pixels"
+
     def test_successful_put_leaves_no_temporary_files(
         self, store: FilesystemBlobStore, root: Path
     ) -> None:
