@@ -45,8 +45,6 @@ class LeaseKeeper:
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        # When the keeper wakes next by itself (monotonic; None: it is not asleep).
-        self._wakes_at: float | None = None
 
     @contextmanager
     def keep(self, renew: Renew) -> Iterator[None]:
@@ -54,17 +52,16 @@ class LeaseKeeper:
         after it starts), until the block ends or `renew` says there is nothing to keep."""
         held = _Held(renew)
         with self._cond:
-            due = time.monotonic() + self._interval_s
-            heapq.heappush(self._due, (due, next(self._order), held))
+            heapq.heappush(
+                self._due, (time.monotonic() + self._interval_s, next(self._order), held)
+            )
             self._held += 1
+            # The keeper is not woken (issue 19): it never sleeps past one interval from when
+            # it went to sleep (the lease due first, or the end of its idle wait), and this
+            # lease is due a whole interval from now, so it wakes in time for it anyway.
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
                 self._thread.start()
-            elif self._wakes_at is not None and due < self._wakes_at:
-                # Only a lease due before the keeper wakes by itself needs it woken. Every
-                # lease has the same interval, so that never happens: a worker claims its jobs
-                # without waking the keeper at every one (issue 19).
-                self._cond.notify()
         try:
             yield
         finally:
@@ -119,21 +116,13 @@ class LeaseKeeper:
                 if due <= now:
                     heapq.heappop(self._due)
                     return held
-                self._sleep_until(due)
+                self._cond.wait(due - now)
                 continue
             if idle_since is None:
                 idle_since = now
             elif now - idle_since >= self._interval_s:
                 return None
-            self._sleep_until(idle_since + self._interval_s)
-
-    def _sleep_until(self, wake_at: float) -> None:
-        """Wait for `wake_at` or a notify. Called with the lock held."""
-        self._wakes_at = wake_at
-        try:
-            self._cond.wait(max(0.0, wake_at - time.monotonic()))
-        finally:
-            self._wakes_at = None
+            self._cond.wait(self._interval_s - (now - idle_since))
 
     def _drop_released(self) -> None:
         """Pop the released leases at the front of the heap. Called with the lock held."""

@@ -100,7 +100,7 @@ def test_a_lease_taken_while_the_keeper_sleeps_is_renewed_one_interval_later() -
     interval_s = 0.2
     keeper = LeaseKeeper(interval_s)
     with keeper.keep(Counter()):
-        pass  # the keeper now sleeps until this released lease falls due
+        pass  # the keeper now sleeps until this released lease would have fallen due
     for _ in range(2):  # then again, once that one has gone and it sleeps idle
         time.sleep(interval_s / 4)
         late = Counter()
