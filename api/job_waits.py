@@ -25,14 +25,11 @@ class Wake:
     ended: Job | None
 
 
-@dataclass(eq=False)
-class _Waiter:
-    loop: asyncio.AbstractEventLoop
-    # Resolved on the waiter's loop: its Wake, or None once its wait is over.
-    woken: asyncio.Future[Wake | None]
+# A waiting request's answer, resolved on its own loop: its Wake, or None once its wait is over.
+_Woken = asyncio.Future[Wake | None]
 
 
-def _resolve(woken: asyncio.Future[Wake | None], wake: Wake | None) -> None:
+def _resolve(woken: _Woken, wake: Wake | None) -> None:
     if not woken.done():  # the other of wake and timeout came first, or the request left
         woken.set_result(wake)
 
@@ -40,7 +37,7 @@ def _resolve(woken: asyncio.Future[Wake | None], wake: Wake | None) -> None:
 class JobWaits:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[_Waiter]] = defaultdict(list)
+        self._waiters: dict[str, list[_Woken]] = defaultdict(list)
 
     def notify(self, job_id: str, ended: Job | None = None) -> None:
         """Wake every request waiting on this job, handing them its `ended` record where the
@@ -48,21 +45,22 @@ class JobWaits:
         with self._lock:
             waiters = self._waiters.pop(job_id, [])
         wake = Wake(ended)
-        for waiter in waiters:
-            if not waiter.loop.is_closed():
-                waiter.loop.call_soon_threadsafe(_resolve, waiter.woken, wake)
+        for woken in waiters:
+            loop = woken.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, woken, wake)
 
     async def wait(self, job_id: str, seconds: float) -> Wake | None:
         """Until `notify(job_id)` (its Wake) or the timeout (None)."""
         # A future and a timer, not asyncio.wait_for on an Event: that wraps the wait in a
         # task of its own, a cost every long poll paid (issue 19).
         loop = asyncio.get_running_loop()
-        entry = _Waiter(loop, loop.create_future())
+        entry: _Woken = loop.create_future()
         with self._lock:
             self._waiters[job_id].append(entry)
-        timer = loop.call_later(seconds, _resolve, entry.woken, None)
+        timer = loop.call_later(seconds, _resolve, entry, None)
         try:
-            return await entry.woken
+            return await entry
         finally:
             timer.cancel()
             with self._lock:

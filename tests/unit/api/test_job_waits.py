@@ -33,8 +33,10 @@ def ended_job(job_id: str) -> Job:
     )
 
 
-async def wait_then(waits: JobWaits, job_id: str, notice: object) -> Wake | None:
-    waiting = asyncio.create_task(waits.wait(job_id, 5))
+async def wait_then(
+    waits: JobWaits, job_id: str, notice: object, seconds: float = 5
+) -> Wake | None:
+    waiting = asyncio.create_task(waits.wait(job_id, seconds))
     await asyncio.sleep(0)  # registered
     if isinstance(notice, Job):
         waits.notify(job_id, notice)
@@ -85,11 +87,5 @@ def test_a_request_that_leaves_mid_wait_is_forgotten_and_a_later_notice_is_harml
 
 
 def test_a_notice_and_the_timeout_together_answer_once_without_error() -> None:
-    async def both() -> Wake | None:
-        waits = JobWaits()
-        waiting = asyncio.create_task(waits.wait("job-1", 0))
-        await asyncio.sleep(0)
-        waits.notify("job-1", ended_job("job-1"))
-        return await waiting
-
-    assert asyncio.run(both()) in (None, Wake(ended_job("job-1")))
+    job = ended_job("job-1")
+    assert asyncio.run(wait_then(JobWaits(), "job-1", job, seconds=0)) in (None, Wake(job))
