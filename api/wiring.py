@@ -15,12 +15,12 @@ from typing import Literal
 from starlette.concurrency import run_in_threadpool
 
 from api.api_keys import ApiKeyService
+from api.call_lane import CallLane
 from api.job_recovery import JobRecovery, build_recovery
 from api.job_service import GenerationDefaults, JobService
 from api.job_waits import JobWaits
 from api.outbox_sweeper import OutboxSweeper
 from api.quotas import QuotaLimits
-from api.submit_lane import SubmitLane
 from dal.core import Core, OnCore, build_core
 from dal.dispatcher import Dispatcher
 from dal.errors import UnsupportedAdapter
@@ -66,8 +66,10 @@ class Services(OnCore):
     # The model, where this process runs jobs (the inline queue); None where workers do.
     generator: ImageGenerator | None = None
     job_waits: JobWaits = field(default_factory=JobWaits)
-    # Where submits record and queue their jobs, off the event loop.
-    submit_lane: SubmitLane = field(default_factory=lambda: SubmitLane(own_thread=False))
+    # Where submits record and queue their jobs, and where one job is read and rendered: the
+    # event loop when that stays in process, else the threadpool.
+    submit_lane: CallLane = field(default_factory=lambda: CallLane(on_loop=False))
+    read_lane: CallLane = field(default_factory=lambda: CallLane(on_loop=False))
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     @property
@@ -190,8 +192,6 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         failpoints=Failpoints.from_spec(settings.failpoints),
         enqueued_on_create=settings.job_queue == "inline",
     )
-    submit_lane = SubmitLane(own_thread=settings.submits_stay_in_process)
-    core.closers.append(submit_lane.close)
     checks: dict[str, Callable[[], None]] = {
         "job_store": core.jobs.ping,
         "blob_store": core.blobs.ping,
@@ -221,7 +221,8 @@ def _build_services(core: Core, generator: ImageGenerator | None) -> Services:
         webhook_urls=url_policy(settings),
         generator=generator,
         job_waits=job_waits,
-        submit_lane=submit_lane,
+        submit_lane=CallLane(on_loop=settings.submits_stay_in_process),
+        read_lane=CallLane(on_loop=settings.job_reads_stay_in_process),
         readiness_checks=checks,
     )
 

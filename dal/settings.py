@@ -518,15 +518,33 @@ class Settings(BaseSettings):
         return self.job_heartbeat_s or self.job_lease_s / 3
 
     @property
+    def job_store_in_process(self) -> bool:
+        """Whether the job store is this process's memory or a local SQLite file."""
+        return self.job_store == "memory" or (
+            self.job_store == "sql" and self.resolved_database_url.startswith("sqlite")
+        )
+
+    @property
     def submits_stay_in_process(self) -> bool:
         """Whether a submit touches nothing but this process and a local file: a SQLite or
         in-memory job store, an in-process queue and request cache (the embedded profile).
-        Its work is then CPU alone, behind one writer (api/submit_lane.py)."""
-        one_writer = self.job_store == "memory" or (
-            self.job_store == "sql" and self.resolved_database_url.startswith("sqlite")
-        )
+        Its work is then CPU alone, behind one writer (api/call_lane.py)."""
         return (
-            one_writer and self.job_queue in ("inline", "memory") and self.request_cache == "memory"
+            self.job_store_in_process
+            and self.job_queue in ("inline", "memory")
+            and self.request_cache == "memory"
+        )
+
+    @property
+    def job_reads_stay_in_process(self) -> bool:
+        """Whether reading one job and rendering it touches nothing but this process and a
+        local file: a SQLite or in-memory job store, image URLs this process signs (filesystem
+        or memory blobs) and a line held in memory for a queued job's place
+        (api/call_lane.py)."""
+        return (
+            self.job_store_in_process
+            and self.blob_store in ("filesystem", "memory")
+            and self.request_cache == "memory"
         )
 
     @property

@@ -148,13 +148,14 @@ async def get_job(
     services = caller.services
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is None:
-        # The common poll: one threadpool hop reads and renders the job, and its JSON goes out
-        # as rendered (JobOut is validated once, by the renderer, not again on the way out).
-        body = await run_in_threadpool(
+        # The common poll: one call reads and renders the job (on the loop where that stays in
+        # process, else one threadpool hop), and its JSON goes out as rendered (JobOut is
+        # validated once, by the renderer, not again on the way out).
+        body = await services.read_lane.run(
             _rendered, services, caller.owner, job_id, str(request.base_url)
         )
         return _json_response(body, response)
-    job = await run_in_threadpool(services.job_service.get, owner=caller.owner, job_id=job_id)
+    job = await services.read_lane.run(services.job_service.get, owner=caller.owner, job_id=job_id)
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
     job = await wait_until_finished(services, caller.owner, job, wait_s)
     view = await services.view_soon(job, str(request.base_url))

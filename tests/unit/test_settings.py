@@ -70,8 +70,27 @@ class TestProfiles:
         self, overrides: dict[str, Any], in_process: bool
     ) -> None:
         """Where a submit waits on a network (a database, a broker, Redis), many run at once
-        on the threadpool; only the all-local profiles take them on one thread."""
+        on the threadpool; only the all-local profiles run them on the event loop."""
         assert Settings(**overrides).submits_stay_in_process is in_process
+
+    @pytest.mark.parametrize(
+        ("overrides", "in_process"),
+        [
+            ({}, True),  # the embedded profile: SQLite, local files, a line in memory
+            ({"app_env": "test"}, True),
+            ({"job_queue": "pubsub"}, True),  # the queue plays no part in a read
+            ({"database_url": "postgresql+psycopg://db/txt2img"}, False),
+            ({"blob_store": "gcs"}, False),  # image URLs signed through IAM
+            ({"request_cache": "redis"}, False),  # a queued job's place in the Redis line
+            ({"job_store": "firestore"}, False),
+        ],
+    )
+    def test_job_reads_stay_in_process_only_where_nothing_they_touch_is_remote(
+        self, overrides: dict[str, Any], in_process: bool
+    ) -> None:
+        """Reading one job and rendering it (a poll, a long poll) runs on the event loop only
+        where the store, the URL signing and the line are all this process's own."""
+        assert Settings(**overrides).job_reads_stay_in_process is in_process
 
     def test_each_choice_has_its_own_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A variable overrides just its own choice in the profile."""
