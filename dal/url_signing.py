@@ -41,7 +41,9 @@ class HmacUrlSigner:
     ) -> None:
         if not secret:
             raise ValueError("URL signing secret must not be empty")
-        self._secret = secret.encode()
+        # Keyed once: a copy per signature skips the key schedule and OpenSSL's digest lookup,
+        # 12 us against 30 us with cold caches, as a request finds them (issue 19).
+        self._keyed = hmac.new(secret.encode(), digestmod=hashlib.sha256)
         self._path_prefix = path_prefix
         self._base_url = base_url.rstrip("/") if base_url else ""
         self._clock = clock
@@ -67,4 +69,6 @@ class HmacUrlSigner:
 
     def _signature(self, key: str, expires: int) -> str:
         message = f"GET\n{key}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.hexdigest()
