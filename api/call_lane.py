@@ -7,10 +7,11 @@ profile), their work is CPU alone, under the GIL, and a write waits only behind 
 writer (`dal.sql.engine.write_lock`): they run on the event loop itself. A thread would do the
 same work, and the hop to it and back costs more than the work: the loop's wake-up from another
 thread (self-pipe, epoll, callback) and the caches each side finds cold. Measured interleaved
-on two cores against a thread (issue 19, docs/performance.md): a lone client's job costs
-0.3 ms less serving CPU for the submit and 0.3 ms less for a read; with 32 submits in flight,
-1,000-1,080 submits/s against 690-820 on one thread of their own, at 0.9-1.0 ms of CPU each
-against 1.3-1.5 ms.
+on two cores against the submit on one thread of its own and the read on the threadpool
+(issue 19, docs/performance.md, "A seventh round"): a lone client's job costs 0.13-0.28 ms less
+serving CPU with one round trip and about 0.5 ms less with three calls; with 32 submits in
+flight, 1,177-1,250 submits/s against 857-928, at 0.78-0.82 ms of CPU each against
+1.12-1.21 ms.
 
 While such a call runs the loop serves nothing else: a fraction of a millisecond on the embedded
 profile, or, should another process (an admin command) hold the database file, SQLite's busy
