@@ -75,7 +75,7 @@ class Services(OnCore):
     @property
     def url_signer(self) -> HmacUrlSigner | None:
         """Set when the API serves blobs itself (filesystem, memory): verifies their URLs."""
-        if self.settings.blob_store in ("filesystem", "memory"):
+        if self.settings.blob_urls_signed_in_process:
             return self.core.url_signer
         return None
 

@@ -525,6 +525,12 @@ class Settings(BaseSettings):
         )
 
     @property
+    def blob_urls_signed_in_process(self) -> bool:
+        """Whether this process signs its image URLs itself (HMAC, no I/O) and serves the
+        blobs they name: filesystem or memory blobs, as opposed to object storage."""
+        return self.blob_store in ("filesystem", "memory")
+
+    @property
     def submits_stay_in_process(self) -> bool:
         """Whether a submit touches nothing but this process and a local file: a SQLite or
         in-memory job store, an in-process queue and request cache (the embedded profile).
@@ -543,7 +549,7 @@ class Settings(BaseSettings):
         (api/call_lane.py)."""
         return (
             self.job_store_in_process
-            and self.blob_store in ("filesystem", "memory")
+            and self.blob_urls_signed_in_process
             and self.request_cache == "memory"
         )
 
