@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Engine,
     Integer,
     Update,
@@ -46,6 +45,8 @@ from dal.records import (
 )
 from dal.sql.engine import write_lock
 from dal.sql.schema import jobs
+from dal.sql.sqlite_direct import DirectSqlite
+from dal.sql.statements import SqlAlchemyStatements, Statements
 from dal.webhooks.state import has_succeeded, is_owed
 
 # Every statement is built once, here, with bindparam() placeholders, and executed with a
@@ -243,16 +244,20 @@ def _transition_statement(expected: frozenset[JobStatus], increment_attempts: bo
 
 class SqlJobStore:
     """JobStore on SQLAlchemy Core. Conditional transitions are single UPDATE ... WHERE status
-    IN (...) statements, so the database decides which of several concurrent claimers wins."""
+    IN (...) statements, so the database decides which of several concurrent claimers wins.
+
+    On SQLite the same statements run on the pooled sqlite3 connection directly
+    (dal/sql/sqlite_direct.py); elsewhere through SQLAlchemy's Connection."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._engine = engine
         self._clock = clock
+        self._direct = DirectSqlite(engine) if engine.dialect.name == "sqlite" else None
 
     def create(self, job: Job) -> Job:
         try:
             with self._begin() as conn:
-                conn.execute(_INSERT, _to_row(job))
+                conn.run(_INSERT, _to_row(job))
         except IntegrityError as exc:
             raise self._duplicate(job) from exc
         return job
@@ -276,18 +281,18 @@ class SqlJobStore:
                     count_in_flight=lambda: _count_in_flight(conn, job.owner),
                     count_images_since=lambda since: _count_images_since(conn, job.owner, since),
                 )
-                conn.execute(_INSERT, _to_row(job))
+                conn.run(_INSERT, _to_row(job))
         except IntegrityError as exc:
             # A create() of the same id or key, which takes no admission lock, got in first.
             raise self._duplicate(job) from exc
         return job
 
-    def _refuse_duplicate(self, conn: Connection, job: Job) -> None:
-        if conn.execute(_SELECT_ID, {"job_id": job.id}).first() is not None:
+    def _refuse_duplicate(self, conn: Statements, job: Job) -> None:
+        if conn.first(_SELECT_ID, {"job_id": job.id}) is not None:
             raise ValueError(f"job {job.id!r} already exists")
         if job.idempotency_key is not None:
             key = {"owner": job.owner, "idempotency_key": job.idempotency_key}
-            row = conn.execute(_SELECT_BY_IDEMPOTENCY_KEY, key).mappings().first()
+            row = conn.first(_SELECT_BY_IDEMPOTENCY_KEY, key)
             if row is not None:
                 raise IdempotencyKeyReused(_from_row(row))
 
@@ -303,7 +308,7 @@ class SqlJobStore:
 
     def get(self, job_id: str) -> Job:
         with self._connect() as conn:
-            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
+            row = conn.first(_SELECT, {"job_id": job_id})
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
@@ -318,7 +323,7 @@ class SqlJobStore:
             query = _LIST_BY_OWNER_AFTER
             params.update(after_created_at=created_at, after_id=last_id)
         with self._connect() as conn:
-            rows = conn.execute(query, params).mappings().all()
+            rows = conn.all(query, params)
         found = [_from_row(r) for r in rows]
         items = tuple(found[:limit])
         return Page(
@@ -328,7 +333,7 @@ class SqlJobStore:
     def list_by_status(self, status: JobStatus, *, limit: int) -> Sequence[Job]:
         params = {"wanted_status": status.value, "limit": limit}
         with self._connect() as conn:
-            return [_from_row(r) for r in conn.execute(_LIST_BY_STATUS, params).mappings().all()]
+            return [_from_row(r) for r in conn.all(_LIST_BY_STATUS, params)]
 
     def transition(
         self,
@@ -404,13 +409,9 @@ class SqlJobStore:
         expected: frozenset[JobStatus],
     ) -> Job:
         with self._begin() as conn:
-            changed = conn.execute(statement, params).mappings().first()
+            changed = conn.first(statement, params)
             # Only a refused write reads the row again, to say why.
-            current = (
-                conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
-                if changed is None
-                else None
-            )
+            current = conn.first(_SELECT, {"job_id": job_id}) if changed is None else None
         if changed is not None:
             return _from_row(changed)
         if current is None:
@@ -429,7 +430,7 @@ class SqlJobStore:
         # Read and append under a row lock (PostgreSQL; SQLite writes are serialised anyway),
         # so concurrent appends neither lose an attempt nor record a second success.
         with self._begin() as conn:
-            row = conn.execute(_SELECT_FOR_UPDATE, {"job_id": job_id}).mappings().first()
+            row = conn.first(_SELECT_FOR_UPDATE, {"job_id": job_id})
             if row is None:
                 raise JobNotFound(job_id)
             job = _from_row(row)
@@ -437,7 +438,7 @@ class SqlJobStore:
                 return job
             job = job.with_changes(webhook_deliveries=(*job.webhook_deliveries, delivery))
             deliveries = [d.to_dict() for d in job.webhook_deliveries]
-            conn.execute(_SET_WEBHOOK_DELIVERIES, {"job_id": job_id, "deliveries": deliveries})
+            conn.run(_SET_WEBHOOK_DELIVERIES, {"job_id": job_id, "deliveries": deliveries})
         return job
 
     def list_owed_webhooks(
@@ -449,7 +450,7 @@ class SqlJobStore:
         # still owed lives in the JSON list, so it is decided here.
         owed: list[Job] = []
         with self._connect() as conn:
-            for row in conn.execute(_LIST_FINISHED_WITH_WEBHOOK, {"since": since}).mappings():
+            for row in conn.all(_LIST_FINISHED_WITH_WEBHOOK, {"since": since}):
                 job = _from_row(row)
                 if is_owed(job, max_attempts=max_attempts):
                     owed.append(job)
@@ -459,7 +460,7 @@ class SqlJobStore:
 
     def ping(self) -> None:
         with self._connect() as conn:
-            conn.execute(_PING)
+            conn.run(_PING, {})
 
     def count_in_flight(self, owner: str) -> int:
         with self._connect() as conn:
@@ -476,9 +477,9 @@ class SqlJobStore:
         """The record after `statement` (UPDATE ... RETURNING), or as it stands when the
         statement's condition left it alone."""
         with self._begin() as conn:
-            row = conn.execute(statement, params).mappings().first()
+            row = conn.first(statement, params)
             if row is None:
-                row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
+                row = conn.first(_SELECT, {"job_id": job_id})
         if row is None:
             raise JobNotFound(job_id)
         return _from_row(row)
@@ -488,30 +489,34 @@ class SqlJobStore:
             return []
         params = {"created_before": created_before, "limit": limit}
         with self._connect() as conn:
-            return [_from_row(r) for r in conn.execute(_LIST_UNENQUEUED, params).mappings().all()]
+            return [_from_row(r) for r in conn.all(_LIST_UNENQUEUED, params)]
 
     def _exists(self, job_id: str) -> bool:
         with self._connect() as conn:
-            return conn.execute(_SELECT_ID, {"job_id": job_id}).first() is not None
+            return conn.first(_SELECT_ID, {"job_id": job_id}) is not None
 
     def _find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         params = {"owner": owner, "idempotency_key": key}
         with self._connect() as conn:
-            row = conn.execute(_SELECT_BY_IDEMPOTENCY_KEY, params).mappings().first()
+            row = conn.first(_SELECT_BY_IDEMPOTENCY_KEY, params)
         return None if row is None else _from_row(row)
 
     @contextmanager
-    def _connect(self) -> Iterator[Connection]:
+    def _connect(self) -> Iterator[Statements]:
         try:
-            with self._engine.connect() as conn:
-                yield conn
+            if self._direct is not None:
+                with self._direct.connect() as direct:
+                    yield direct
+            else:
+                with self._engine.connect() as conn:
+                    yield SqlAlchemyStatements(conn)
         except (OperationalError, SaInterfaceError) as exc:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
         except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
             raise StoreUnavailable(f"job store unavailable: {exc}") from exc
 
     @contextmanager
-    def _begin_admission(self, owner: str) -> Iterator[Connection]:
+    def _begin_admission(self, owner: str) -> Iterator[Statements]:
         """A write transaction in which no other admission of `owner` runs until it ends.
 
         PostgreSQL: a transaction-scoped advisory lock on a 64-bit hash of the owner, taken
@@ -525,30 +530,34 @@ class SqlJobStore:
         outside the transaction); write_lock queues this process's writers first, as _begin
         does. Another process's writer waits in the busy handler (SQLITE_BUSY_TIMEOUT_S)."""
         with self._begin() as conn:
-            dialect = conn.dialect.name
+            dialect = self._engine.dialect.name
             if dialect == "postgresql":
-                conn.execute(_ADMISSION_LOCK, {"key": _admission_key(owner)})
+                conn.run(_ADMISSION_LOCK, {"key": _admission_key(owner)})
             elif dialect == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.run_sql("BEGIN IMMEDIATE")
             yield conn
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self) -> Iterator[Statements]:
         try:
-            with write_lock(self._engine), self._engine.begin() as conn:
-                yield conn
+            if self._direct is not None:
+                with self._direct.begin() as direct:
+                    yield direct
+            else:
+                with write_lock(self._engine), self._engine.begin() as conn:
+                    yield SqlAlchemyStatements(conn)
         except (OperationalError, SaInterfaceError) as exc:
             raise StoreUnavailable(f"job store unavailable: {exc.orig}") from exc
         except PoolTimeout as exc:  # every pooled connection busy for pool_timeout seconds
             raise StoreUnavailable(f"job store unavailable: {exc}") from exc
 
 
-def _count_in_flight(conn: Connection, owner: str) -> int:
-    return int(conn.execute(_COUNT_IN_FLIGHT, {"owner": owner}).scalar_one())
+def _count_in_flight(conn: Statements, owner: str) -> int:
+    return int(conn.scalar(_COUNT_IN_FLIGHT, {"owner": owner}))
 
 
-def _count_images_since(conn: Connection, owner: str, since: datetime) -> int:
-    return int(conn.execute(_COUNT_IMAGES_SINCE, {"owner": owner, "since": since}).scalar_one())
+def _count_images_since(conn: Statements, owner: str, since: datetime) -> int:
+    return int(conn.scalar(_COUNT_IMAGES_SINCE, {"owner": owner, "since": since}))
 
 
 def _admission_key(owner: str) -> int:

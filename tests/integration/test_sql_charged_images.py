@@ -133,8 +133,29 @@ def test_a_job_failed_to_enqueue_stops_counting_other_failures_do_not(engine: En
 
 @contextlib.contextmanager
 def executed(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
-    """The (statement, parameters) pairs sent to the driver while the block runs."""
+    """The (statement, parameters) pairs sent to the driver while the block runs.
+
+    On SQLite the store runs its statements on the sqlite3 connection itself
+    (dal/sql/sqlite_direct.py), so they are seen through sqlite3's trace callback, which
+    passes each statement with its parameters' values written into it."""
     seen: list[tuple[str, Any]] = []
+
+    if engine.dialect.name == "sqlite":
+
+        def trace(dbapi_connection: Any, *_: Any) -> None:
+            dbapi_connection.set_trace_callback(lambda sql: seen.append((sql, ())))
+
+        def untrace(dbapi_connection: Any, *_: Any) -> None:
+            dbapi_connection.set_trace_callback(None)
+
+        event.listen(engine, "checkout", trace)
+        event.listen(engine, "checkin", untrace)
+        try:
+            yield seen
+        finally:
+            event.remove(engine, "checkout", trace)
+            event.remove(engine, "checkin", untrace)
+        return
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         seen.append((statement, parameters))
