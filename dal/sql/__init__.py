@@ -1,4 +1,7 @@
-"""SQLAlchemy adapters: one code path for SQLite (embedded profile) and PostgreSQL (Cloud SQL)."""
+"""SQLAlchemy adapters: one code path for SQLite (embedded profile) and PostgreSQL (Cloud SQL).
+
+The statements, types and migrations are SQLAlchemy's on both. On SQLite the job store runs its
+compiled statements on the pooled sqlite3 connection directly (sqlite_direct.py)."""
 
 from __future__ import annotations
 

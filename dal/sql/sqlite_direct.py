@@ -1,11 +1,11 @@
-"""The SQL stores' statements on SQLite, run on the pooled `sqlite3` connection itself.
+"""SqlJobStore's statements on SQLite, run on the pooled `sqlite3` connection itself.
 
 Why: on the embedded profile a job makes three write transactions (record, claim, finish),
-and SQLAlchemy's execution machinery around each one cost more than SQLite's own work. The
-store's `claim`, hot, cost 300-400 us through `Connection.execute`; the same compiled
-statement on the same pooled connection, with the same conversions, costs 120-150 us, and
-on a bare connection 86 us (issue 19, docs/performance.md). Most of the difference is the
-`Connection` and its transaction, the execution context and the `Result`.
+and SQLAlchemy's execution machinery around each one cost more than SQLite's own work. Timed
+call by call against each other, the store's `claim` costs 425 us through `Connection` and
+295 us here, `get` 255 us and 150 us; the same claim on a bare connection, about 90 us of it,
+is SQLite's (issue 19, docs/performance.md, "An eighth round"). What is left out is the
+`Connection` and its transaction object, the execution context and the `Result`.
 
 What stays SQLAlchemy's, so that this is a second way to execute, not a second adapter:
 - the statements: each is the store's own SQLAlchemy Core statement, compiled by SQLAlchemy
