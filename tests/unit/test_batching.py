@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from functools import partial
 
@@ -13,9 +14,11 @@ import pytest
 from dal.errors import GenerationError, GeneratorUnavailable
 from dal.records import GeneratedImage, GenerationRequest
 from dal.telemetry import span
-from gpu_worker.batching import BatchingGenerator
+from gpu_worker.batching import BatchingGenerator, _Lanes, _Pending
 from tests.concurrent_callers import concurrently
 from tests.fakes import PatternGenerator
+
+WAIT_S = 10.0
 
 
 def request(prompt: str, *, seeds: tuple[int, ...] = (1,), width: int = 64, steps: int = 3):
@@ -285,9 +288,11 @@ class ThreadRecordingEngine(QueuedEngine):
     def __init__(self) -> None:
         super().__init__()
         self.threads: set[threading.Thread] = set()
+        self.thread_per_batch: list[threading.Thread] = []
 
     def generate_batch(self, requests, on_step=None):
         self.threads.add(threading.current_thread())
+        self.thread_per_batch.append(threading.current_thread())
         return super().generate_batch(requests, on_step)
 
 
@@ -351,6 +356,40 @@ class TestHandOver:
         assert all(thread.name.startswith("batcher-lane") for thread in engine.threads)
         batcher.close()
         assert not any(thread.is_alive() for thread in engine.threads)
+
+    def test_one_batch_at_a_time_keeps_to_the_lane_that_went_idle_last(self) -> None:
+        """A lone caller's batches stay on one warm lane instead of the lanes taking turns.
+        A batch may still go to the other lane when it is handed over before the last one's
+        lane is idle again, hence most, not all (in turn it would be half)."""
+        engine = ThreadRecordingEngine()
+        batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
+        for i in range(20):
+            batcher.generate(request(f"p{i}"))
+            time.sleep(0.005)
+        batcher.close()
+        counts = Counter(engine.thread_per_batch)
+        assert len(engine.thread_per_batch) == 20
+        assert max(counts.values()) >= 16, counts
+
+    def test_batches_waiting_when_the_lanes_close_still_run(self) -> None:
+        """close() lets every batch handed over before it run: the one running and those
+        waiting for a lane."""
+        release = threading.Event()
+        ran: list[int] = []
+
+        def run(_batch: list[_Pending], number: int) -> None:
+            release.wait(WAIT_S)
+            ran.append(number)
+
+        lanes = _Lanes(1, run)
+        for number in range(3):
+            lanes.run([], number)
+        closing = threading.Thread(target=lanes.close, args=(WAIT_S,))
+        closing.start()
+        release.set()
+        closing.join(WAIT_S)
+        assert not closing.is_alive()
+        assert ran == [0, 1, 2]
 
     def test_an_engine_without_a_queue_gets_one_call_at_a_time(self, engine) -> None:
         batcher = BatchingGenerator(engine, max_batch_images=2, max_wait_s=0.5)
