@@ -78,6 +78,9 @@ class PreparedStatement:
                 slots.append((name, process, None))
             elif bind.required:
                 raise KeyError(f"statement needs parameter {name!r}: {statement}")
+            elif bind.callable is not None:
+                # Its value is computed at each execution; converting it once would freeze it.
+                raise NotImplementedError(f"a bind with a callable value: {statement}")
             else:
                 value = bind.effective_value
                 slots.append((None, None, process(value) if process is not None else value))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dal.errors import StoreUnavailable
@@ -229,6 +229,13 @@ def test_a_statement_with_python_side_defaults_is_refused(engine: Engine) -> Non
         DirectSqlite(engine).begin() as statements,
     ):
         statements.run(insert(api_keys), row)
+
+
+def test_a_value_computed_at_each_execution_is_refused(engine: Engine) -> None:
+    """A bind whose value comes from a callable would be frozen by converting it once."""
+    statement = select(jobs.c.id).where(jobs.c.owner == bindparam("who", callable_=lambda: "x"))
+    with pytest.raises(NotImplementedError, match="callable"), DirectSqlite(engine).connect() as s:
+        s.all(statement, {})
 
 
 def test_a_missing_parameter_is_a_key_error(engine: Engine) -> None:
