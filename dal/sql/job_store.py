@@ -450,7 +450,7 @@ class SqlJobStore:
         # still owed lives in the JSON list, so it is decided here.
         owed: list[Job] = []
         with self._connect() as conn:
-            for row in conn.all(_LIST_FINISHED_WITH_WEBHOOK, {"since": since}):
+            for row in conn.each(_LIST_FINISHED_WITH_WEBHOOK, {"since": since}):
                 job = _from_row(row)
                 if is_owed(job, max_attempts=max_attempts):
                     owed.append(job)

@@ -195,6 +195,16 @@ class DirectStatements:
         prepared, rows = self._execute(statement, params)
         return [prepared.mapping(row) for row in rows]
 
+    def each(self, statement: Executable, params: Mapping[str, Any]) -> Iterator[Row]:
+        prepared = self._direct.prepared(statement, params)
+        arguments = prepared.arguments(params)
+        try:
+            self._cursor.execute(prepared.sql, arguments)
+            while (row := self._cursor.fetchone()) is not None:
+                yield prepared.mapping(row)
+        except sqlite3.Error as exc:
+            raise _translated(exc, prepared.sql, arguments) from exc
+
     def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
         prepared, rows = self._execute(statement, params)
         (row,) = rows

@@ -14,7 +14,7 @@ store's logic and error handling are the same on every backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy import Connection, Executable
@@ -32,6 +32,11 @@ class Statements(Protocol):
 
     def all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
         """Every row the statement returns."""
+        ...
+
+    def each(self, statement: Executable, params: Mapping[str, Any]) -> Iterator[Row]:
+        """The rows one at a time, converted as they are reached, for a caller that may stop
+        early."""
         ...
 
     def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
@@ -60,6 +65,9 @@ class SqlAlchemyStatements:
 
     def all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
         return list(self._conn.execute(statement, dict(params)).mappings().all())
+
+    def each(self, statement: Executable, params: Mapping[str, Any]) -> Iterator[Row]:
+        return iter(self._conn.execute(statement, dict(params)).mappings())
 
     def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
         return self._conn.execute(statement, dict(params)).scalar_one()

@@ -158,8 +158,8 @@ def test_every_update_stores_and_returns_what_sqlalchemy_does(engine: Engine) ->
 
 
 def test_reads_return_what_sqlalchemy_returns(engine: Engine) -> None:
-    """A row, a page and a count, as each path reads them: the same Python values and types,
-    moments aware and in UTC."""
+    """A row, a page (whole and row by row) and a count, as each path reads them: the same
+    Python values and types, moments aware and in UTC."""
     with engine.begin() as conn:
         conn.execute(insert(jobs), [_to_row(full_job("a")), _to_row(make_job("b"))])
 
@@ -168,11 +168,13 @@ def test_reads_return_what_sqlalchemy_returns(engine: Engine) -> None:
             statements.first(_SELECT, {"job_id": "a"}),
             statements.first(_SELECT, {"job_id": "missing"}),
             statements.all(_LIST_BY_OWNER, {"owner": "alice", "limit": 10}),
+            list(statements.each(_LIST_BY_OWNER, {"owner": "alice", "limit": 10})),
             statements.scalar(_COUNT_IN_FLIGHT, {"owner": "alice"}),
         )
 
     through_sa, through_direct = both(engine, read)
     assert through_direct == through_sa
+    assert through_direct[2] == through_direct[3] != []
     row = through_direct[0]
     assert [type(row[c]) for c in row] == [type(v) for v in through_sa[0].values()]
     assert row["finished_at"].utcoffset() == timedelta(0)
