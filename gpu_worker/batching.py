@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dal.errors import GenerationError, GeneratorUnavailable
+from dal.handoff import LastIdleFirst
 from dal.records import GeneratedImage, GenerationRequest, StepCallback
 from dal.telemetry import current_job_ids, job_context, span
 from dal.telemetry.metrics import record_batch, record_failed_batch, record_stopped_batch
@@ -85,37 +86,21 @@ class _Pending:
     traceparent: str | None = field(default_factory=current_traceparent)
 
 
-class _Lane:
-    """A lane thread's slot: where a batch is handed to it while it waits idle."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.handed: tuple[list[_Pending], int] | None = None
-        self.wake = threading.Condition(lock)
-
-
 class _Lanes:
     """Threads that run handed-over batches, started once and kept. Daemon threads, like the
     batcher's own: a process that exits without closing its batcher is not held up by a lane
     waiting on its engine. With none, a batch runs on the thread that hands it over.
 
-    The lane that went idle last takes the next batch, as the inline queue's workers do
-    (dal/inline/job_queue.py): handed out in turn, a lone client's batches alternated between
-    the lanes, each finding its stack and objects gone cold since its last batch (issue 19).
-    Batches handed over while every lane is busy wait in order."""
+    The lane that went idle last takes the next batch (dal/handoff.py), as the inline queue's
+    workers do: handed out in turn, a lone client's batches alternated between the lanes, each
+    finding its stack and objects gone cold since its last batch (issue 19). Batches handed
+    over while every lane is busy wait in order."""
 
     def __init__(self, count: int, run: Callable[[list[_Pending], int], None]) -> None:
         self._run = run
-        self._lock = threading.Lock()
-        self._waiting: deque[tuple[list[_Pending], int]] = deque()
-        self._idle: list[_Lane] = []  # a stack: the last to go idle is handed first
-        self._closing = False
+        self._handoff: LastIdleFirst[tuple[list[_Pending], int]] = LastIdleFirst()
         self._threads = [
-            threading.Thread(
-                target=self._serve,
-                args=(_Lane(self._lock),),
-                name=f"batcher-lane-{i}",
-                daemon=True,
-            )
+            threading.Thread(target=self._serve, name=f"batcher-lane-{i}", daemon=True)
             for i in range(count)
         ]
         for thread in self._threads:
@@ -125,41 +110,18 @@ class _Lanes:
         if not self._threads:
             self._run(batch, number)
             return
-        with self._lock:
-            if self._idle:
-                lane = self._idle.pop()
-                lane.handed = (batch, number)
-                lane.wake.notify()
-            else:
-                self._waiting.append((batch, number))
+        self._handoff.put((batch, number))
 
     def close(self, timeout: float) -> None:
         """Stop the lanes once the batches handed to them have run, waiting up to `timeout`
         seconds for each."""
-        with self._lock:
-            self._closing = True
-            for lane in self._idle:
-                lane.wake.notify()
-            self._idle.clear()
+        self._handoff.close(drop_waiting=False)
         for thread in self._threads:
             thread.join(timeout)
 
-    def _serve(self, lane: _Lane) -> None:
-        while (work := self._next(lane)) is not None:
+    def _serve(self) -> None:
+        while (work := self._handoff.take()) is not None:
             self._run(*work)
-
-    def _next(self, lane: _Lane) -> tuple[list[_Pending], int] | None:
-        """The next batch for `lane`, waiting idle until there is one; None once closing and
-        no batch is left."""
-        with self._lock:
-            if self._waiting:
-                return self._waiting.popleft()
-            if self._closing:
-                return None
-            self._idle.append(lane)
-            lane.wake.wait_for(lambda: lane.handed is not None or self._closing)
-            work, lane.handed = lane.handed, None
-            return work
 
 
 class BatchingGenerator:

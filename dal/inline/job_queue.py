@@ -2,24 +2,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 
 from dal.errors import QueueUnavailable
+from dal.handoff import LastIdleFirst
 from dal.records import Job
 from dal.trace_context import current_traceparent, set_traceparent
 
 log = logging.getLogger(__name__)
 
 _Item = tuple[str, str | None]  # a job id, and the trace of the request that submitted it
-
-
-class _Worker:
-    """A worker thread's slot: where a job is handed to it while it waits idle."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.handed: _Item | None = None
-        self.wake = threading.Condition(lock)
 
 
 class InlineJobQueue:
@@ -32,7 +24,7 @@ class InlineJobQueue:
     order: the worker that went idle last runs the next job. A queue.Queue would wake the
     worker idle longest, so a lone client's jobs would visit every thread in turn, each with
     its stack and its objects gone cold since its last job; this way one warm thread serves
-    them all, and the others only wake when jobs overlap (issue 19).
+    them all, and the others only wake when jobs overlap (issue 19, dal/handoff.py).
     """
 
     def __init__(
@@ -42,12 +34,9 @@ class InlineJobQueue:
             raise ValueError("workers must be at least 1")
         self._run_job = run_job
         self._lock = threading.Lock()
-        self._waiting: deque[_Item] = deque()
-        self._idle_workers: list[_Worker] = []  # a stack: the last to go idle is handed first
+        self._handoff: LastIdleFirst[_Item] = LastIdleFirst()
         self._threads = [
-            threading.Thread(
-                target=self._loop, args=(_Worker(self._lock),), name=f"{name}-{i}", daemon=True
-            )
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
             for i in range(workers)
         ]
         self._started = False
@@ -71,12 +60,9 @@ class InlineJobQueue:
             if self._closed:
                 raise QueueUnavailable("the inline queue is shut down")
             self._busy += 1
-            if self._idle_workers:
-                worker = self._idle_workers.pop()
-                worker.handed = item
-                worker.wake.notify()
-            else:
-                self._waiting.append(item)
+        if not self._handoff.put(item):  # closed since the check above
+            self._done()
+            raise QueueUnavailable("the inline queue is shut down")
 
     @property
     def depth(self) -> int:
@@ -96,21 +82,15 @@ class InlineJobQueue:
             if self._closed:
                 return
             self._closed = True
-            self._busy -= len(self._waiting)
-            self._waiting.clear()
-            for worker in self._idle_workers:
-                worker.wake.notify()
-            self._idle_workers.clear()
+            self._busy -= self._handoff.close(drop_waiting=True)
             self._idle.notify_all()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout)
 
-    def _loop(self, worker: _Worker) -> None:
-        while True:
-            item = self._next(worker)
-            if item is None:
-                return
+    def _loop(self) -> None:
+        # A job handed over before the close counts as started, and runs.
+        while (item := self._handoff.take()) is not None:
             job_id, traceparent = item
             set_traceparent(traceparent)
             try:
@@ -119,19 +99,6 @@ class InlineJobQueue:
                 log.exception("inline worker: unexpected error running job %s", job_id)
             finally:
                 self._done()
-
-    def _next(self, worker: _Worker) -> _Item | None:
-        """The next job for `worker`, waiting idle until there is one; None once the queue is
-        closed. A job handed over before the close counts as started, and runs."""
-        with self._lock:
-            if self._closed:
-                return None
-            if self._waiting:
-                return self._waiting.popleft()
-            self._idle_workers.append(worker)
-            worker.wake.wait_for(lambda: worker.handed is not None or self._closed)
-            item, worker.handed = worker.handed, None
-            return item
 
     def _done(self) -> None:
         with self._lock:
