@@ -61,19 +61,19 @@ class SqlAlchemyStatements:
         self._conn = conn
 
     def first(self, statement: Executable, params: Mapping[str, Any]) -> Row | None:
-        return self._conn.execute(statement, dict(params)).mappings().first()
+        return self._conn.execute(statement, params).mappings().first()
 
     def all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
-        return list(self._conn.execute(statement, dict(params)).mappings().all())
+        return list(self._conn.execute(statement, params).mappings().all())
 
     def each(self, statement: Executable, params: Mapping[str, Any]) -> Iterator[Row]:
-        return iter(self._conn.execute(statement, dict(params)).mappings())
+        return iter(self._conn.execute(statement, params).mappings())
 
     def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
-        return self._conn.execute(statement, dict(params)).scalar_one()
+        return self._conn.execute(statement, params).scalar_one()
 
     def run(self, statement: Executable, params: Mapping[str, Any]) -> None:
-        self._conn.execute(statement, dict(params))
+        self._conn.execute(statement, params)
 
     def run_sql(self, sql: str) -> None:
         self._conn.exec_driver_sql(sql)
