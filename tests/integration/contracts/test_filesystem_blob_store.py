@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import cast
 
@@ -99,6 +101,38 @@ class TestFilesystemBlobStore(BlobStoreContract, HmacSignedUrlContract):
         assert not root.exists()
         store.ping()
         assert root.is_dir()
+
+    def test_blobs_are_readable_by_other_processes_whatever_the_umask(
+        self, store: FilesystemBlobStore, root: Path
+    ) -> None:
+        """Images are written for other processes to read (a sidecar, a server of the folder):
+        0644 even under a umask of 077, and no temporary file is left beside them."""
+        previous = os.umask(0o077)
+        try:
+            store.put("images/owner/job-1/0.png", b"pixels", content_type="image/png")
+        finally:
+            os.umask(previous)
+        blob = root / "images" / "owner" / "job-1" / "0.png"
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o644
+        assert [p.name for p in blob.parent.iterdir()] == ["0.png"]
+
+    def test_a_put_creates_only_the_folders_it_is_missing(
+        self, store: FilesystemBlobStore, root: Path
+    ) -> None:
+        """A new job's folder under an existing owner's, and a whole new path, both get made;
+        an existing folder's other blobs stay."""
+        store.put("images/owner/job-1/0.png", b"one", content_type="image/png")
+        store.put("images/owner/job-2/0.png", b"two", content_type="image/png")
+        store.put("images/owner/job-1/1.png", b"three", content_type="image/png")
+        store.put("thumbnails/a/b/c.png", b"four", content_type="image/png")
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        assert files == [
+            "images/owner/job-1/0.png",
+            "images/owner/job-1/1.png",
+            "images/owner/job-2/0.png",
+            "thumbnails/a/b/c.png",
+        ]
+        assert store.get("images/owner/job-1/1.png") == b"three"
 
 
 def _exists_or_refused(store: FilesystemBlobStore, key: str) -> bool:
