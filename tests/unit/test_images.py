@@ -1,15 +1,22 @@
-"""PNG encoding of the pipeline's images (gpu_worker/images.py): lossless, deterministic, and
-compressed."""
+"""PNG encoding of the pipeline's images (gpu_worker/images.py): lossless, deterministic,
+compressed, and the stream Pillow's own `save` writes."""
 
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 from PIL import Image
 
 from dal.records import GenerationRequest
-from gpu_worker.images import encode_png, from_raw, split_by_request, to_raw
+from gpu_worker.images import (
+    PNG_COMPRESS_LEVEL,
+    encode_png,
+    from_raw,
+    split_by_request,
+    to_raw,
+)
 
 
 def _smooth(size: int) -> Image.Image:
@@ -42,6 +49,35 @@ def test_the_png_is_compressed() -> None:
     assert len(encode_png(image)) < 0.8 * len(image.tobytes())
 
 
+def test_a_small_image_is_byte_for_byte_what_pillows_save_writes() -> None:
+    """Pins the encoder's arguments to what PngImagePlugin passes: a Pillow upgrade that
+    changes them fails here, not in a user's image."""
+    image = _smooth(64)
+    assert encode_png(image) == _saved_by_pillow(image)
+
+
+def test_a_large_image_carries_pillows_stream_in_one_idat() -> None:
+    """Past 64 KiB, `save` splits the deflate stream over several IDAT chunks; ours is the same
+    stream in one. Pillow verifies every chunk's CRC when it reads the file."""
+    noise = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    image = Image.fromarray(noise, "RGB")
+    ours, pillows = _chunks(encode_png(image)), _chunks(_saved_by_pillow(image))
+
+    assert [kind for kind, _ in ours] == [b"IHDR", b"IDAT", b"IEND"]
+    assert [kind for kind, _ in pillows].count(b"IDAT") > 1
+    assert ours[0] == pillows[0]  # the same header
+    assert _idat(ours) == _idat(pillows)
+    Image.open(io.BytesIO(encode_png(image))).verify()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(image)))), noise)
+
+
+def test_other_modes_are_written_as_rgb() -> None:
+    grey = Image.new("L", (4, 4), 77)
+    decoded = Image.open(io.BytesIO(encode_png(grey)))
+    assert decoded.mode == "RGB"
+    assert decoded.getpixel((0, 0)) == (77, 77, 77)
+
+
 def test_a_batch_is_split_back_into_each_requests_images_in_seed_order() -> None:
     first = _request("a", seeds=(1, 2))
     second = _request("b", seeds=(3,))
@@ -69,3 +105,23 @@ def _request(prompt: str, *, seeds: tuple[int, ...]) -> GenerationRequest:
         guidance_scale=7.5,
         seeds=seeds,
     )
+
+
+def _saved_by_pillow(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        chunks.append((png[at + 4 : at + 8], png[at + 8 : at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _idat(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(data for kind, data in chunks if kind == b"IDAT")
