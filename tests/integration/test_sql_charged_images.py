@@ -8,19 +8,18 @@ import contextlib
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import JSON, Engine, and_, case, event, func, insert, select
 
 from dal.records import ENQUEUE_FAILED, JobChanges, JobError, JobStatus
-from dal.sql import SqlJobStore, create_sql_engine, upgrade
+from dal.sql import SqlJobStore
 from dal.sql.job_store import _to_row
 from dal.sql.schema import jobs
 from tests.contracts.job_store_contract import T0, make_job, make_params
 
-pytest_plugins = ["tests.integration.postgres_service"]
+pytest_plugins = ["tests.integration.postgres_service", "tests.integration.sqlite_database"]
 
 DAY = T0.replace(hour=0, minute=0, second=0, microsecond=0)
 COVERING_INDEX = "ix_jobs_owner_created_charged"
@@ -37,14 +36,6 @@ JSON_RULE = case(
     ),
     else_=func.coalesce(jobs.c.params["num_images"].as_integer(), 1),
 )
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_sql_engine(f"sqlite:///{tmp_path / 'charged.sqlite3'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

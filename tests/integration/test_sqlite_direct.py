@@ -8,7 +8,6 @@ by another (or by an admin command on SQLAlchemy) means the same thing."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dal.errors import StoreUnavailable
 from dal.records import ImageRef, Job, JobError, JobStatus, WebhookDelivery
-from dal.sql import SqlJobStore, create_sql_engine, upgrade
+from dal.sql import SqlJobStore, create_sql_engine
 from dal.sql.job_store import (
     _CLAIM,
     _COUNT_IN_FLIGHT,
@@ -36,15 +35,9 @@ from dal.sql.sqlite_direct import DirectSqlite
 from dal.sql.statements import SqlAlchemyStatements, Statements
 from tests.contracts.job_store_contract import T0, make_job, make_params
 
+pytest_plugins = ["tests.integration.sqlite_database"]
+
 COLUMNS = [c.name for c in jobs.columns if c.name != "id"]
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_sql_engine(f"sqlite:///{tmp_path / 'direct.sqlite3'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def stored(engine: Engine, job_id: str) -> list[tuple[Any, str]]:
@@ -98,25 +91,25 @@ def both(engine: Engine, work: Any) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("shape", ["sparse", "full"])
-def test_an_insert_stores_what_sqlalchemy_stores(engine: Engine, shape: str) -> None:
+def test_an_insert_stores_what_sqlalchemy_stores(sqlite_engine: Engine, shape: str) -> None:
     """The same job inserted through each path in turn (the full one has an idempotency key,
     which two rows of one owner may not share), the first deleted before the second."""
     job = make_job("job") if shape == "sparse" else full_job("job")
-    with engine.begin() as conn:
+    with sqlite_engine.begin() as conn:
         SqlAlchemyStatements(conn).run(_INSERT, _to_row(job))
-    through_sqlalchemy = stored(engine, "job")
-    with engine.begin() as conn:
+    through_sqlalchemy = stored(sqlite_engine, "job")
+    with sqlite_engine.begin() as conn:
         conn.execute(delete(jobs))
-    with DirectSqlite(engine).begin() as direct:
+    with DirectSqlite(sqlite_engine).begin() as direct:
         direct.run(_INSERT, _to_row(job))
-    assert stored(engine, "job") == through_sqlalchemy
+    assert stored(sqlite_engine, "job") == through_sqlalchemy
 
 
-def test_every_update_stores_and_returns_what_sqlalchemy_does(engine: Engine) -> None:
+def test_every_update_stores_and_returns_what_sqlalchemy_does(sqlite_engine: Engine) -> None:
     """A claim (literals, a function of a column, one parameter bound three times), a
     requeue (JSON and None in SET) and a transition whose SET comes from the parameters'
     names, each on twin rows: the rows stay equal and the returned records are equal."""
-    with engine.begin() as conn:
+    with sqlite_engine.begin() as conn:
         conn.execute(insert(jobs), [_to_row(make_job(i)) for i in ("sa-job", "direct-job")])
     now = T0 + timedelta(seconds=5, microseconds=7)
     steps: list[tuple[Any, dict[str, Any]]] = [
@@ -148,19 +141,19 @@ def test_every_update_stores_and_returns_what_sqlalchemy_does(engine: Engine) ->
         def update(statements: Statements, name: str) -> Any:
             return statements.first(statement, {**params, "job_id": f"{name}-job"})  # noqa: B023 - called at once
 
-        returned_sa, returned_direct = both(engine, update)
+        returned_sa, returned_direct = both(sqlite_engine, update)
         assert returned_sa is not None
         assert returned_direct is not None
         assert {**returned_direct, "id": None} == {**returned_sa, "id": None}
         assert _from_row(returned_direct) == _from_row(returned_sa).with_changes(id="direct-job")
-        assert stored(engine, "direct-job") == stored(engine, "sa-job")
+        assert stored(sqlite_engine, "direct-job") == stored(sqlite_engine, "sa-job")
     assert _from_row(returned_direct).status == JobStatus.SUCCEEDED
 
 
-def test_reads_return_what_sqlalchemy_returns(engine: Engine) -> None:
+def test_reads_return_what_sqlalchemy_returns(sqlite_engine: Engine) -> None:
     """A row, a page (whole and row by row) and a count, as each path reads them: the same
     Python values and types, moments aware and in UTC."""
-    with engine.begin() as conn:
+    with sqlite_engine.begin() as conn:
         conn.execute(insert(jobs), [_to_row(full_job("a")), _to_row(make_job("b"))])
 
     def read(statements: Statements, _name: str) -> Any:
@@ -172,7 +165,7 @@ def test_reads_return_what_sqlalchemy_returns(engine: Engine) -> None:
             statements.scalar(_COUNT_IN_FLIGHT, {"owner": "alice"}),
         )
 
-    through_sa, through_direct = both(engine, read)
+    through_sa, through_direct = both(sqlite_engine, read)
     assert through_direct == through_sa
     assert through_direct[2] == through_direct[3] != []
     row = through_direct[0]
@@ -182,9 +175,9 @@ def test_reads_return_what_sqlalchemy_returns(engine: Engine) -> None:
 
 
 def test_a_duplicate_raises_sqlalchemys_integrity_error_and_keeps_nothing(
-    engine: Engine,
+    sqlite_engine: Engine,
 ) -> None:
-    direct = DirectSqlite(engine)
+    direct = DirectSqlite(sqlite_engine)
     with direct.begin() as statements:
         statements.run(_INSERT, _to_row(make_job("one")))
     with pytest.raises(IntegrityError), direct.begin() as statements:
@@ -197,12 +190,12 @@ def test_a_duplicate_raises_sqlalchemys_integrity_error_and_keeps_nothing(
         assert statements.first(_SELECT, {"job_id": "one"}) is not None
 
 
-def test_an_error_in_the_block_rolls_the_transaction_back(engine: Engine) -> None:
-    direct = DirectSqlite(engine)
+def test_an_error_in_the_block_rolls_the_transaction_back(sqlite_engine: Engine) -> None:
+    direct = DirectSqlite(sqlite_engine)
     with pytest.raises(RuntimeError), direct.begin() as statements:
         statements.run(_INSERT, _to_row(make_job("one")))
         raise RuntimeError("the caller changed its mind")
-    assert SqlJobStore(engine).list_by_owner("alice", limit=5).items == ()
+    assert SqlJobStore(sqlite_engine).list_by_owner("alice", limit=5).items == ()
 
 
 def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
@@ -222,30 +215,36 @@ def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None
         engine.dispose()
 
 
-def test_a_statement_with_python_side_defaults_is_refused(engine: Engine) -> None:
+def test_a_statement_with_python_side_defaults_is_refused(sqlite_engine: Engine) -> None:
     """api_keys.label has a Python-side default that only SQLAlchemy's execution fills in:
     the direct path refuses the statement rather than store a row without it."""
     row = {"id": "k1", "owner": "alice", "key_hash": "h", "created_at": T0}
     with (
         pytest.raises(NotImplementedError, match="Python-side defaults"),
-        DirectSqlite(engine).begin() as statements,
+        DirectSqlite(sqlite_engine).begin() as statements,
     ):
         statements.run(insert(api_keys), row)
 
 
-def test_a_value_computed_at_each_execution_is_refused(engine: Engine) -> None:
+def test_a_value_computed_at_each_execution_is_refused(sqlite_engine: Engine) -> None:
     """A bind whose value comes from a callable would be frozen by converting it once."""
     statement = select(jobs.c.id).where(jobs.c.owner == bindparam("who", callable_=lambda: "x"))
-    with pytest.raises(NotImplementedError, match="callable"), DirectSqlite(engine).connect() as s:
+    with (
+        pytest.raises(NotImplementedError, match="callable"),
+        DirectSqlite(sqlite_engine).connect() as s,
+    ):
         s.all(statement, {})
 
 
-def test_a_missing_parameter_is_a_key_error(engine: Engine) -> None:
-    with pytest.raises(KeyError, match="job_id"), DirectSqlite(engine).connect() as statements:
+def test_a_missing_parameter_is_a_key_error(sqlite_engine: Engine) -> None:
+    with (
+        pytest.raises(KeyError, match="job_id"),
+        DirectSqlite(sqlite_engine).connect() as statements,
+    ):
         statements.first(_SELECT, {})
 
 
 def test_only_sqlite_engines_run_directly(tmp_path: Path) -> None:
-    engine = create_sql_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    postgres_engine = create_sql_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(ValueError, match="SQLite"):
-        DirectSqlite(engine)
+        DirectSqlite(postgres_engine)
