@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_guard import BodyGuardMiddleware
+from api.hot_routes import install_hot_routes
 from api.outbox_sweeper import sweep_periodically
 from api.problem_openapi import document_problems
 from api.problems import install_problem_handlers
@@ -59,10 +60,12 @@ def create_app(
     *,
     services: Services | None = None,
     generator: ImageGenerator | None = None,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """Build the app. Adapters are built in the lifespan (never at import); pass `services`
     to use ready-made ones (the caller then closes them), or `generator` to share a loaded
-    model between apps."""
+    model between apps. `hot_routes=False` leaves every request to FastAPI's routing (the
+    tests compare the two: api/hot_routes.py)."""
     settings = settings or (services.settings if services else Settings())
 
     @asynccontextmanager
@@ -108,4 +111,7 @@ def create_app(
     openai_images.install(app)  # POST /v1/images/generations, GET /v1/models
     a1111.install(app)  # AUTOMATIC1111's /sdapi/v1: txt2img, models, progress, interrupt
     app.include_router(web.router)  # the web page at `/`
+    if hot_routes:
+        # Ahead of every route above: a job's submit, poll and download (api/hot_routes.py).
+        install_hot_routes(app)
     return app

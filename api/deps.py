@@ -13,6 +13,7 @@ from fastapi.security import (
     HTTPBasicCredentials,
     HTTPBearer,
 )
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from api.api_keys import Principal
@@ -157,11 +158,21 @@ def _rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
 async def _enforce(
     services: Services, limiter: RateLimiter, principal: Principal, response: Response, scope: str
 ) -> None:
-    key = f"{scope}:{principal.key_id}"
+    key = _rate_limit_key(scope, principal)
     if services.rate_limits_block:
         decision = await run_in_threadpool(limiter.hit, key)
     else:
         decision = limiter.hit(key)
+    response.headers.update(_admitted_headers(decision, scope))
+
+
+def _rate_limit_key(scope: str, principal: Principal) -> str:
+    return f"{scope}:{principal.key_id}"
+
+
+def _admitted_headers(decision: RateLimitDecision, scope: str) -> dict[str, str]:
+    """The RateLimit-* headers of a request the limit let through; a refused one raises the
+    429 problem (with Retry-After)."""
     headers = _rate_limit_headers(decision)
     if not decision.allowed:
         headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
@@ -170,4 +181,29 @@ async def _enforce(
             f"Rate limit for {scope} requests exceeded; retry after {headers['Retry-After']} s.",
             headers=headers,
         )
-    response.headers.update(headers)
+    return headers
+
+
+def admitted_without_io(
+    services: Services, authorization: str | None, kind: str
+) -> tuple[Caller, dict[str, str]] | None:
+    """What the `Reader` (kind "read") or `Submitter` ("submit") dependency gives a request
+    carrying `authorization`, when it can be had without I/O: a Bearer key this process
+    verified and keeps, and a rate limit held in this process. Then the caller and the
+    RateLimit-* headers of its answer; or the 429 problem, raised, when the limit refuses it.
+    None when the dependency would do more (read the key store, ask Redis) or would refuse
+    the request as unauthenticated: the route itself then answers it, the same way.
+
+    The header is read as `HTTPBearer` reads it; the limit is hit once, as the dependency
+    hits it (api/hot_routes.py)."""
+    if services.rate_limits_block:
+        return None
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    principal = services.keys.verified(credentials)
+    if principal is None:
+        return None
+    limiter = services.submit_limiter if kind == "submit" else services.read_limiter
+    headers = _admitted_headers(limiter.hit(_rate_limit_key(kind, principal)), kind)
+    return Caller(principal, services), headers

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from api.deps import ServicesDep
 from api.problems import PROBLEM_MEDIA_TYPE, ProblemError
 from api.schemas import Problem
+from api.wiring import Services
 from dal.errors import BlobUrlSignatureInvalid
 from dal.url_signing import validate_blob_key
 
@@ -34,6 +35,12 @@ async def get_blob(
     # Async, and on the event loop: this route serves only blobs the API holds itself (a local
     # folder or memory, where `url_signer` is set), so the HMAC check and a read of a PNG from
     # disk cost less than the threadpool hop a sync route pays on every download (issue 19).
+    return answer_blob(services, key, expires=expires, sig=sig)
+
+
+def answer_blob(services: Services, key: str, *, expires: int, sig: str) -> Response:
+    """`GET /v1/blobs/{key}` once its parameters are read: by this route, or by the hot route
+    (api/hot_routes.py)."""
     signer = services.url_signer
     if signer is None:
         raise ProblemError("not-found", "Images are served from object storage, not this API.")

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Reader, Submitter
+from api.deps import Caller, Reader, Submitter
 from api.job_service import JobRequest
 from api.job_submission import (
     IdempotencyKeyHeader,
@@ -55,6 +56,27 @@ async def submit_job(
         ),
     ] = None,
 ) -> Any:
+    return await answer_submit(
+        caller,
+        body,
+        str(request.base_url),
+        idempotency_key=idempotency_key,
+        prefer=prefer,
+        headers=response.headers,
+    )
+
+
+async def answer_submit(
+    caller: Caller,
+    body: JobCreate,
+    base_url: str,
+    *,
+    idempotency_key: str | None,
+    prefer: str | None,
+    headers: Mapping[str, str],
+) -> Response:
+    """`POST /v1/jobs` once its parameters are read: by this route, or by the hot route
+    (api/hot_routes.py). `headers` are those its dependencies set (RateLimit-*)."""
     services = caller.services
     if body.webhook_url is not None:
         # Resolves the host in production profiles (SSRF guard): off the event loop.
@@ -66,21 +88,21 @@ async def submit_job(
         idempotency_key=check_idempotency_key(idempotency_key),
     )
     job = submitted.job
-    base_url = str(request.base_url)
+    answer = _headers(headers)
     # What url_for("get_job") gives, without walking every route of the app on each submit.
-    response.headers["Location"] = f"{base_url}{router.prefix.lstrip('/')}/{job.id}"
+    answer["Location"] = f"{base_url}{router.prefix.lstrip('/')}/{job.id}"
     if submitted.deduplicated:
         # An identical seeded request already succeeded: its images are the answer, now.
-        response.headers["Deduplicated"] = "true"
+        answer["Deduplicated"] = "true"
     elif not submitted.created:
-        response.headers["Idempotent-Replayed"] = "true"
+        answer["Idempotent-Replayed"] = "true"
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
-        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+        answer["Preference-Applied"] = f"wait={wait_s:g}"
         job = await wait_until_finished(services, caller.owner, job, wait_s)
     view = await services.view_soon(job, base_url)
     code = status.HTTP_200_OK if job.status.is_terminal else status.HTTP_202_ACCEPTED
-    return _json_response(view.model_dump_json().encode(), response, status_code=code)
+    return _json_response(view.model_dump_json().encode(), answer, status_code=code)
 
 
 @router.get(
@@ -105,7 +127,7 @@ def list_jobs(
     listing = JobListOut(
         items=services.views(page.items, str(request.base_url)), next_cursor=page.next_cursor
     )
-    return _json_response(listing.model_dump_json().encode(), response)
+    return _json_response(listing.model_dump_json().encode(), _headers(response.headers))
 
 
 def _check_webhook_url(services: Services, url: str) -> None:
@@ -145,21 +167,35 @@ async def get_job(
         ),
     ] = None,
 ) -> Any:
+    return await answer_job(
+        caller, job_id, str(request.base_url), prefer=prefer, headers=response.headers
+    )
+
+
+async def answer_job(
+    caller: Caller,
+    job_id: str,
+    base_url: str,
+    *,
+    prefer: str | None,
+    headers: Mapping[str, str],
+) -> Response:
+    """`GET /v1/jobs/{job_id}` once its parameters are read: by this route, or by the hot
+    route (api/hot_routes.py). `headers` are those its dependencies set (RateLimit-*)."""
     services = caller.services
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
+    answer = _headers(headers)
     if wait_s is None:
         # The common poll: one call reads and renders the job (on the loop where that stays in
         # process, else one threadpool hop), and its JSON goes out as rendered (JobOut is
         # validated once, by the renderer, not again on the way out).
-        body = await services.read_lane.run(
-            _rendered, services, caller.owner, job_id, str(request.base_url)
-        )
-        return _json_response(body, response)
+        body = await services.read_lane.run(_rendered, services, caller.owner, job_id, base_url)
+        return _json_response(body, answer)
     job = await services.read_lane.run(services.job_service.get, owner=caller.owner, job_id=job_id)
-    response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+    answer["Preference-Applied"] = f"wait={wait_s:g}"
     job = await wait_until_finished(services, caller.owner, job, wait_s)
-    view = await services.view_soon(job, str(request.base_url))
-    return _json_response(view.model_dump_json().encode(), response)
+    view = await services.view_soon(job, base_url)
+    return _json_response(view.model_dump_json().encode(), answer)
 
 
 def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> bytes:
@@ -167,10 +203,14 @@ def _rendered(services: Services, owner: str, job_id: str, base_url: str) -> byt
     return services.view(job, base_url).model_dump_json().encode()
 
 
-def _json_response(body: bytes, headers_from: Response, *, status_code: int = 200) -> Response:
+def _headers(set_by_dependencies: Mapping[str, str]) -> dict[str, str]:
+    """The headers the route's dependencies set (RateLimit-*), for an answer of its own."""
+    return {k: v for k, v in set_by_dependencies.items() if k.lower() != "content-length"}
+
+
+def _json_response(body: bytes, headers: dict[str, str], *, status_code: int = 200) -> Response:
     """`body` (a view serialized once, as rendered: FastAPI would validate it again on the way
-    out) as the answer, with the headers the route and its dependencies set (RateLimit-*)."""
-    headers = {k: v for k, v in headers_from.headers.items() if k != "content-length"}
+    out) as the answer, with `headers`."""
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
