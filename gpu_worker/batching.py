@@ -8,7 +8,10 @@ guidance) until the batch holds `max_batch_images` images or the first request h
 It waits only for requests known to be on their way: a caller announces itself with
 `arriving()` as soon as it has a job (before claiming it), and `generate()` ends the
 announcement. With nobody announced, a request starts at once: a lone client pays no batching
-wait, while under load (or a burst of deliveries) batches still fill.
+wait, while under load (or a burst of deliveries) batches still fill. A request that would
+make a batch of one at once (nothing waiting, nobody on the way, a call free) runs on its
+caller's thread as that batch: the same call, with no hand-over to the dispatcher and a lane
+and back (issue 19).
 
 Per job, as if unbatched:
 - progress: each caller's step callback is called with the batch's steps;
@@ -149,8 +152,7 @@ class BatchingGenerator:
         # gathers as many jobs as it can.
         self._in_flight = max(1, engine.max_in_flight)
         self._slots = threading.BoundedSemaphore(self._in_flight)
-        self._may_form = threading.Event()
-        self._may_form.set()
+        self._may_form = True  # guarded by _cond
         # The lanes a handed-over batch runs on: kept between batches, as starting a thread per
         # batch cost more CPU than the batcher's own work for a small job (issue 19). An engine
         # that takes one call at a time needs none: the batcher's thread runs each batch itself.
@@ -203,8 +205,21 @@ class BatchingGenerator:
                 self._arriving -= 1
             if self._closed:
                 raise GenerationError("shutting_down", "the worker is stopping", retryable=True)
-            self._pending.append(pending)
-            self._cond.notify_all()
+            alone = (
+                not self._pending
+                and self._arriving <= 0
+                and self._may_form
+                and self._slots.acquire(blocking=False)
+            )
+            if alone:
+                number = self._form()
+            else:
+                self._pending.append(pending)
+                self._cond.notify_all()
+        if alone:
+            # The batch of one the dispatcher would form at once, run here (see the module's
+            # docstring); its slot and the next batch are released as a lane releases them.
+            self._run_in_lane([pending], number)
         return pending.future.result()
 
     def check_ready(self) -> None:
@@ -218,29 +233,48 @@ class BatchingGenerator:
             waiting = list(self._pending)
             self._pending.clear()
             self._cond.notify_all()
-        self._may_form.set()
         for pending in waiting:
             pending.future.set_exception(
                 GenerationError("shutting_down", "the worker is stopping", retryable=True)
             )
         self._thread.join(timeout=60)
         self._lanes.close(timeout=60)
+        # Batches running on their callers' threads end too before the engine closes: each
+        # holds a slot until it has.
+        deadline = time.monotonic() + 60
+        for _ in range(self._in_flight):
+            self._slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
         # The batcher owns its engine: this stops the pipeline process (EngineProcess).
         self._engine.close()
 
     # Dispatcher ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
+        while self._work_waits():
+            # A slot is taken only once there is a batch to form, so that an idle dispatcher
+            # leaves every call free for a lone request to run on its caller's thread.
             self._slots.acquire()
-            self._may_form.wait()
-            batch = self._next_batch()
-            if batch is None:
+            formed = self._next_batch()
+            if formed is None:
+                self._slots.release()
                 return
-            with self._cond:
-                self._formed += 1
-                self._may_form.clear()
-            self._lanes.run(batch, self._formed)
+            self._lanes.run(*formed)
+
+    def _work_waits(self) -> bool:
+        """Wait until a request waits and a batch may form; False once closed."""
+        with self._cond:
+            while not (self._pending and self._may_form):
+                if self._closed:
+                    return False
+                self._cond.wait()
+            return True
+
+    def _form(self) -> int:
+        """Count a batch formed (holding `_cond`): the next one forms once this one has done
+        its last step. Its number."""
+        self._formed += 1
+        self._may_form = False
+        return self._formed
 
     def _run_in_lane(self, batch: list[_Pending], number: int) -> None:
         try:
@@ -261,9 +295,15 @@ class BatchingGenerator:
         reaching its last step says nothing about the one after it)."""
         with self._cond:
             if number == self._formed:
-                self._may_form.set()
+                self._may_form = True
+                if self._pending:
+                    # Only a waiting request needs the dispatcher; a lone caller's next request
+                    # finds the batch free without waking it.
+                    self._cond.notify_all()
 
-    def _next_batch(self) -> list[_Pending] | None:
+    def _next_batch(self) -> tuple[list[_Pending], int] | None:
+        """The next batch, and its number; counted formed as it leaves the queue, in one hold
+        of `_cond`, so that no lone request starts a batch of its own in between."""
         with self._cond:
             while not self._pending:
                 if self._closed:
@@ -291,7 +331,7 @@ class BatchingGenerator:
                 batch.append(pending)
                 images += size
                 self._pending.remove(pending)
-            return batch
+            return batch, self._form()
 
     def _images_for(self, key: tuple[int, int, int, float]) -> int:
         return sum(len(p.request.seeds) for p in self._pending if p.request.batch_shape == key)

@@ -346,29 +346,94 @@ class TestHandOver:
 
     def test_batches_run_on_lanes_kept_between_batches(self) -> None:
         """No thread is started per batch: however many batches run, they run on as many
-        lanes as the engine takes calls at once, which stop when the batcher closes."""
+        lanes as the engine takes calls at once (which stop when the batcher closes), or on
+        the thread of a caller whose request made a batch of one at once."""
         engine = ThreadRecordingEngine()
         batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
-        for i in range(6):
-            batcher.generate(request(f"p{i}"))
+        callers: set[threading.Thread] = set()
+
+        def generate(prompt: str) -> list[GeneratedImage]:
+            callers.add(threading.current_thread())
+            return batcher.generate(request(prompt))
+
+        concurrently(batcher, [partial(generate, f"p{i}") for i in range(6)])
         assert len(engine.batches) == 6
-        assert 1 <= len(engine.threads) <= QueuedEngine.max_in_flight
-        assert all(thread.name.startswith("batcher-lane") for thread in engine.threads)
+        lanes = {thread for thread in engine.threads if thread not in callers}
+        assert 1 <= len(lanes) <= QueuedEngine.max_in_flight
+        assert all(thread.name.startswith("batcher-lane") for thread in lanes)
         batcher.close()
-        assert not any(thread.is_alive() for thread in engine.threads)
+        assert not any(thread.is_alive() for thread in lanes)
+
+    def test_a_lone_callers_batches_run_on_its_own_thread(self) -> None:
+        """A request with nothing waiting before it and nobody on the way is the batch the
+        dispatcher would form at once: it runs on its caller's thread, with no hand-over to
+        a lane and back."""
+        engine = ThreadRecordingEngine()
+        batcher = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.5)
+        try:
+            for i in range(5):
+                with batcher.arriving():
+                    assert len(batcher.generate(request(f"p{i}"))) == 1
+        finally:
+            batcher.close()
+        assert engine.thread_per_batch == [threading.current_thread()] * 5
+
+    def test_a_request_behind_a_running_batch_of_one_waits_for_its_last_step(self) -> None:
+        """The batch a caller runs itself is a batch like any other: the next one is handed
+        over only once it has done its last step, and gathers what arrived meanwhile."""
+        engine = QueuedEngine()
+        batcher = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.0)
+        try:
+            first = threading.Thread(target=batcher.generate, args=(request("first"),))
+            first.start()
+            while engine.handed < 1:
+                time.sleep(0.001)
+            late = concurrently(
+                batcher, [partial(batcher.generate, request(f"p{i}")) for i in range(3)]
+            )
+            first.join(WAIT_S)
+        finally:
+            batcher.close()
+        assert [len(images) for images in late] == [1, 1, 1]
+        assert engine.events.index(("last step", 0)) < engine.events.index(("handed over", 1))
+        assert [len(batch) for batch in engine.batches] == [1, 3]
+
+    def test_close_waits_for_a_batch_running_on_its_callers_thread(self) -> None:
+        """The engine closes only once a batch a caller runs itself has ended."""
+        engine = QueuedEngine()
+        batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
+        results: list[list[GeneratedImage]] = []
+        caller = threading.Thread(
+            target=lambda: results.append(batcher.generate(request("running")))
+        )
+        caller.start()
+        while engine.handed < 1:
+            time.sleep(0.001)
+        batcher.close()
+        assert not engine.outstanding
+        caller.join(WAIT_S)
+        assert [len(images) for images in results] == [1]
 
     def test_one_batch_at_a_time_keeps_to_the_lane_that_went_idle_last(self) -> None:
-        """A lone caller's batches stay on one warm lane instead of the lanes taking turns.
-        A batch may still go to the other lane when it is handed over before the last one's
-        lane is idle again, hence most, not all (in turn it would be half)."""
-        engine = ThreadRecordingEngine()
-        batcher = BatchingGenerator(engine, max_batch_images=1, max_wait_s=0.0)
-        for i in range(20):
-            batcher.generate(request(f"p{i}"))
+        """Batches handed over one at a time stay on one warm lane instead of the lanes taking
+        turns. A batch may still go to the other lane when it is handed over before the last
+        one's lane is idle again, hence most, not all (in turn it would be half)."""
+        ran_on: list[threading.Thread] = []
+        done = threading.Event()
+
+        def run(_batch: list[_Pending], _number: int) -> None:
+            ran_on.append(threading.current_thread())
+            done.set()
+
+        lanes = _Lanes(2, run)
+        for number in range(20):
+            done.clear()
+            lanes.run([], number)
+            done.wait(WAIT_S)
             time.sleep(0.005)
-        batcher.close()
-        counts = Counter(engine.thread_per_batch)
-        assert len(engine.thread_per_batch) == 20
+        lanes.close(WAIT_S)
+        counts = Counter(ran_on)
+        assert len(ran_on) == 20
         assert max(counts.values()) >= 16, counts
 
     def test_batches_waiting_when_the_lanes_close_still_run(self) -> None:
