@@ -148,13 +148,15 @@ async def _job(scope: Scope, _body: bytes) -> Response | None:
     # The documented route's `{job_id}`: one path segment of 1 to 64 characters.
     if not job_id or len(job_id) > _JOB_ID_MAX or "/" in job_id:
         return None
+    # Named on every line the request logs from here, a refusal's included, as the route's
+    # first dependency (`job_id_of_path`) names it.
+    set_job_ids([job_id])
     services = _services(scope)
     headers = Headers(scope=scope)
     admitted = admitted_without_io(services, headers.get("authorization"), "read")
     if admitted is None:
         return None
     caller, limit_headers = admitted
-    set_job_ids([job_id])
     return await answer_job(
         caller,
         job_id,

@@ -382,7 +382,8 @@ class TestHandOver:
         """The batch a caller runs itself is a batch like any other: the next one is handed
         over only once it has done its last step, and gathers what arrived meanwhile."""
         engine = QueuedEngine()
-        batcher = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.0)
+        # A wait long enough for a late caller that has announced itself but not yet asked.
+        batcher = BatchingGenerator(engine, max_batch_images=4, max_wait_s=0.5)
         try:
             first = threading.Thread(target=batcher.generate, args=(request("first"),))
             first.start()
