@@ -64,7 +64,7 @@ class Caller:
         return self.principal.owner
 
 
-_BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{_REALM}"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": f'Bearer realm="{_REALM}"'}
 _BASIC_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{_REALM}"'}
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 BasicCredentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
@@ -72,12 +72,16 @@ BasicCredentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 
 def _bearer_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ProblemError(
-            "unauthenticated",
-            "Send an API key as `Authorization: Bearer <key>`.",
-            headers=_BEARER_CHALLENGE,
-        )
+        raise _no_bearer_key()
     return credentials.credentials
+
+
+def _no_bearer_key() -> ProblemError:
+    return ProblemError(
+        "unauthenticated",
+        "Send an API key as `Authorization: Bearer <key>`.",
+        headers=BEARER_CHALLENGE,
+    )
 
 
 def _basic_or_bearer_key(
@@ -101,7 +105,18 @@ def _basic_or_bearer_key(
 async def _admitted(
     request: Request, response: Response, key: str, challenge: dict[str, str], kind: str
 ) -> Caller:
-    services = await get_services(request)
+    caller, headers = await admitted(await get_services(request), key, challenge, kind)
+    response.headers.update(headers)
+    return caller
+
+
+async def admitted(
+    services: Services, key: str, challenge: dict[str, str], kind: str
+) -> tuple[Caller, dict[str, str]]:
+    """The caller presenting `key`, authenticated and admitted by the rate limit of `kind`
+    ("read" or "submit"), with the RateLimit-* headers of its answer. Raises the 401 problem
+    (challenging with `challenge`) or the 429 one. The routes' `Caller` dependencies and the
+    hot routes (api/hot_routes.py) admit a request through here."""
     principal = services.keys.verified(key)
     if principal is None:
         principal = await run_in_threadpool(services.keys.authenticate, key)
@@ -110,16 +125,24 @@ async def _admitted(
             "unauthenticated", "The API key is not valid or has been revoked.", headers=challenge
         )
     limiter = services.submit_limiter if kind == "submit" else services.read_limiter
-    await _enforce(services, limiter, principal, response, kind)
-    return Caller(principal, services)
+    return Caller(principal, services), await _enforce(services, limiter, principal, kind)
+
+
+def bearer_key(authorization: str | None) -> str:
+    """The API key of an `Authorization` header, read as `HTTPBearer` reads it. Raises the
+    401 problem, challenging with Bearer, when there is none."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if authorization and scheme and credentials and scheme.lower() == "bearer":
+        return credentials
+    raise _no_bearer_key()
 
 
 async def _reader(request: Request, response: Response, bearer: BearerCredentials) -> Caller:
-    return await _admitted(request, response, _bearer_key(bearer), _BEARER_CHALLENGE, "read")
+    return await _admitted(request, response, _bearer_key(bearer), BEARER_CHALLENGE, "read")
 
 
 async def _submitter(request: Request, response: Response, bearer: BearerCredentials) -> Caller:
-    return await _admitted(request, response, _bearer_key(bearer), _BEARER_CHALLENGE, "submit")
+    return await _admitted(request, response, _bearer_key(bearer), BEARER_CHALLENGE, "submit")
 
 
 # The same limits for routes that also take HTTP Basic (AUTOMATIC1111): one bucket per key,
@@ -156,14 +179,14 @@ def _rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
 
 
 async def _enforce(
-    services: Services, limiter: RateLimiter, principal: Principal, response: Response, scope: str
-) -> None:
+    services: Services, limiter: RateLimiter, principal: Principal, scope: str
+) -> dict[str, str]:
     key = _rate_limit_key(scope, principal)
     if services.rate_limits_block:
         decision = await run_in_threadpool(limiter.hit, key)
     else:
         decision = limiter.hit(key)
-    response.headers.update(_admitted_headers(decision, scope))
+    return _admitted_headers(decision, scope)
 
 
 def _rate_limit_key(scope: str, principal: Principal) -> str:
@@ -182,28 +205,3 @@ def _admitted_headers(decision: RateLimitDecision, scope: str) -> dict[str, str]
             headers=headers,
         )
     return headers
-
-
-def admitted_without_io(
-    services: Services, authorization: str | None, kind: str
-) -> tuple[Caller, dict[str, str]] | None:
-    """What the `Reader` (kind "read") or `Submitter` ("submit") dependency gives a request
-    carrying `authorization`, when it can be had without I/O: a Bearer key this process
-    verified and keeps, and a rate limit held in this process. Then the caller and the
-    RateLimit-* headers of its answer; or the 429 problem, raised, when the limit refuses it.
-    None when the dependency would do more (read the key store, ask Redis) or would refuse
-    the request as unauthenticated: the route itself then answers it, the same way.
-
-    The header is read as `HTTPBearer` reads it; the limit is hit once, as the dependency
-    hits it (api/hot_routes.py)."""
-    if services.rate_limits_block:
-        return None
-    scheme, credentials = get_authorization_scheme_param(authorization)
-    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
-        return None
-    principal = services.keys.verified(credentials)
-    if principal is None:
-        return None
-    limiter = services.submit_limiter if kind == "submit" else services.read_limiter
-    headers = _admitted_headers(limiter.hit(_rate_limit_key(kind, principal)), kind)
-    return Caller(principal, services), headers

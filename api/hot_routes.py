@@ -13,17 +13,19 @@ What a hot route does not change:
   one code path;
 - the reading: each parameter is read as FastAPI reads it (the first of a repeated header,
   the body through `json.loads` and the model's validation, the Bearer key as `HTTPBearer`
-  parses it), and admitted by the same function as the `Caller` dependency
-  (`api.deps.admitted_without_io`), which hits the rate limit once;
+  parses it), and the caller is admitted by the `Caller` dependency's own function
+  (`api.deps.admitted`: the key kept or read from the store, the rate limit hit once, in
+  memory or in Redis);
 - everything else: a request that is not plainly well-formed (invalid JSON or fields, a
-  repeated query parameter, a path parameter out of bounds, a root path) or that needs I/O to
-  be admitted (a key this process has not verified, a limit kept in Redis) is routed as if
-  this module did not exist, its body replayed, before anything has happened to it. Errors
-  and their order are then FastAPI's own: tests/unit/api/test_hot_routes.py sends the same
-  requests through both ways and compares the answers.
-- errors raised while answering (a quota, the rate limit, a store that is down) are raised
-  inside the app's exception middleware, as the route's are, and rendered by the same
-  problem handlers; the request metrics name the same route templates.
+  repeated query parameter, a path parameter out of bounds, a root path) is routed as if this
+  module did not exist, its body replayed, before anything has happened to it. FastAPI then
+  reports its errors in its own order (a body that is not JSON before the credentials, the
+  credentials before the fields); a well-formed request's errors come from the same
+  functions either way: tests/unit/api/test_hot_routes.py sends the same requests through
+  both ways and compares the answers;
+- errors raised while answering (no or a revoked key, the rate limit, a quota, a store that
+  is down) are raised inside the app's exception middleware, as the route's are, and rendered
+  by the same problem handlers; the request metrics name the same route templates.
 
 The OpenAPI document still describes the routes: these are not API routes, so FastAPI does
 not see them.
@@ -45,7 +47,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 
-from api.deps import admitted_without_io
+from api.deps import BEARER_CHALLENGE, admitted, bearer_key
 from api.routes.blobs import answer_blob
 from api.routes.jobs import answer_job, answer_submit
 from api.schemas import JobCreate
@@ -127,12 +129,10 @@ async def _submit(scope: Scope, body: bytes) -> Response | None:
         fields = JobCreate.model_validate(json.loads(body))
     except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError included
         return None
-    services = _services(scope)
     headers = Headers(scope=scope)
-    admitted = admitted_without_io(services, headers.get("authorization"), "submit")
-    if admitted is None:
-        return None
-    caller, limit_headers = admitted
+    caller, limit_headers = await admitted(
+        _services(scope), bearer_key(headers.get("authorization")), BEARER_CHALLENGE, "submit"
+    )
     return await answer_submit(
         caller,
         fields,
@@ -151,12 +151,10 @@ async def _job(scope: Scope, _body: bytes) -> Response | None:
     # Named on every line the request logs from here, a refusal's included, as the route's
     # first dependency (`job_id_of_path`) names it.
     set_job_ids([job_id])
-    services = _services(scope)
     headers = Headers(scope=scope)
-    admitted = admitted_without_io(services, headers.get("authorization"), "read")
-    if admitted is None:
-        return None
-    caller, limit_headers = admitted
+    caller, limit_headers = await admitted(
+        _services(scope), bearer_key(headers.get("authorization")), BEARER_CHALLENGE, "read"
+    )
     return await answer_job(
         caller,
         job_id,
