@@ -1,11 +1,12 @@
 """The three requests a job's client makes, read straight from the ASGI scope when they are
 plainly well-formed: `POST /v1/jobs`, `GET /v1/jobs/{job_id}` and `GET /v1/blobs/{key}`.
 
-Why: FastAPI's per-request work around a route, its included-router matching and the
-resolution of each node of the dependency graph (four passes over parameter kinds per node,
-type checks per parameter), cost about 0.45 ms of the event loop's CPU per request here, more
-than the submit's own transaction. For these routes that was a sixth of a job's serving CPU
-(issue 19, docs/performance.md, "A tenth round").
+Why: FastAPI's per-request work around a route cost about 0.65 ms of the event loop's CPU
+per request here, more than the submit's own transaction: 0.29 ms resolving the dependency
+graph (four passes over parameter kinds per node, type checks per parameter), 0.36 ms
+matching included routers (twice) and handling the request around the route. For a job's
+requests that was about a fifth of its serving CPU (issue 19, docs/performance.md, "A tenth
+round").
 
 What a hot route does not change:
 - the answer: once the parameters are read, the documented route's own function answers
