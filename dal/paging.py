@@ -10,6 +10,12 @@ from datetime import UTC, datetime
 from dal.errors import InvalidCursor
 from dal.records import Job
 
+# A cursor this service issues is about 100 characters (a time and a job id, base64). Longer
+# ones are refused before they are decoded: a few kilobytes of nested JSON arrays drive
+# json.loads to the interpreter's recursion limit, where a finalizer the garbage collector
+# happens to run fails too (an unraisable RecursionError).
+MAX_CURSOR_LENGTH = 512
+
 
 def encode_cursor(last: Job) -> str:
     raw = json.dumps({"t": last.created_at.isoformat(), "id": last.id}, separators=(",", ":"))
@@ -17,6 +23,8 @@ def encode_cursor(last: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise InvalidCursor("cursor is not one this service issued")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))

@@ -22,6 +22,7 @@ from api.schemas import JobCreate, JobListOut
 from api.wiring import Services
 from dal.errors import InvalidWebhookUrl
 from dal.job_view import JobOut
+from dal.paging import MAX_CURSOR_LENGTH
 from dal.telemetry.job_context import set_job_ids
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -116,7 +117,7 @@ def list_jobs(
     response: Response,
     caller: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> Any:
     services = caller.services
     if limit > services.settings.list_max_limit:

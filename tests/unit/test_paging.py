@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dal.errors import InvalidCursor
-from dal.paging import decode_cursor, encode_cursor, sort_key
+from dal.paging import MAX_CURSOR_LENGTH, decode_cursor, encode_cursor, sort_key
 from dal.records import Job, JobParams
 
 T0 = datetime(2025, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
@@ -96,3 +96,14 @@ def test_naive_datetime_cursor_raises_invalid_cursor(moment: str) -> None:
     cursor = b64(json.dumps({"t": moment, "id": "job-1"}))
     with pytest.raises(InvalidCursor):
         decode_cursor(cursor)
+
+
+def test_a_cursor_longer_than_any_issued_is_refused_before_it_is_decoded() -> None:
+    """The longest cursor the stores can issue (a 64-character job id) is well under the
+    bound; anything over it is refused unread, however it nests."""
+    longest = encode_cursor(job("j" * 64, T0 + timedelta(microseconds=123456)))
+    assert len(longest) < MAX_CURSOR_LENGTH / 2
+    assert decode_cursor(longest)[1] == "j" * 64
+    too_long = encode_cursor(job("j" * MAX_CURSOR_LENGTH, T0))
+    with pytest.raises(InvalidCursor):
+        decode_cursor(too_long)
