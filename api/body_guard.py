@@ -53,16 +53,7 @@ class BodyGuardMiddleware:
             await self._refuse(scope, receive, send, problem)
             return
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self._app(scope, replay, send)
+        await self._app(scope, replaying(body, receive), send)
 
     def _too_large(self) -> ProblemError:
         return ProblemError(
@@ -74,3 +65,17 @@ class BodyGuardMiddleware:
     ) -> None:
         # In the request's dialect (api/problems.py): OpenAI's error shape on its paths.
         await render_problem(Request(scope), problem)(scope, receive, send)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` for whoever reads the body next: the body, then what the client sends."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

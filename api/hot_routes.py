@@ -46,8 +46,9 @@ from starlette.datastructures import Headers, URLPath
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from api.body_guard import replaying
 from api.deps import BEARER_CHALLENGE, admitted, bearer_key
 from api.routes.blobs import answer_blob
 from api.routes.jobs import answer_job, answer_submit
@@ -105,7 +106,7 @@ class HotRoute(BaseRoute):
             body, complete = await _read_body(receive)
             if not complete:
                 return  # the client hung up
-            receive = _replaying(body, receive)
+            receive = replaying(body, receive)
         response = await self._serve(scope, body)
         if response is None:
             scope[_DECLINED] = True
@@ -205,17 +206,3 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks), True
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` for whoever reads the body next: the body, then what the client sends."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
