@@ -32,7 +32,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench bench-weights bench-dialects soak model test test-unit test-integration test-e2e lint format clean
+.PHONY: drill help setup lock upgrade run run-selfhosted dev dev-down services browser bench bench-compare bench-weights bench-dialects soak model test test-unit test-integration test-e2e lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ run-selfhosted: $(STAMP) ## The self-hosted shape: Redis, PostgreSQL (started if
 
 bench: $(STAMP) ## Print throughput, latency and cold-start figures as JSON (.data/bench/results.json)
 	$(BIN)/python -m bench
+
+bench-compare: $(STAMP) ## Print the serving CPU per job of this tree against REF (default main), both services side by side: make bench-compare REF=HEAD~1
+	$(BIN)/python -m bench.compare $(or $(REF),main)
 
 bench-weights: $(STAMP) ## Print the tiny model's bytes as fp32 vs fp16 variant, and the worker's start to /readyz from each folder
 	$(BIN)/python -m bench.model_weights
