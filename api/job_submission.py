@@ -110,21 +110,24 @@ async def wait_until_finished(
     job: Job,
     wait_s: float,
     *,
+    read_at: float,
     caller: Request | None = None,
 ) -> Job:
     """Re-read the job when this process hears it ended, or every PREFER_WAIT_POLL_S, until it
-    has ended or `wait_s` has passed. With `caller`, raises CallerGone once its client has hung
-    up (checked at every re-read)."""
+    has ended or `wait_s` has passed. `read_at`: when the read that gave `job` began
+    (`time.monotonic()`), so that an end heard since then is not missed (api/job_waits.py).
+    With `caller`, raises CallerGone once its client has hung up (checked at every re-read)."""
     deadline = time.monotonic() + wait_s
     poll = services.settings.prefer_wait_poll_s
     while not job.status.is_terminal:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        wake = await services.job_waits.wait(job.id, min(remaining, poll))
+        wake = await services.job_waits.wait(job.id, min(remaining, poll), since=read_at)
         if wake is not None and wake.ended is not None and wake.ended.owner == owner:
             job = wake.ended  # the record this process's finisher ended it with: no read needed
         else:
+            read_at = time.monotonic()
             job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
         if caller is not None and not job.status.is_terminal and await caller.is_disconnected():
             raise CallerGone(job)
@@ -145,12 +148,18 @@ async def run_to_completion(
     SYNC_CANCEL_ON_DISCONNECT is off). `on_submitted` hears of the job before the wait (the
     AUTOMATIC1111 dialect remembers it for its progress and interrupt routes)."""
     settings = services.settings
+    read_at = time.monotonic()
     submitted = await submit(services, principal, request, idempotency_key=idempotency_key)
     if on_submitted is not None:
         await on_submitted(submitted.job)
     try:
         job = await wait_until_finished(
-            services, principal.owner, submitted.job, settings.sync_wait_max_s, caller=caller
+            services,
+            principal.owner,
+            submitted.job,
+            settings.sync_wait_max_s,
+            read_at=read_at,
+            caller=caller,
         )
     except CallerGone as gone:
         if settings.sync_cancel_on_disconnect:

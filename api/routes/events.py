@@ -153,17 +153,20 @@ async def job_events(
 ) -> StreamingResponse:
     # Unknown job or another owner's: a 404 problem, before any byte of the stream.
     services = caller.services
+    read_at = time.monotonic()
     job = await run_in_threadpool(services.job_service.get, owner=caller.owner, job_id=job_id)
     headers = dict(response.headers)  # the rate-limit headers set by the dependency
     headers.pop("content-length", None)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    stream = _events(request, services, caller.owner, job, _last_event_id(last_event_id))
+    stream = _events(request, services, caller.owner, job, read_at, _last_event_id(last_event_id))
     return StreamingResponse(stream, media_type=EVENT_STREAM, headers=headers)
 
 
 async def _events(
-    request: Request, services: Services, owner: str, job: Job, last_id: int
+    request: Request, services: Services, owner: str, job: Job, read_at: float, last_id: int
 ) -> AsyncIterator[str]:
+    """`read_at`: when the read that gave `job` began (`time.monotonic()`): an end heard since
+    then wakes the stream's wait at once (api/job_waits.py)."""
     settings = services.settings
     poll = min(settings.prefer_wait_poll_s, MAX_POLL_S)
     deadline = time.monotonic() + settings.events_stream_max_s
@@ -203,11 +206,14 @@ async def _events(
         if now - last_write >= HEARTBEAT_S:
             yield ": keep-alive\n\n"
             last_write = now
-        wake = await services.job_waits.wait(job.id, min(poll, max(deadline - now, 0.0)))
+        wake = await services.job_waits.wait(
+            job.id, min(poll, max(deadline - now, 0.0)), since=read_at
+        )
         if wake is not None and wake.ended is not None and wake.ended.owner == owner:
             job = wake.ended  # ended in this process: its finisher's record, no read needed
             continue
         try:
+            read_at = time.monotonic()
             job = await run_in_threadpool(services.job_service.get, owner=owner, job_id=job.id)
         except NotFound:
             return  # deleted meanwhile: a reconnect gets the 404

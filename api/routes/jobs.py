@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -82,6 +83,7 @@ async def answer_submit(
     if body.webhook_url is not None:
         # Resolves the host in production profiles (SSRF guard): off the event loop.
         await run_in_threadpool(_check_webhook_url, services, body.webhook_url)
+    read_at = time.monotonic()  # the job as submit() returns it is read from here on
     submitted = await submit(
         services,
         caller.principal,
@@ -100,7 +102,7 @@ async def answer_submit(
     wait_s = _preferred_wait(prefer, services.settings.prefer_wait_max_s)
     if wait_s is not None:
         answer["Preference-Applied"] = f"wait={wait_s:g}"
-        job = await wait_until_finished(services, caller.owner, job, wait_s)
+        job = await wait_until_finished(services, caller.owner, job, wait_s, read_at=read_at)
     view = await services.view_soon(job, base_url)
     code = status.HTTP_200_OK if job.status.is_terminal else status.HTTP_202_ACCEPTED
     return _json_response(view.model_dump_json().encode(), answer, status_code=code)
@@ -192,9 +194,10 @@ async def answer_job(
         # validated once, by the renderer, not again on the way out).
         body = await services.read_lane.run(_rendered, services, caller.owner, job_id, base_url)
         return _json_response(body, answer)
+    read_at = time.monotonic()
     job = await services.read_lane.run(services.job_service.get, owner=caller.owner, job_id=job_id)
     answer["Preference-Applied"] = f"wait={wait_s:g}"
-    job = await wait_until_finished(services, caller.owner, job, wait_s)
+    job = await wait_until_finished(services, caller.owner, job, wait_s, read_at=read_at)
     view = await services.view_soon(job, base_url)
     return _json_response(view.model_dump_json().encode(), answer)
 

@@ -77,7 +77,7 @@ class Waiter:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self.woken: Future[Wake | None] = asyncio.run_coroutine_threadsafe(
-            waits.wait(job_id, 10), self._loop
+            waits.wait(job_id, 10, since=time.monotonic()), self._loop
         )
         # The wait registers before its first await; one round trip later it has run that far.
         asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(5)

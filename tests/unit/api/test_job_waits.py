@@ -1,13 +1,15 @@
 """JobWaits: a waiting request wakes with the ended record when this process's finisher hands
 it over (no store read), with a bare notice when only the job's id was heard (the bus), and
-with nothing when its wait is over."""
+with nothing when its wait is over. A notice heard after the waiter's read began and before
+its wait wakes it at once; one heard before that read does not."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
-from api.job_waits import JobWaits, Wake
+from api.job_waits import NOTICES_KEPT, JobWaits, Wake
 from dal.records import Job, JobParams, JobStatus
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -36,7 +38,7 @@ def ended_job(job_id: str) -> Job:
 async def wait_then(
     waits: JobWaits, job_id: str, notice: object, seconds: float = 5
 ) -> Wake | None:
-    waiting = asyncio.create_task(waits.wait(job_id, seconds))
+    waiting = asyncio.create_task(waits.wait(job_id, seconds, since=time.monotonic()))
     await asyncio.sleep(0)  # registered
     if isinstance(notice, Job):
         waits.notify(job_id, notice)
@@ -56,7 +58,7 @@ def test_a_notice_by_id_wakes_without_a_record() -> None:
 
 def test_a_wait_that_runs_out_is_not_a_wake() -> None:
     async def run_out() -> Wake | None:
-        return await JobWaits().wait("job-1", 0.01)
+        return await JobWaits().wait("job-1", 0.01, since=time.monotonic())
 
     assert asyncio.run(run_out()) is None
 
@@ -64,7 +66,7 @@ def test_a_wait_that_runs_out_is_not_a_wake() -> None:
 def test_a_notice_for_another_job_does_not_wake() -> None:
     async def other() -> Wake | None:
         waits = JobWaits()
-        waiting = asyncio.create_task(waits.wait("job-1", 0.05))
+        waiting = asyncio.create_task(waits.wait("job-1", 0.05, since=time.monotonic()))
         await asyncio.sleep(0)
         waits.notify("job-2", ended_job("job-2"))
         return await waiting
@@ -75,13 +77,14 @@ def test_a_notice_for_another_job_does_not_wake() -> None:
 def test_a_request_that_leaves_mid_wait_is_forgotten_and_a_later_notice_is_harmless() -> None:
     async def leave() -> Wake | None:
         waits = JobWaits()
-        waiting = asyncio.create_task(waits.wait("job-1", 5))
+        waiting = asyncio.create_task(waits.wait("job-1", 5, since=time.monotonic()))
         await asyncio.sleep(0)
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
         waits.notify("job-1", ended_job("job-1"))  # nobody left to wake
         await asyncio.sleep(0)
-        return await waits.wait("job-1", 0.01)  # a new wait starts clean
+        # A new wait, after a read that began after that notice, starts clean.
+        return await waits.wait("job-1", 0.01, since=time.monotonic())
 
     assert asyncio.run(leave()) is None
 
@@ -89,3 +92,57 @@ def test_a_request_that_leaves_mid_wait_is_forgotten_and_a_later_notice_is_harml
 def test_a_notice_and_the_timeout_together_answer_once_without_error() -> None:
     job = ended_job("job-1")
     assert asyncio.run(wait_then(JobWaits(), "job-1", job, seconds=0)) in (None, Wake(job))
+
+
+def test_a_notice_between_the_read_and_the_wait_wakes_at_once() -> None:
+    """The job ends after the waiter's read began (it read `running`) and before its wait:
+    the wait answers the kept notice instead of sleeping through its poll interval."""
+    job = ended_job("job-1")
+
+    async def race() -> tuple[Wake | None, float]:
+        waits = JobWaits()
+        read_began = time.monotonic()
+        waits.notify("job-1", job)  # nobody is waiting yet
+        started = time.monotonic()
+        wake = await waits.wait("job-1", 30, since=read_began)
+        return wake, time.monotonic() - started
+
+    wake, waited = asyncio.run(race())
+    assert wake == Wake(job)
+    assert waited < 1
+
+
+def test_a_notice_heard_before_the_read_began_does_not_wake() -> None:
+    """That read saw the end (a notice follows the store's write), so the waiter read a job
+    started again since (a dead letter replayed) and must wait for its new end."""
+
+    async def reopened() -> Wake | None:
+        waits = JobWaits()
+        waits.notify("job-1", ended_job("job-1"))
+        await asyncio.sleep(0.001)
+        return await waits.wait("job-1", 0.05, since=time.monotonic())
+
+    assert asyncio.run(reopened()) is None
+
+
+def test_a_bare_notice_is_kept_as_heard() -> None:
+    async def race() -> Wake | None:
+        waits = JobWaits()
+        read_began = time.monotonic()
+        waits.notify("job-1")
+        return await waits.wait("job-1", 30, since=read_began)
+
+    assert asyncio.run(race()) == Wake(None)
+
+
+def test_only_the_newest_notices_are_kept() -> None:
+    async def flood() -> tuple[Wake | None, Wake | None]:
+        waits = JobWaits()
+        read_began = time.monotonic()
+        for n in range(NOTICES_KEPT + 1):
+            waits.notify(f"job-{n}")
+        oldest = await waits.wait("job-0", 0.01, since=read_began)
+        newest = await waits.wait(f"job-{NOTICES_KEPT}", 0.01, since=read_began)
+        return oldest, newest
+
+    assert asyncio.run(flood()) == (None, Wake(None))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from dal.records import JobStatus
+from dal.records import Job, JobStatus
 from dal.telemetry.job_context import current_job_ids
 from tests.unit.api.conftest import ApiHarness
 
@@ -297,6 +298,31 @@ class TestLongPoll:
         assert response.json()["status"] == "succeeded"
         assert response.headers["preference-applied"] == "wait=10"
         assert 0.2 < elapsed < 3
+
+    def test_a_job_ending_between_the_read_and_the_wait_is_answered_at_once(
+        self, api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The held GET reads the job still queued; it ends, and its notice is heard, before
+        the GET starts waiting. The GET answers the end then, not after a poll interval."""
+        import time
+
+        api.services.settings.prefer_wait_poll_s = 30.0  # a missed notice would cost 30 s
+        job_id = api.client.post("/v1/jobs", json=PROMPT, headers=api.headers()).json()["id"]
+        read = api.services.job_service.get
+
+        def read_then_the_job_ends(**kwargs: str) -> Job:
+            job = read(**kwargs)
+            api.run_pending_jobs()
+            api.services.job_waits.notify(job_id)
+            return job  # as it was read: queued
+
+        monkeypatch.setattr(api.services.job_service, "get", read_then_the_job_ends)
+        started = time.monotonic()
+        response = api.client.get(f"/v1/jobs/{job_id}", headers=api.headers(Prefer="wait=60"))
+        elapsed = time.monotonic() - started
+
+        assert response.json()["status"] == "succeeded"
+        assert elapsed < 10
 
     def test_prefer_wait_gives_up_after_the_wait(self, api: ApiHarness) -> None:
         """A job that does not finish is returned as it is once the wait is over."""
